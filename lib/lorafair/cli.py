@@ -1,0 +1,141 @@
+"""``lorafair``: run experiments, execute notebooks, build the book.
+
+    lorafair book [--profile offline|smoke|paper] [--recompute] [--only NAME ...] [--no-build]
+    lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
+    lorafair params NAME
+    lorafair run vision [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
+
+User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .errors import LorafairError
+
+
+def _value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def cmd_book(a) -> None:
+    from .notebook import build_book
+
+    t = build_book(a.profile, recompute=a.recompute, only=a.only, build=not a.no_build)
+    print("[lorafair] wall time (s): " + json.dumps(t))
+
+
+def cmd_notebook(a) -> None:
+    from .notebook import execute
+
+    params = {k: _value(v) for k, v in (a.param or [])}
+    if a.profile:
+        params["profile"] = a.profile
+    print(execute(a.name, params, a.out, log=True))
+
+
+def cmd_params(a) -> None:
+    from .profiles import PRESETS, PROFILE_NAMES, RESULTS_DIRS, parameter_names
+
+    from .errors import choose
+
+    choose("notebook", a.name, PRESETS)
+    print(f"parameters of {a.name} (pass with -p KEY VALUE; None = the profile's value):")
+    for k in parameter_names(a.name):
+        vals = []
+        for p in PROFILE_NAMES:
+            v = PRESETS[a.name][p].get(k, RESULTS_DIRS[p] if k == "results_dir" else None)
+            vals.append(f"{p}={json.dumps(v)}")
+        if k == "profile":
+            vals = ["one of " + ", ".join(PROFILE_NAMES) + " (default offline)"]
+        if k == "force":
+            vals = ["true recomputes runs that have a record (default false)"]
+        print(f"  {k}: " + "; ".join(vals))
+
+
+def cmd_run(a) -> None:
+    from . import experiments as ex
+    from .profiles import per_model, resolve
+    from .runs import RunStore
+
+    if a.experiment != "vision":
+        raise LorafairError(f"unknown experiment {a.experiment!r}; valid choices: vision")
+    P = resolve("vision_classification", a.profile)
+    model = a.model or P["models"][0]
+    kw = dict(P["dataset_kwargs"])
+    if a.task:
+        kw["task"] = a.task
+    runner = ex.ClassificationRunner(RunStore(P["results_dir"]), P["dataset"], kw, progress=True)
+    cfg = ex.classification_config(
+        "vision_classification", a.profile, P["dataset"], kw, model, a.method, a.seed,
+        a.epochs or per_model(P["epochs"], model, a.method),
+        a.lr or per_model(P["lrs"], model, a.method), P["batch_size"], rank=a.rank, alpha=a.alpha,
+        layer_fraction=a.layer_fraction, placement=a.placement, n_boot=P["n_boot"])
+    rec = runner.run(cfg, force=a.force)
+    m = rec.metrics
+    print(f"run {rec.path}\n  test accuracy {m['accuracy']['value']:.3f} {m['accuracy']['ci']}")
+    for attr, v in m["attributes"].items():
+        print(f"  {attr}: worst group {v['worst_group']} {v['worst_group_accuracy']['value']:.3f}, "
+              f"gap {v['accuracy_gap']['value']:.3f}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lorafair", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("book", help="execute every notebook on a profile and build the book")
+    b.add_argument("--profile", default="offline")
+    b.add_argument("--recompute", action="store_true", help="recompute runs that have a record")
+    b.add_argument("--only", nargs="+", help="execute only these notebooks")
+    b.add_argument("--no-build", action="store_true", help="execute notebooks but do not build HTML")
+    b.set_defaults(func=cmd_book)
+    n = sub.add_parser("notebook", help="execute one notebook with parameters")
+    n.add_argument("name")
+    n.add_argument("--profile")
+    n.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a parameter (value parsed as YAML: 3, 1e-3, [13, 42], {a: 1})")
+    n.add_argument("--out", help="folder for the executed notebook (default book/)")
+    n.set_defaults(func=cmd_notebook)
+    q = sub.add_parser("params", help="list a notebook's parameters and each profile's values")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_params)
+    r = sub.add_parser("run", help="one training run into the run store")
+    r.add_argument("experiment")
+    r.add_argument("--profile", default="offline")
+    r.add_argument("--model")
+    r.add_argument("--task")
+    r.add_argument("--method", default="lora")
+    r.add_argument("--seed", type=int, default=13)
+    r.add_argument("--rank", type=float)
+    r.add_argument("--alpha", type=float)
+    r.add_argument("--layer-fraction", type=float, default=1.0)
+    r.add_argument("--placement", default="front")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--force", action="store_true")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LorafairError as e:
+        print(f"lorafair: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lorafair: interrupted; completed runs are kept, re-run to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

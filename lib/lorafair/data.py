@@ -1,0 +1,313 @@
+"""Dataset registry. Every dataset becomes one table:
+
+``example_id`` (str), ``input`` (image path or text), ``label`` (int), one ``group_<attribute>``
+column per sensitive attribute, and, once split, ``split`` in {train, val, test}. Malformed records
+are skipped and counted in ``Dataset.skipped``, never silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import assets
+from .errors import LorafairError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    name: str
+    table: pd.DataFrame
+    label_names: list[str]
+    kind: str                                   # "image" or "text"
+    attributes: list[str]
+    skipped: dict = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ---------------------------------------------------------------- splits
+def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
+                  stratify: list[str] | None = None) -> pd.Series:
+    """Deterministic train/val/test assignment from ``seed``, stratified by ``stratify`` columns.
+
+    Within each stratum the examples (sorted by id) are permuted with ``numpy.default_rng(seed)`` and
+    cut at the cumulative fractions, so every stratum with at least 3 examples appears in every
+    split. The result depends only on the ids, the strata and the seed."""
+    if abs(sum(fractions) - 1) > 1e-9 or len(fractions) != 3 or min(fractions) <= 0:
+        raise LorafairError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    stratify = stratify or []
+    order = table.sort_values("example_id").index
+    split = pd.Series(index=table.index, dtype=object)
+    keys = table.loc[order, stratify].astype(str).agg("|".join, axis=1) if stratify else \
+        pd.Series("all", index=order)
+    rng = np.random.default_rng(seed)
+    for _, idx in keys.groupby(keys, sort=True).groups.items():
+        idx = np.array(idx)
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        n_train = int(round(fractions[0] * n))
+        n_val = int(round(fractions[1] * n))
+        if n >= 3:
+            n_train = min(max(n_train, 1), n - 2)
+            n_val = min(max(n_val, 1), n - n_train - 1)
+        split.loc[idx[:n_train]] = "train"
+        split.loc[idx[n_train:n_train + n_val]] = "val"
+        split.loc[idx[n_train + n_val:]] = "test"
+    return split
+
+
+# ---------------------------------------------------------------- UTKFace (paper)
+UTK_RACES = ["White", "Black", "Asian", "Indian", "Others"]
+UTK_AGE_EDGES = [0, 10, 20, 30, 40, 50, 60, 70, 80, 200]
+UTK_AGE_NAMES = ["<=10", "11-20", "21-30", "31-40", "41-50", "51-60", "61-70", "71-80", ">80"]
+UTK_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.jpg\.chip\.jpg$")
+UTK_HELP = ("download the 'Aligned&Cropped Faces' archive UTKFace.tar.gz from "
+            "https://susanqq.github.io/UTKFace/ (non-commercial research licence), extract it so that "
+            "files like 25_0_1_20170116174525125.jpg.chip.jpg lie in data/UTKFace/, or pass "
+            "utkface_dir=<folder>")
+
+
+def parse_utkface_name(name: str) -> tuple[int, int, int] | None:
+    """``age_gender_race_datetime.jpg.chip.jpg`` -> (age, gender, race); None if malformed."""
+    m = UTK_NAME.match(name)
+    if not m:
+        return None
+    age, gender, race = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if gender not in (0, 1) or race not in range(5) or not 0 < age <= 200:
+        return None
+    return age, gender, race
+
+
+def utk_age_bin(age: int) -> int:
+    """Right-inclusive bins (0,10], (10,20], ..., (70,80], (80,200] -> 0..8."""
+    return int(np.searchsorted(UTK_AGE_EDGES, age, side="left") - 1)
+
+
+def load_utkface(utkface_dir: str | Path = "data/UTKFace", task: str = "gender", **_) -> Dataset:
+    from .errors import choose
+
+    choose("task", task, ("gender", "age"))
+    d = Path(utkface_dir)
+    if not d.is_dir():
+        raise LorafairError(f"UTKFace directory {d} not found: {UTK_HELP}")
+    rows, skipped = [], {"malformed_name": 0, "not_an_image": 0}
+    for p in sorted(d.iterdir()):
+        if not p.is_file():
+            continue
+        if not p.name.endswith(".jpg"):
+            skipped["not_an_image"] += 1
+            continue
+        parsed = parse_utkface_name(p.name)
+        if parsed is None:
+            skipped["malformed_name"] += 1
+            continue
+        age, gender, race = parsed
+        rows.append({"example_id": p.name.split(".")[0], "input": str(p),
+                     "label": gender if task == "gender" else utk_age_bin(age),
+                     "group_race": UTK_RACES[race], "age": age})
+    if not rows:
+        raise LorafairError(f"UTKFace directory {d} holds no valid images ({skipped}): {UTK_HELP}")
+    table = pd.DataFrame(rows)
+    names = ["male", "female"] if task == "gender" else UTK_AGE_NAMES
+    return Dataset(f"utkface_{task}", table, names, "image", ["race"], skipped,
+                   f"UTKFace {task}: {len(table)} faces, subgroups = race")
+
+
+# ---------------------------------------------------------------- OpenMoji people (offline stand-in)
+TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark",
+         "1F3FF": "dark"}
+#: Skin-tone mix with UTKFace's race proportions (42/7/15/17/19 %), assigned to the five tones.
+TONE_MIX = {"light": 0.42, "medium-light": 0.07, "medium": 0.15, "medium-dark": 0.17, "dark": 0.19}
+#: The role task's classes (nine, like the age bins): codepoint of the ZWJ role or the role emoji.
+ROLE_TASK = {"1F33E": "farmer", "1F373": "cook", "1F52C": "scientist", "1F692": "firefighter",
+             "2695": "health worker", "2696": "judge", "2708": "pilot", "1F46E": "police officer",
+             "1F3EB": "teacher"}
+
+
+def openmoji_people_glyphs() -> pd.DataFrame:
+    """Every person emoji that exists as man and woman in all five skin tones, from the file names."""
+    svg = assets.resolve("openmoji") / "openmoji" / "svg"
+    rows = []
+    for p in sorted(svg.glob("*.svg")):
+        n = p.name[:-4]
+        m = re.fullmatch(r"(1F468|1F469)(?:-(1F3F[B-F]))?-200D-([0-9A-F]+)(?:-FE0F)?", n)
+        if m:
+            gender, tone, role = ("man" if m.group(1) == "1F468" else "woman"), m.group(2), m.group(3)
+        else:
+            m = re.fullmatch(r"([0-9A-F]+)(?:-(1F3F[B-F]))?-200D-(2642|2640)-FE0F", n)
+            if not m:
+                continue
+            gender, tone, role = ("man" if m.group(3) == "2642" else "woman"), m.group(2), m.group(1)
+        if tone is None:
+            continue
+        rows.append({"sequence": n, "gender": gender, "tone": TONES[tone], "role": role})
+    df = pd.DataFrame(rows)
+    complete = df.groupby("role").size()
+    return df[df["role"].isin(complete[complete == 10].index)].reset_index(drop=True)
+
+
+def _role_name(cp: str) -> str:
+    import unicodedata
+
+    return ROLE_TASK.get(cp) or unicodedata.name(chr(int(cp, 16)), cp).lower()
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    size: int = 64              # output side in pixels
+    low_res: tuple = (28, 44)   # the image passes through a random side in this range (blur, detail loss)
+    noise: float = 0.06         # max std of Gaussian pixel noise (fraction of 255)
+    max_rotation: float = 20.0  # degrees
+    scale: tuple = (0.6, 1.0)   # glyph side as a fraction of the canvas
+    clutter: int = 3            # max random shapes in the background
+    occlusion: float = 0.15     # probability of a random occluding patch
+    lighting: tuple = (0.55, 1.35)  # brightness factor range
+
+
+def render_example(glyph, rng: np.random.Generator, s: RenderSettings):
+    """One augmented rendering of an RGBA glyph: background, clutter, pose, scale, lighting,
+    occlusion, low resolution and noise."""
+    from PIL import Image, ImageDraw, ImageEnhance
+
+    big = 128
+    bg = tuple(int(v) for v in rng.integers(0, 256, 3))
+    canvas = Image.new("RGB", (big, big), bg)
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(0, s.clutter + 1))):
+        x0, y0 = rng.integers(-20, big, 2)
+        w, h = rng.integers(10, 70, 2)
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([int(x0), int(y0), int(x0 + w), int(y0 + h)], fill=col)
+    side = int(big * rng.uniform(*s.scale))
+    g = glyph.resize((side, side), Image.BILINEAR).rotate(float(rng.uniform(-s.max_rotation, s.max_rotation)),
+                                                          resample=Image.BILINEAR, expand=True)
+    x = int(rng.integers(-g.width // 6, max(1, big - g.width + g.width // 6)))
+    y = int(rng.integers(-g.height // 6, max(1, big - g.height + g.height // 6)))
+    canvas.paste(g, (x, y), g)
+    canvas = ImageEnhance.Brightness(canvas).enhance(float(rng.uniform(*s.lighting)))
+    if rng.random() < s.occlusion:
+        ox, oy = rng.integers(0, big - 30, 2)
+        ImageDraw.Draw(canvas).rectangle([int(ox), int(oy), int(ox + rng.integers(20, 50)), int(oy + rng.integers(20, 50))],
+                                         fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    lo = int(rng.integers(s.low_res[0], s.low_res[1] + 1))
+    img = canvas.resize((lo, lo), Image.BILINEAR).resize((s.size, s.size), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr + rng.normal(0, rng.uniform(0, s.noise) * 255, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _glyph_images(seqs: list[str], px: int = 110) -> dict:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(assets.resolve("openmoji") / "openmoji" / "font" / "glyf_colr0.ttf"), px)
+    out = {}
+    for seq in seqs:
+        text = "".join(chr(int(c, 16)) for c in seq.split("-"))
+        im = Image.new("RGBA", (px + 40, px + 40), (0, 0, 0, 0))
+        ImageDraw.Draw(im).text((10, 10), text, font=font, embedded_color=True)
+        out[seq] = im.crop(im.getbbox())
+    return out
+
+
+def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0,
+                         render: RenderSettings | dict | None = None, cache_dir: str | Path | None = None,
+                         **_) -> Dataset:
+    """The offline vision stand-in: augmented renderings of OpenMoji person emoji.
+
+    ``gender``: man (0) vs woman (1) over all roles; ``role``: nine roles (multi-class, mirrors the
+    age task). Subgroup: skin tone, drawn with UTKFace's race proportions. Rendered once into a cache
+    keyed by every setting; the same settings give byte-identical images."""
+    from .errors import choose
+
+    choose("task", task, ("gender", "role"))
+    s = render if isinstance(render, RenderSettings) else RenderSettings(**(render or {}))
+    glyphs = openmoji_people_glyphs()
+    if task == "role":
+        glyphs = glyphs[glyphs["role"].isin(ROLE_TASK)].reset_index(drop=True)
+    key = hashlib.sha256(json.dumps([task, n, data_seed, s.__dict__], sort_keys=True, default=str)
+                         .encode()).hexdigest()[:12]
+    base = Path(cache_dir) if cache_dir else assets.CACHE / "openmoji_people" / key
+    table_path = base / "table.parquet"
+    if table_path.exists():
+        table = pd.read_parquet(table_path)
+    else:
+        rng = np.random.default_rng(data_seed)
+        tones = rng.choice(list(TONE_MIX), size=n, p=list(TONE_MIX.values()))
+        genders = rng.choice(["man", "woman"], size=n, p=[0.52, 0.48])
+        roles_all = sorted(glyphs["role"].unique())
+        roles = rng.choice(roles_all, size=n)
+        lookup = glyphs.set_index(["gender", "tone", "role"])["sequence"]
+        images = _glyph_images(sorted(glyphs["sequence"]))
+        base.mkdir(parents=True, exist_ok=True)
+        rows = []
+        role_ids = {r: i for i, r in enumerate(sorted(ROLE_TASK))}
+        for i in range(n):
+            seq = lookup[(genders[i], tones[i], roles[i])]
+            path = base / f"{i:05d}.png"
+            render_example(images[seq], rng, s).save(path)
+            rows.append({"example_id": f"om{i:05d}", "input": str(path),
+                         "label": int(genders[i] == "woman") if task == "gender" else role_ids[roles[i]],
+                         "group_skin_tone": tones[i], "gender": genders[i], "role": _role_name(roles[i]),
+                         "sequence": seq})
+        table = pd.DataFrame(rows)
+        tmp = table_path.with_suffix(".tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(table_path)
+    names = ["man", "woman"] if task == "gender" else [ROLE_TASK[c] for c in sorted(ROLE_TASK)]
+    return Dataset(f"openmoji_people_{task}", table, names, "image", ["skin_tone"], {},
+                   f"OpenMoji people ({task}): {len(table)} augmented renderings, subgroup = skin tone")
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "openmoji_people": load_openmoji_people,
+    "utkface": load_utkface,
+}
+
+
+def load(name: str, **kwargs) -> Dataset:
+    if name not in DATASETS:
+        raise LorafairError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    return DATASETS[name](**kwargs)
+
+
+class ImageEncoder:
+    """Decodes every image once (RGB, resized to ``size`` without cropping, as the original study),
+    then builds normalised batches; ``train=True`` adds a random horizontal flip."""
+
+    def __init__(self, paths: list[str], size: int, mean, std):
+        from PIL import Image
+
+        arrs = []
+        for p in paths:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BILINEAR)
+                arrs.append(np.asarray(im, dtype=np.uint8))
+        import torch
+
+        self.images = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, ids, train: bool, generator=None) -> dict:
+        import torch
+
+        x = self.images[torch.as_tensor(list(ids))].float().div_(255)
+        if train:
+            flip = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        return {"pixel_values": (x - self.mean) / self.std}

@@ -1,0 +1,200 @@
+"""Experiment runners: a grid of configurations becomes run records in the run store.
+
+Notebooks call these; they hold no training loop. Every configuration value that can change a
+result is part of the hashed configuration, so a changed parameter gives a new run and an unchanged
+one re-uses its record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import asdict
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import data as data_mod
+from . import metrics as metrics_mod
+from . import models as models_mod
+from .errors import LorafairError
+from .runs import RunRecord, RunStore
+from .train import TrainConfig, fit_predict
+
+
+def classification_config(experiment: str, profile: str, dataset: str, dataset_kwargs: dict, model: str,
+                          method: str, seed: int, epochs: int, lr: float, batch_size: int,
+                          rank=None, alpha=None, layer_fraction: float = 1.0, placement: str = "front",
+                          target_modules=None, split_fractions=(0.6, 0.2, 0.2), select: str = "best_val",
+                          n_boot: int = 1000) -> dict:
+    """The resolved, hashed configuration of one classification run."""
+    spec = models_mod.get_spec(model)
+    method = models_mod.resolve_method(method)
+    cfg = {"experiment": experiment, "profile": profile, "dataset": dataset,
+           "dataset_kwargs": dict(sorted(dataset_kwargs.items())), "model": spec.name, "method": method,
+           "seed": int(seed), "split_seed": int(seed), "split_fractions": list(split_fractions),
+           "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "select": select,
+           "n_boot": int(n_boot)}
+    if method == "lora":
+        r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
+        cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha),
+                    "layer_fraction": float(frac), "placement": placement if frac < 1 else "front",
+                    "target_modules": sorted(target_modules) if target_modules else None})
+    return cfg
+
+
+class ClassificationRunner:
+    """Loads the dataset once and runs configurations through the run store."""
+
+    def __init__(self, store: RunStore, dataset: str, dataset_kwargs: dict, progress: bool = True):
+        self.store = store
+        self.dataset_name = dataset
+        self.dataset_kwargs = dataset_kwargs
+        self.progress = progress
+        self._dataset = None
+        self._encoders: dict = {}
+
+    @property
+    def dataset(self) -> data_mod.Dataset:
+        if self._dataset is None:
+            self._dataset = data_mod.load(self.dataset_name, **self.dataset_kwargs)
+        return self._dataset
+
+    def encoder(self, spec: models_mod.ModelSpec):
+        key = (spec.image_size, spec.mean, spec.std)
+        if key not in self._encoders:
+            ds = self.dataset
+            self._encoders[key] = data_mod.ImageEncoder(ds.table["input"].tolist(), spec.image_size,
+                                                       spec.mean, spec.std)
+        return self._encoders[key]
+
+    def run(self, cfg: dict, force: bool = False) -> RunRecord:
+        return self.store.get_or_run(cfg["experiment"], cfg, lambda: self._compute(cfg), force=force)
+
+    def _compute(self, cfg: dict):
+        ds = self.dataset
+        spec = models_mod.get_spec(cfg["model"])
+        if spec.kind != ds.kind:
+            raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
+        table = ds.table.copy()
+        strat = ["label"] + [f"group_{ds.attributes[0]}"] if ds.attributes else ["label"]
+        table["split"] = data_mod.assign_splits(table, cfg["split_seed"], tuple(cfg["split_fractions"]), strat)
+        model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
+        model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),
+                                       target_modules=cfg.get("target_modules"),
+                                       layer_fraction=cfg.get("layer_fraction", 1.0),
+                                       placement=cfg.get("placement", "front"), seed=cfg["seed"])
+        tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                           select=cfg["select"], seed=cfg["seed"])
+        labels = torch.as_tensor(table["label"].to_numpy(copy=True), dtype=torch.long)
+        out, history = fit_predict(model, info["freeze_norm_stats"], self.encoder(spec), labels,
+                                   table["split"], tcfg, progress=self.progress)
+        keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
+        preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
+        metrics = all_metrics(preds, cfg["n_boot"], cfg["seed"])
+        return preds, metrics, {"adaptation": info, "history": history, "skipped_records": ds.skipped}
+
+
+def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """metrics.json: the test-split aggregates at the top level, brief val/train summaries below."""
+    m = metrics_mod.classification_metrics(preds, "test", n_boot=n_boot, seed=seed)
+    for split in ("val", "train"):
+        d = preds[preds["split"] == split]
+        if len(d):
+            m[split] = {"n": int(len(d)), "accuracy": float((d["label"] == d["pred"]).mean()),
+                        "mean_loss": float(d["loss"].mean())}
+    return m
+
+
+def grid(**axes) -> list[dict]:
+    """Cartesian product of parameter lists, as dicts."""
+    keys = list(axes)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(axes[k] for k in keys))]
+
+
+def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = False,
+             desc: str = "runs", workers: int = 1) -> list[RunRecord]:
+    """Run configurations (completed ones are read back, not recomputed).
+
+    ``workers > 1`` runs independent configurations in that many 1-thread processes (on a 2-core
+    CPU two such processes give 1.1-1.6x the throughput of one 2-thread process). Each run is
+    stored as soon as it finishes, so an interrupted sweep resumes where it stopped."""
+    configs = list({runner.store.path(c["experiment"], c): c for c in configs}.values())  # dedupe
+    todo = [c for c in configs if force or not runner.store.is_done(c["experiment"], c)]
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc,
+               disable=not runner.progress, file=sys.stderr)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        _ = runner.dataset  # render/prepare the data once, before the workers read it
+        args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
+            futures = [pool.submit(_worker_run, *args, c, force) for c in todo]
+            for f in as_completed(futures):
+                f.result()  # re-raise a worker's error here
+                bar.update(1)
+    else:
+        for c in todo:
+            runner.run(c, force=force)
+            bar.update(1)
+    bar.close()
+    return [runner.store.load(c["experiment"], c) for c in configs]
+
+
+_WORKER_RUNNERS: dict = {}
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _worker_run(root: str, dataset: str, dataset_kwargs: dict, cfg: dict, force: bool) -> str:
+    key = (root, dataset, repr(sorted(dataset_kwargs.items())))
+    if key not in _WORKER_RUNNERS:
+        _WORKER_RUNNERS[key] = ClassificationRunner(RunStore(root), dataset, dataset_kwargs, progress=False)
+    return str(_WORKER_RUNNERS[key].run(cfg, force=force).path)
+
+
+def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
+    """One row per run: configuration and headline metrics (test split)."""
+    rows = []
+    for r in records:
+        c, m = r.config, r.metrics
+        a = m["attributes"][attribute]
+        row = {"run_id": r.run_id, "model": c["model"], "method": c["method"], "seed": c["seed"],
+               "rank": c.get("rank", 0 if c["method"] == "head" else None),
+               "layer_fraction": c.get("layer_fraction", 1.0), "placement": c.get("placement"),
+               "trainable_params": r.meta["adaptation"]["trainable_params"],
+               "selected_epoch": r.meta["history"]["selected_epoch"],
+               "val_accuracy": r.meta["history"]["selected_val_accuracy"],
+               "accuracy": m["accuracy"]["value"], "accuracy_lo": m["accuracy"]["ci"][0],
+               "accuracy_hi": m["accuracy"]["ci"][1],
+               "worst_group_accuracy": a["worst_group_accuracy"]["value"],
+               "worst_group": a["worst_group"], "accuracy_gap": a["accuracy_gap"]["value"],
+               "accuracy_gap_lo": a["accuracy_gap"]["ci"][0], "accuracy_gap_hi": a["accuracy_gap"]["ci"][1],
+               "ece": m["ece"]["value"], "ece_gap": a["ece_gap"], "wall_seconds": r.meta["wall_seconds"]}
+        if "demographic_parity_difference" in a:
+            row["dp_difference"] = a["demographic_parity_difference"]
+            row["eo_difference"] = a["equalized_odds_difference"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
+    """One row per (run, group): per-group accuracy with its interval, count and ECE."""
+    rows = []
+    for r in records:
+        t = metrics_mod.per_group_table(r.metrics, attribute)
+        for k in ("model", "method", "seed"):
+            t[k] = r.config[k]
+        t["rank"] = r.config.get("rank", 0 if r.config["method"] == "head" else None)
+        t["run_id"] = r.run_id
+        rows.append(t)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+__all__ = ["classification_config", "ClassificationRunner", "run_many", "grid", "summary_table",
+           "group_table", "all_metrics", "TrainConfig", "asdict"]

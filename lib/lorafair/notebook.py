@@ -1,0 +1,104 @@
+"""Execute the jupytext notebooks headlessly with papermill and build the Jupyter Book.
+
+papermill cannot read a jupytext ``.py`` file, so the driver converts it in memory
+(``jupytext.read``) and hands the notebook object to ``papermill.execute_notebook``. The parameters
+cell and papermill's injected-parameters cell are tagged ``hide-input`` for the book. Any cell error
+raises a one-line LorafairError and leaves the partial notebook for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .assets import REPO_ROOT
+from .errors import LorafairError, choose
+from .profiles import PROFILE_NAMES, parameter_names
+
+NOTEBOOKS = ("vision_classification",)
+SOURCE_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+
+
+def source(name: str) -> Path:
+    choose("notebook", name, NOTEBOOKS)
+    return SOURCE_DIR / f"{name}.py"
+
+
+def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLike | None = None,
+            log: bool = False) -> Path:
+    """Run one notebook; returns the executed ``.ipynb``. Unknown parameters are rejected."""
+    import jupytext
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    parameters = dict(parameters or {})
+    valid = parameter_names(name)
+    for k in parameters:
+        if k not in valid:
+            raise LorafairError(f"unknown parameter {k!r} for notebook {name}; valid: {', '.join(valid)}")
+    if "profile" in parameters:
+        choose("profile", parameters["profile"], PROFILE_NAMES)
+    out = Path(out_dir or BOOK_DIR) / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(source(name))
+    try:
+        papermill.execute_notebook(nb, str(out), parameters=parameters, kernel_name="python3",
+                                   language="python", cwd=str(REPO_ROOT), progress_bar=False,
+                                   log_output=log)
+    except PapermillExecutionError as e:
+        raise LorafairError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
+                            f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (partial output: {out})") from None
+    executed = nbformat.read(out, as_version=4)
+    for cell in executed.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(executed, out)
+    errors = notebook_errors(out)
+    if errors:
+        raise LorafairError(f"notebook {name} holds error outputs: {errors[0]}")
+    return out
+
+
+def notebook_errors(path: str | os.PathLike) -> list[str]:
+    """Error outputs or a papermill exception recorded in an executed notebook."""
+    nb = json.loads(Path(path).read_text())
+    found = []
+    if nb.get("metadata", {}).get("papermill", {}).get("exception"):
+        found.append("papermill recorded an exception")
+    for i, cell in enumerate(nb.get("cells", [])):
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "error":
+                found.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+    return found
+
+
+def build_book(profile: str = "offline", recompute: bool = False, only: list[str] | None = None,
+               build: bool = True) -> dict:
+    """Execute every notebook on ``profile`` into book/, then ``jupyter-book build`` (warnings fail)."""
+    choose("profile", profile, PROFILE_NAMES)
+    timings = {}
+    for name in only or NOTEBOOKS:
+        t0 = time.time()
+        print(f"[lorafair] executing {name} (profile {profile}{', recompute' if recompute else ''})",
+              flush=True)
+        execute(name, {"profile": profile, "force": recompute}, BOOK_DIR, log=False)
+        timings[name] = round(time.time() - t0, 1)
+        print(f"[lorafair] {name}: {timings[name]} s", flush=True)
+    if build:
+        t0 = time.time()
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO_ROOT), "-W", "-n",
+               "--keep-going"]
+        print("[lorafair] " + " ".join(cmd[1:]), flush=True)
+        res = subprocess.run(cmd, cwd=REPO_ROOT)
+        if res.returncode != 0:
+            raise LorafairError(f"jupyter-book build failed (exit {res.returncode}); see the log above")
+        timings["jupyter-book"] = round(time.time() - t0, 1)
+        print(f"[lorafair] book: {REPO_ROOT / '_build' / 'html' / 'index.html'}", flush=True)
+    return timings

@@ -1,0 +1,150 @@
+"""The seaborn figures the notebooks share.
+
+Conventions: methods are always ordered head, lora, full with fixed colours *and* markers/line
+styles (figures stay readable in grey-scale); groups keep one order across chapters (skin tones light
+to dark); every figure says in its title which profile produced it.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+
+METHOD_ORDER = ["head", "lora", "full"]
+METHOD_LABEL = {"head": "head-only (rank 0)", "lora": "LoRA", "full": "full fine-tuning"}
+METHOD_COLOR = {"head": "#9e9e9e", "lora": "#0072B2", "full": "#D55E00"}
+METHOD_MARKER = {"head": "s", "lora": "o", "full": "^"}
+METHOD_DASH = {"head": ":", "lora": "-", "full": "--"}
+GROUP_ORDER = {
+    "skin_tone": ["light", "medium-light", "medium", "medium-dark", "dark"],
+    "race": ["White", "Black", "Asian", "Indian", "Others"],
+}
+
+
+def setup() -> None:
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "axes.titlesize": 11})
+
+
+def order_groups(attribute: str, groups) -> list[str]:
+    groups = list(dict.fromkeys(map(str, groups)))
+    known = [g for g in GROUP_ORDER.get(attribute, []) if g in groups]
+    return known + sorted(g for g in groups if g not in known)
+
+
+def pooled_group_accuracy(preds: pd.DataFrame, attribute: str, by: list[str]) -> pd.DataFrame:
+    """Per-group test accuracy pooled over seeds (each seed's own test split) with Wilson intervals."""
+    from .metrics import wilson_interval
+
+    col = f"group_{attribute}"
+    d = preds[preds["split"] == "test"].assign(correct=lambda x: x["label"] == x["pred"])
+    rows = []
+    for key, g in d.groupby(by + [col], sort=False):
+        k, n = int(g["correct"].sum()), len(g)
+        lo, hi = wilson_interval(k, n)
+        rows.append(dict(zip(by + ["group"], key if isinstance(key, tuple) else (key,)),
+                         accuracy=k / n, lo=lo, hi=hi, n=n))
+    return pd.DataFrame(rows)
+
+
+def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str = "model"):
+    """Point-and-interval plot of per-group accuracy, one panel per ``facet`` value, methods as hue."""
+    facets = list(dict.fromkeys(table[facet]))
+    groups = order_groups(attribute, table["group"])
+    fig, axes = plt.subplots(1, len(facets), figsize=(4.6 * len(facets), 3.8), sharey=True, squeeze=False)
+    offsets = dict(zip(METHOD_ORDER, (-0.22, 0.0, 0.22)))
+    for ax, f in zip(axes[0], facets):
+        sub = table[table[facet] == f]
+        for m in [m for m in METHOD_ORDER if m in set(sub["method"])]:
+            s = sub[sub["method"] == m].set_index("group").reindex(groups)
+            x = np.arange(len(groups)) + offsets[m]
+            ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
+                        fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3, ms=6)
+        counts = sub.drop_duplicates("group").set_index("group").reindex(groups)["n"]
+        ax.set_xticks(np.arange(len(groups)), [f"{g}\n(n={int(n)})" for g, n in zip(groups, counts)],
+                      fontsize=8, rotation=0)
+        ax.set_title(f"{f}")
+        ax.set_xlabel(attribute.replace("_", " ") + " (n = test examples pooled over seeds)")
+    axes[0][0].set_ylabel("test accuracy (95% Wilson interval)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Per-group accuracy by adaptation method [profile: {profile}]", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int = 10):
+    """Reliability diagrams of the positive-class probability, one panel per (model, method),
+    one line per group; test predictions pooled over seeds."""
+    d = preds[preds["split"] == "test"]
+    models = list(dict.fromkeys(d["model"]))
+    methods = [m for m in METHOD_ORDER if m in set(d["method"])]
+    groups = order_groups(attribute, d[f"group_{attribute}"])
+    palette = dict(zip(groups, sns.color_palette("viridis", len(groups))))
+    styles = dict(zip(groups, ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 3))
+    fig, axes = plt.subplots(len(models), len(methods), figsize=(3.4 * len(methods), 3.2 * len(models)),
+                             sharex=True, sharey=True, squeeze=False)
+    for i, mo in enumerate(models):
+        for j, me in enumerate(methods):
+            ax = axes[i][j]
+            ax.plot([0, 1], [0, 1], color="black", lw=0.8, alpha=0.5)
+            s = d[(d["model"] == mo) & (d["method"] == me)]
+            for g in groups:
+                sg = s[s[f"group_{attribute}"] == g]
+                if len(sg) < n_bins or sg["label"].nunique() < 2:
+                    continue
+                frac, mean = calibration_curve(sg["label"], sg["prob"], n_bins=n_bins, strategy="uniform")
+                ax.plot(mean, frac, marker=".", color=palette[g], ls=styles[g], label=g, lw=1.4)
+            ax.set_title(f"{mo} / {METHOD_LABEL[me]}", fontsize=9)
+            if i == len(models) - 1:
+                ax.set_xlabel("predicted P(positive)")
+            if j == 0:
+                ax.set_ylabel("observed positive rate")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(groups), fontsize=8, bbox_to_anchor=(0.5, -0.04))
+    fig.suptitle(f"Reliability per {attribute.replace('_', ' ')} group [profile: {profile}]", y=1.01)
+    fig.tight_layout()
+    return fig
+
+
+def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = None):
+    """Accuracy, worst-group accuracy and gap against LoRA placement/rank (categorical x axis)."""
+    metrics = [("accuracy", "test accuracy"), ("worst_group_accuracy", "worst-group accuracy"),
+               ("accuracy_gap", "accuracy gap (max - min)")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    order = list(table.sort_values("x_order")["x"].drop_duplicates())
+    for ax, (col, label) in zip(axes, metrics):
+        ax.plot(range(len(order)), table.set_index("x").reindex(order)[col], marker="o",
+                color=METHOD_COLOR["lora"], ls="-")
+        if full is not None and len(full):
+            ax.axhline(full[col].mean(), color=METHOD_COLOR["full"], ls=METHOD_DASH["full"],
+                       label="full fine-tuning")
+            ax.legend(fontsize=8)
+        ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_xlabel("LoRA rank (0 = head-only; fraction = rank 1 on that share of layers)")
+    fig.suptitle(f"Rank sweep [profile: {profile}]", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def example_grid(table: pd.DataFrame, n: int = 24, cols: int = 8, label_names=None, profile: str = ""):
+    from PIL import Image
+
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows))
+    for ax, (_, r) in zip(axes.ravel(), table.head(n).iterrows()):
+        with Image.open(r["input"]) as im:
+            ax.imshow(np.asarray(im.convert("RGB")))
+        lab = label_names[r["label"]] if label_names else r["label"]
+        ax.set_title(f"{lab}\n{r.get('group_skin_tone', '')}", fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"Training images as the model sees them [profile: {profile}]", y=1.0)
+    fig.tight_layout()
+    return fig
