@@ -68,8 +68,11 @@ def cmd_run(a) -> None:
 
     if a.experiment != "vision":
         raise LorafairError(f"unknown experiment {a.experiment!r}; valid choices: vision")
+    from .models import get_spec, resolve_method
+
     P = resolve("vision_classification", a.profile)
-    model = a.model or P["models"][0]
+    model = get_spec(a.model or P["models"][0]).name
+    a.method = resolve_method(a.method)
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task

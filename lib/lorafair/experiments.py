@@ -11,6 +11,7 @@ import itertools
 import sys
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -87,7 +88,7 @@ class ClassificationRunner:
                                        placement=cfg.get("placement", "front"), seed=cfg["seed"])
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                            select=cfg["select"], seed=cfg["seed"])
-        labels = torch.as_tensor(table["label"].to_numpy(copy=True), dtype=torch.long)
+        labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
         out, history = fit_predict(model, info["freeze_norm_stats"], self.encoder(spec), labels,
                                    table["split"], tcfg, progress=self.progress)
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]

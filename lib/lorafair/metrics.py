@@ -9,6 +9,8 @@ Conventions (also in book/methods.md):
   against the observed positive frequency (torchmetrics' binary definition), 10 equal-width bins, L1.
   For K classes it is the top-label ECE (torchmetrics' multiclass definition), 10 bins.
 - ``accuracy_gap`` = max - min of per-group accuracy over groups with at least one example.
+- ``equalized_odds_difference`` is taken over the groups that contain both classes (TPR or FPR is
+  undefined otherwise); NaN if fewer than two such groups.
 - Headline numbers carry a 95% percentile bootstrap interval; the bootstrap for group-level
   statistics resamples *within* each group, so group sizes stay fixed.
 """
@@ -59,9 +61,9 @@ def ece(df: pd.DataFrame) -> float:
     """Expected calibration error (see module docstring for the convention)."""
     if len(df) == 0:
         return float("nan")
-    target = torch.as_tensor(df["label"].to_numpy(), dtype=torch.long)
+    target = torch.from_numpy(np.array(df["label"], dtype=np.int64))
     if is_binary(df):
-        p = torch.as_tensor(df["prob"].to_numpy(), dtype=torch.float64)
+        p = torch.from_numpy(np.array(df["prob"], dtype=np.float64))
         return float(binary_calibration_error(p, target, n_bins=N_BINS, norm="l1"))
     probs = torch.as_tensor(prob_matrix(df))
     return float(multiclass_calibration_error(probs, target, num_classes=probs.shape[1],
@@ -160,8 +162,12 @@ def classification_metrics(df: pd.DataFrame, split: str = "test", n_boot: int = 
                 groups[str(g)].update({k: float(v) for k, v in rates.loc[g].items()})
             entry["demographic_parity_difference"] = float(
                 demographic_parity_difference(d["label"], d["pred"], sensitive_features=sens))
+            # TPR/FPR are undefined for a group without positives/negatives (fairlearn would count
+            # them as 0): equalized odds is computed over the groups that contain both classes.
+            both = d.groupby(sens)["label"].transform("nunique").to_numpy() == 2
             entry["equalized_odds_difference"] = float(
-                equalized_odds_difference(d["label"], d["pred"], sensitive_features=sens))
+                equalized_odds_difference(d["label"][both], d["pred"][both], sensitive_features=sens[both])
+            ) if sens[both].nunique() >= 2 else float("nan")
         out["attributes"][attr] = entry
     return out
 

@@ -7,14 +7,11 @@ to dark); every figure says in its title which profile produced it.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.calibration import calibration_curve
 
 METHOD_ORDER = ["head", "lora", "full"]
 METHOD_LABEL = {"head": "head-only (rank 0)", "lora": "LoRA", "full": "full fine-tuning"}

@@ -1,0 +1,46 @@
+import subprocess
+import sys
+
+import pytest
+
+from lorafair import cli
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lorafair.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "vision", "--model", "resnet50"], "unknown model 'resnet50'; valid choices: mobilenet_v2"),
+    (["run", "vision", "--method", "dora"], "unknown method 'dora'; valid choices: base, head, lora, full"),
+    (["run", "vision", "--profile", "huge"], "unknown profile 'huge'; valid choices: smoke, offline, paper"),
+    (["run", "nlp"], "unknown experiment 'nlp'; valid choices: vision"),
+    (["notebook", "vision_classification", "-p", "epochz", "3"], "unknown parameter 'epochz'"),
+    (["notebook", "audio"], "unknown notebook 'audio'; valid choices: vision_classification"),
+    (["params", "audio"], "unknown notebook 'audio'"),
+])
+def test_user_errors_are_one_line_without_traceback(capsys, args, message):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_paper_profile_without_utkface_says_where_to_get_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "vision", "--profile", "paper", "--model", "vit_base"]) == 2
+    assert "susanqq.github.io/UTKFace" in capsys.readouterr().err
+
+
+def test_params_lists_every_parameter_with_profile_values():
+    out = run_cli("params", "vision_classification")
+    assert out.returncode == 0
+    for k in ("models:", "seeds:", "ranks:", "lrs:", "profile:", "force:"):
+        assert k in out.stdout
+    assert "offline=[\"mobilenet_v2\", \"efficientnet_lite0\"]" in out.stdout
+
+
+def test_cli_process_error_exit_code():
+    out = run_cli("run", "vision", "--model", "nope")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

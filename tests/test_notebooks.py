@@ -1,0 +1,47 @@
+"""One end-to-end smoke execution of every notebook, through the same driver as the book."""
+
+import json
+
+import nbformat
+import pytest
+
+from lorafair import notebook
+
+
+@pytest.mark.parametrize("name", notebook.NOTEBOOKS)
+def test_notebook_smoke_execution(name, tmp_path):
+    out = notebook.execute(name, {"profile": "smoke", "results_dir": str(tmp_path / "runs")}, tmp_path)
+    assert notebook.notebook_errors(out) == []
+    nb = nbformat.read(out, as_version=4)
+    tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
+    assert "injected-parameters" in tags
+    for c in nb.cells:  # parameter cells are hidden in the book
+        if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", [])):
+            assert "hide-input" in c.metadata["tags"]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # examples, group accuracy, reliability, rank sweep, second task
+    text = json.dumps(nb)
+    assert "Profile `smoke`" in text  # stated in text; figure titles carry it in the image
+    assert "/root" not in text and "/home/" not in text  # no personal paths in outputs
+
+
+def test_error_outputs_are_detected(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1/0")
+    cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero",
+                                           traceback=[])]
+    nb.cells.append(cell)
+    p = tmp_path / "bad.ipynb"
+    nbformat.write(nb, p)
+    assert notebook.notebook_errors(p) == ["cell 0: ZeroDivisionError: division by zero"]
+
+
+def test_failing_notebook_raises_one_line_error(tmp_path, monkeypatch):
+    from lorafair.errors import LorafairError
+
+    with pytest.raises(LorafairError, match="unknown profile"):
+        notebook.execute("vision_classification", {"profile": "nope"}, tmp_path)
+    with pytest.raises(LorafairError, match="failed in cell"):
+        notebook.execute("vision_classification", {"profile": "smoke", "models": ["nope"],
+                                                    "results_dir": str(tmp_path)}, tmp_path)
