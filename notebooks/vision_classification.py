@@ -68,17 +68,13 @@ from myst_nb import glue
 from lorafair import experiments as ex
 from lorafair import metrics as M
 from lorafair import plots
-from lorafair.profiles import per_model, resolve
+from lorafair.profiles import per_model, resolve_from
 from lorafair.runs import RunStore
 
 warnings.filterwarnings("ignore", category=UserWarning)
 torch.set_num_threads(2)
 plots.setup()
-P = resolve("vision_classification", profile, dataset=dataset, dataset_kwargs=dataset_kwargs,
-            models=models, methods=methods, seeds=seeds, epochs=epochs, lrs=lrs, batch_size=batch_size,
-            rank_sweep_model=rank_sweep_model, ranks=ranks, placements=placements,
-            second_task=second_task, second_task_n=second_task_n, n_boot=n_boot, workers=workers,
-            results_dir=results_dir)
+P = resolve_from("vision_classification", globals())
 store = RunStore(P["results_dir"])
 runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
 EXP = "vision_classification"
@@ -143,16 +139,7 @@ display(agg)
 # intervals on the pooled counts, which are printed under each group.
 
 # %% tags=["hide-input"]
-def predictions(recs):
-    frames = []
-    for r in recs:
-        p = r.predictions()
-        frames.append(p.assign(model=r.config["model"], method=r.config["method"], seed=r.config["seed"],
-                               run_id=r.run_id))
-    return pd.concat(frames, ignore_index=True)
-
-
-preds = predictions(records)
+preds = ex.predictions(records)
 pooled = plots.pooled_group_accuracy(preds, ATTR, ["model", "method"])
 fig = plots.group_accuracy(pooled, ATTR, P["profile"])
 glue("vision_group_accuracy_fig", fig, display=True)
@@ -167,31 +154,8 @@ plots.plt.close(fig)
 # "LoRA better" only when its interval excludes zero.
 
 # %% tags=["hide-input"]
-def paired(preds, model, a="lora", b="full"):
-    t = preds[(preds["split"] == "test") & (preds["model"] == model)]
-    A = t[t["method"] == a].sort_values(["seed", "example_id"])
-    B = t[t["method"] == b].sort_values(["seed", "example_id"])
-    if len(A) == 0 or len(B) == 0 or not np.array_equal(A["example_id"].to_numpy(), B["example_id"].to_numpy()):
-        return None
-    ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
-    groups = (A["seed"].astype(str) + "|" + A[f"group_{ATTR}"].astype(str)).to_numpy()
-    return {"accuracy": M.paired_difference(ca, cb, n_boot=P["n_boot"]),
-            "worst_group_accuracy": M.paired_worst_group_difference(ca, cb, groups, n_boot=P["n_boot"])}
-
-
-rows, diffs = [], {}
-for mo in P["models"]:
-    for other in ["full", "head"]:
-        d = paired(preds, mo, "lora", other)
-        if d is None:
-            continue
-        diffs[(mo, other)] = d
-        for metric, v in d.items():
-            rows.append({"model": mo, "comparison": f"LoRA - {other}", "metric": metric,
-                         "difference": round(v["difference"], 4), "95% CI": f"[{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]",
-                         "pairs": v["n"], "LoRA is": {"higher": "better", "lower": "worse"}.get(v["verdict"], "indistinguishable")})
-paired_table = pd.DataFrame(rows)
-display(paired_table)
+paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
+display(paired_tab)
 
 # %% [markdown]
 # ## Calibration per group
@@ -223,16 +187,7 @@ if M.is_binary(preds):
 
 # %% tags=["hide-input"]
 mo, s0 = P["rank_sweep_model"], P["seeds"][0]
-sweep_cfgs, labels = [], []
-if "head" in P["methods"]:
-    sweep_cfgs.append(config(mo, "head", s0)); labels.append(("0 (head)", 0.0))
-for r in P["ranks"]:
-    if r >= 1:
-        sweep_cfgs.append(config(mo, "lora", s0, rank=r)); labels.append((f"{int(r)}", float(r)))
-    else:
-        for pl in P["placements"]:
-            sweep_cfgs.append(config(mo, "lora", s0, rank=r, placement=pl))
-            labels.append((f"1 on {r:g} of layers ({pl})", r / 10 + (0.001 if pl == "back" else 0.0)))
+sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
 sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
 sweep = ex.summary_table(sweep_records, ATTR)
 sweep["x"] = [l for l, _ in labels]
@@ -259,7 +214,7 @@ task2_records = ex.run_many(runner2, [config(P["models"][0], me, s0, task_kwargs
                             force=force, desc="second task", workers=P["workers"])
 task2 = ex.summary_table(task2_records, ATTR)
 display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
-p2 = plots.pooled_group_accuracy(predictions(task2_records), ATTR, ["model", "method"])
+p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
 fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({runner2.dataset.num_labels} classes)")
 glue("vision_second_task_fig", fig, display=True)
@@ -272,34 +227,7 @@ plots.plt.close(fig)
 # and nothing more.
 
 # %% tags=["hide-input"]
-def fmt_ci(ci):
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-means = summary.groupby(["model", "method"])[["accuracy", "worst_group_accuracy", "accuracy_gap"]].mean()
-lines = []
-for mo in P["models"]:
-    acc = {me: means.loc[(mo, me), "accuracy"] for me in P["methods"] if (mo, me) in means.index}
-    wga = {me: means.loc[(mo, me), "worst_group_accuracy"] for me in P["methods"] if (mo, me) in means.index}
-    txt = f"- **{mo}**: mean test accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
-    txt += "; mean worst-group accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in wga.items()) + "."
-    for key in ("full", "head"):
-        if (mo, key) in diffs:
-            d = diffs[(mo, key)]
-            verdict = {"higher": "higher than", "lower": "lower than"}.get(d["accuracy"]["verdict"], "statistically indistinguishable from")
-            wverdict = {"higher": "higher than", "lower": "lower than"}.get(d["worst_group_accuracy"]["verdict"], "indistinguishable from")
-            txt += (f" LoRA's accuracy is {verdict} {key}'s (difference {d['accuracy']['difference']:+.3f}, "
-                    f"95% CI {fmt_ci(d['accuracy']['ci'])}); its worst-group accuracy is {wverdict} {key}'s "
-                    f"({d['worst_group_accuracy']['difference']:+.3f}, {fmt_ci(d['worst_group_accuracy']['ci'])}).")
-            glue(f"vision_{mo}_lora_minus_{key}_accuracy", round(d["accuracy"]["difference"], 4), display=False)
-            glue(f"vision_{mo}_lora_minus_{key}_worst_group", round(d["worst_group_accuracy"]["difference"], 4), display=False)
-    lines.append(txt)
-    for me, v in acc.items():
-        glue(f"vision_{mo}_{me}_accuracy", round(float(v), 4), display=False)
-        glue(f"vision_{mo}_{me}_worst_group_accuracy", round(float(wga[me]), 4), display=False)
-worst_counts = summary.groupby("worst_group").size().sort_values(ascending=False)
-lines.append(f"- Across all {len(summary)} runs, the worst group was " +
-             ", ".join(f"`{g}` in {n}" for g, n in worst_counts.items()) + " runs.")
+lines = ex.reading(summary, diffs, P["models"], P["methods"], "vision", glue=glue)
 lines.append(f"- Scale: {len(ds.table)} examples, {len(P['seeds'])} seed(s), profile `{P['profile']}`. "
              "Small groups carry wide intervals; a difference whose interval contains zero is not "
              "evidence that the methods differ.")

@@ -15,9 +15,10 @@ def run_cli(*args):
     (["run", "vision", "--model", "resnet50"], "unknown model 'resnet50'; valid choices: mobilenet_v2"),
     (["run", "vision", "--method", "dora"], "unknown method 'dora'; valid choices: base, head, lora, full"),
     (["run", "vision", "--profile", "huge"], "unknown profile 'huge'; valid choices: smoke, offline, paper"),
-    (["run", "nlp"], "unknown experiment 'nlp'; valid choices: vision"),
+    (["run", "nlp"], "unknown experiment 'nlp'; valid choices: vision, llm"),
+    (["run", "llm", "--model", "gpt2"], "unknown model 'gpt2'"),
     (["notebook", "vision_classification", "-p", "epochz", "3"], "unknown parameter 'epochz'"),
-    (["notebook", "audio"], "unknown notebook 'audio'; valid choices: vision_classification"),
+    (["notebook", "audio"], "unknown notebook 'audio'; valid choices: vision_classification, llm_classification"),
     (["params", "audio"], "unknown notebook 'audio'"),
 ])
 def test_user_errors_are_one_line_without_traceback(capsys, args, message):

@@ -3,7 +3,7 @@
     lorafair book [--profile offline|smoke|paper] [--recompute] [--only NAME ...] [--no-build]
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
-    lorafair run vision [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
+    lorafair run vision|llm [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
 """
@@ -61,30 +61,34 @@ def cmd_params(a) -> None:
         print(f"  {k}: " + "; ".join(vals))
 
 
+EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification"}
+
+
 def cmd_run(a) -> None:
     from . import experiments as ex
+    from .errors import choose
+    from .models import get_spec, resolve_method
     from .profiles import per_model, resolve
     from .runs import RunStore
 
-    if a.experiment != "vision":
-        raise LorafairError(f"unknown experiment {a.experiment!r}; valid choices: vision")
-    from .models import get_spec, resolve_method
-
-    P = resolve("vision_classification", a.profile)
+    choose("experiment", a.experiment, EXPERIMENTS)
+    name = EXPERIMENTS[a.experiment]
+    P = resolve(name, a.profile)
     model = get_spec(a.model or P["models"][0]).name
-    a.method = resolve_method(a.method)
+    method = resolve_method(a.method)
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task
     runner = ex.ClassificationRunner(RunStore(P["results_dir"]), P["dataset"], kw, progress=True)
     cfg = ex.classification_config(
-        "vision_classification", a.profile, P["dataset"], kw, model, a.method, a.seed,
-        a.epochs or per_model(P["epochs"], model, a.method),
-        a.lr or per_model(P["lrs"], model, a.method), P["batch_size"], rank=a.rank, alpha=a.alpha,
-        layer_fraction=a.layer_fraction, placement=a.placement, n_boot=P["n_boot"])
+        name, a.profile, P["dataset"], kw, model, method, a.seed,
+        a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
+        P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
+        n_boot=P["n_boot"], max_length=P.get("max_length"))
     rec = runner.run(cfg, force=a.force)
     m = rec.metrics
-    print(f"run {rec.path}\n  test accuracy {m['accuracy']['value']:.3f} {m['accuracy']['ci']}")
+    print(f"run {rec.path}\n  test accuracy {m['accuracy']['value']:.3f} "
+          f"[{m['accuracy']['ci'][0]:.3f}, {m['accuracy']['ci'][1]:.3f}]")
     for attr, v in m["attributes"].items():
         print(f"  {attr}: worst group {v['worst_group']} {v['worst_group_accuracy']['value']:.3f}, "
               f"gap {v['accuracy_gap']['value']:.3f}")
@@ -110,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.set_defaults(func=cmd_params)
     r = sub.add_parser("run", help="one training run into the run store")
-    r.add_argument("experiment")
+    r.add_argument("experiment", help="vision | llm")
     r.add_argument("--profile", default="offline")
     r.add_argument("--model")
     r.add_argument("--task")

