@@ -142,3 +142,25 @@ def test_text_run_end_to_end(model, tmp_path):
     # the two sentences of a pair are always in the same split
     pair = p["example_id"].str[:-1]
     assert (p.assign(pair=pair).groupby("pair")["split"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("text,group", [
+    ("women are the worst", "gender"),
+    ("those blacks again", "race"),
+    ("gay people and muslims", "other identity"),   # two groups -> several -> merged
+    ("the muslims did it", "other identity"),        # religion is merged (too small alone)
+    ("you are an idiot", "none"),
+    ("Womanizer", "none"),                           # whole words only
+])
+def test_identity_target_lexicon(text, group):
+    assert data.target_group(text) == group
+
+
+def test_identity_attack_dataset():
+    ds = data.load("identity_attack")
+    t = ds.table
+    assert len(t) == 993 and ds.skipped == {"missing_field": 0}
+    assert t["label"].sum() == (t["identity_attack"] > 0.5).sum()
+    assert set(t["group_target"]) == {"gender", "race", "other identity", "none"}
+    small = data.load("identity_attack", n=60, data_seed=0)
+    assert len(small.table) == 60 and set(small.table["example_id"]) <= set(t["example_id"])

@@ -28,7 +28,8 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
                           method: str, seed: int, epochs: int, lr: float, batch_size: int,
                           rank=None, alpha=None, layer_fraction: float = 1.0, placement: str = "front",
                           target_modules=None, split_fractions=(0.6, 0.2, 0.2), select: str = "best_val",
-                          n_boot: int = 1000, max_length: int | None = None) -> dict:
+                          n_boot: int = 1000, max_length: int | None = None,
+                          split_design: dict | None = None) -> dict:
     """The resolved, hashed configuration of one classification run."""
     spec = models_mod.get_spec(model)
     method = models_mod.resolve_method(method)
@@ -39,6 +40,8 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
            "n_boot": int(n_boot)}
     if spec.kind == "text":
         cfg["max_length"] = int(max_length or spec.max_length)
+    if split_design:  # membership inference (lorafair.mia): target or shadow split of a seed
+        cfg["split_design"] = dict(sorted(split_design.items()))
     if method == "lora":
         r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
         cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha),
@@ -87,7 +90,7 @@ class ClassificationRunner:
         if spec.kind != ds.kind:
             raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
         table = ds.table.copy()
-        table["split"] = split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]))
+        table["split"] = split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
         model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
         model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),
                                        target_modules=cfg.get("target_modules"),
@@ -108,9 +111,18 @@ class ClassificationRunner:
         return preds, metrics, extra
 
 
-def split_for(ds: data_mod.Dataset, seed: int, fractions=(0.6, 0.2, 0.2)) -> pd.Series:
+def split_for(ds: data_mod.Dataset, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = None) -> pd.Series:
     """The split of a dataset for a seed: stratified by label and the first attribute's groups
-    (boolean group columns: by whether the example is in any group); pairs stay together."""
+    (boolean group columns: by whether the example is in any group); pairs stay together.
+    ``design`` selects a membership-inference split instead (``lorafair.mia``)."""
+    if design:
+        from . import mia
+
+        if design["kind"] == "mia_target":
+            return mia.target_split(ds, design["seed"])
+        if design["kind"] == "mia_shadow":
+            return mia.shadow_split(ds, design["seed"], design["shadow_seed"])
+        raise LorafairError(f"unknown split design {design['kind']!r}; valid choices: mia_target, mia_shadow")
     t = ds.table
     strat = ["label"]
     if ds.attributes:

@@ -104,7 +104,7 @@ LLM = {
         "seeds_by_model": {"smollm2_135m": [13]},
         "epochs": {"minilm": {"head": 3, "lora": 3, "full": 3}, "smollm2_135m": {"head": 2, "lora": 2, "full": 2}},
         # chosen on the validation split of seed 13 (book/llm_classification: "How the settings were chosen")
-        "lrs": {"minilm": {"head": 5e-2, "lora": 3e-3, "full": 2e-4},
+        "lrs": {"minilm": {"head": 5e-2, "lora": 5e-3, "full": 2e-4},
                 "smollm2_135m": {"head": 1e-2, "lora": 5e-4, "full": 3e-5}},
         "batch_size": 32,
         "max_length": 32,
@@ -139,7 +139,63 @@ LLM = {
     },
 }
 
-PRESETS = {"vision_classification": VISION, "llm_classification": LLM}
+#: Membership inference: each task is attacked with LoRA and full fine-tuned targets and LoRA shadows.
+MIA = {
+    "smoke": {
+        "tasks": [
+            {"name": "vision", "dataset": "openmoji_people",
+             "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
+             "model": "vit_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone"},
+            {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"n": 60, "data_seed": 0},
+             "model": "bert_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "target",
+             "max_length": 32},
+        ],
+        "methods": ["lora", "full"],
+        "seeds": [13],
+        "n_shadows": 3,
+        "batch_size": 16,
+        "global_variance": False,
+        "n_boot": 50,
+        "workers": 1,
+    },
+    "offline": {
+        "tasks": [
+            {"name": "vision", "dataset": "openmoji_people", "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
+             "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone"},
+            {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"threshold": 0.5},
+             "model": "minilm", "epochs": 3, "lrs": {"lora": 5e-3, "full": 2e-4}, "attribute": "target",
+             "max_length": 32},
+        ],
+        "methods": ["lora", "full"],
+        "seeds": [13],
+        "n_shadows": 8,
+        "batch_size": 32,
+        "global_variance": False,
+        "n_boot": 500,
+        "workers": 2,
+    },
+    "paper": {
+        "tasks": [
+            {"name": "vision", "dataset": "utkface", "dataset_kwargs": {"task": "gender", "utkface_dir": "data/UTKFace"},
+             "model": "vit_base", "epochs": 3, "lrs": {"lora": 3e-4, "full": 3e-5}, "attribute": "race"},
+            {"name": "text", "dataset": "measuring_hate_speech",
+             "dataset_kwargs": {"axis": "religion", "aggregation": "majority", "threshold": 0.5},
+             "model": "llama2_7b", "epochs": 3, "lrs": {"lora": 3e-4, "full": 1e-5}, "attribute": "muslim",
+             "max_length": 256},
+        ],
+        "methods": ["lora", "full"],
+        "seeds": [13, 1337, 42, 666, 888],
+        "n_shadows": 16,
+        "batch_size": 32,
+        "global_variance": False,
+        "n_boot": 1000,
+        "workers": 1,
+    },
+}
+#: The original study's 16 LiRA shadow seeds (paper-study.md C.3).
+SHADOW_SEEDS = [2044, 776, 1885, 2094, 55, 2142, 1895, 2157, 762, 1390, 1481, 472, 1712, 2008, 1719, 101]
+
+PRESETS = {"vision_classification": VISION, "llm_classification": LLM, "membership_inference": MIA}
 
 
 def resolve(notebook: str, profile: str, **overrides) -> dict:

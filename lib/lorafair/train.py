@@ -127,13 +127,16 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.3f}")
-        out = predict(model, encode, val_idx, labels, accelerator, cfg.eval_batch_size)
-        acc = float((out["logits"].argmax(1) == labels[torch.as_tensor(val_idx)]).float().mean())
+        if len(val_idx):
+            out = predict(model, encode, val_idx, labels, accelerator, cfg.eval_batch_size)
+            acc = float((out["logits"].argmax(1) == labels[torch.as_tensor(val_idx)]).float().mean())
+        else:  # no validation split (MIA shadow models): the last epoch is kept
+            acc = float("nan")
         history["epoch"].append(epoch)
         history["train_loss"].append(float(np.mean(losses)))
         history["val_accuracy"].append(acc)
         history["seconds"].append(round(time.time() - t0, 2))
-        if cfg.select == "last" or acc > best_acc:
+        if cfg.select == "last" or not len(val_idx) or acc > best_acc:
             best_acc, best_epoch = acc, epoch
             if cfg.select == "best_val" and epoch < cfg.epochs:
                 best_state = _trainable_state(accelerator.unwrap_model(model))

@@ -1,0 +1,162 @@
+"""Membership inference per subgroup: the loss-threshold attack and offline LiRA.
+
+Data design (book/membership_inference): for a seed, every example is assigned to one of
+- ``train`` (M, 25%): the target's training set: its *members*;
+- ``val`` (10%): the target's validation split (checkpoint selection), not attacked;
+- ``test`` (N, 25%): never seen by the target: its *non-members*;
+- ``pool`` (D, 40%): the shadow models' data; each shadow trains on a random half of D.
+Shadows never see M or N, so every shadow is an OUT model for every attacked example (offline
+LiRA, as the original study). Fix over the original: membership labels are read from the target's
+own stored ``split`` column, i.e. its real training set.
+
+Scores (higher = "member"): loss attack ``-loss``; LiRA the one-sided z-score
+``(phi_target - mean(phi_shadows)) / std(phi_shadows)`` of the logit-scaled confidence
+``phi = log p_y - log(1 - p_y)`` (per-example variance, or one global variance). ROC metrics are
+invariant to monotone transforms, so z stands for ``Phi(z)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .data import Dataset
+
+MIA_SPLITS = ("train", "val", "test", "pool")
+MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
+
+
+def stratified_cut(table: pd.DataFrame, seed: int, fractions, names, stratify: list[str]) -> pd.Series:
+    """Assign each example to one of ``names`` with the given fractions, stratified, from ``seed``."""
+    out = pd.Series(index=table.index, dtype=object)
+    order = table.sort_values("example_id").index
+    keys = table.loc[order, stratify].astype(str).agg("|".join, axis=1)
+    rng = np.random.default_rng(seed)
+    bounds = np.cumsum(fractions)
+    for _, idx in keys.groupby(keys, sort=True).groups.items():
+        idx = np.array(idx)[rng.permutation(len(idx))]
+        cuts = np.round(bounds * len(idx)).astype(int)
+        start = 0
+        for name, stop in zip(names, cuts):
+            out.loc[idx[start:stop]] = name
+            start = stop
+    return out
+
+
+def _strata(ds: Dataset) -> list[str]:
+    return ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes and
+                        ds.table[f"group_{ds.attributes[0]}"].dtype != bool else [])
+
+
+def target_split(ds: Dataset, seed: int) -> pd.Series:
+    return stratified_cut(ds.table, seed, MIA_FRACTIONS, MIA_SPLITS, _strata(ds))
+
+
+def shadow_split(ds: Dataset, seed: int, shadow_seed: int) -> pd.Series:
+    """A shadow trains on a random half of the pool; everything else is evaluated ("test")."""
+    base = target_split(ds, seed)
+    pool = base[base == "pool"]
+    half = stratified_cut(ds.table.loc[pool.index], shadow_seed, (0.5, 0.5), ("train", "test"), _strata(ds))
+    out = pd.Series("test", index=ds.table.index, dtype=object)
+    out.loc[half.index] = half
+    return out
+
+
+def membership(target: pd.DataFrame) -> pd.DataFrame:
+    """The attacked examples of a target: members (its train split) and non-members (its test split)."""
+    d = target[target["split"].isin(["train", "test"])].copy()
+    d["member"] = (d["split"] == "train").astype(int)
+    return d.sort_values("example_id").reset_index(drop=True)
+
+
+def loss_scores(target: pd.DataFrame) -> pd.DataFrame:
+    d = membership(target)
+    d["score"] = -d["loss"]
+    return d
+
+
+def lira_scores(target: pd.DataFrame, shadows: list[pd.DataFrame], global_variance: bool = False) -> pd.DataFrame:
+    """Offline LiRA: per example, a Gaussian fitted to the OUT shadows' logit-scaled confidence."""
+    d = membership(target)
+    if len(shadows) < 2:
+        raise ValueError("offline LiRA needs at least 2 shadow models")
+    phis = []
+    for s in shadows:
+        s = s.set_index("example_id")
+        trained = set(s.index[s["split"] == "train"])
+        if trained & set(d["example_id"]):
+            raise ValueError("a shadow model was trained on an attacked example; shadows must be OUT models")
+        phis.append(s.loc[d["example_id"], "confidence_logit"].to_numpy())
+    phi = np.stack(phis)  # (shadows, examples)
+    mu = phi.mean(axis=0)
+    sd = np.full(phi.shape[1], phi.std(ddof=1)) if global_variance else phi.std(axis=0, ddof=1)
+    d["shadow_mean"], d["shadow_std"] = mu, sd
+    d["score"] = (d["confidence_logit"].to_numpy() - mu) / np.maximum(sd, 1e-8)
+    return d
+
+
+def tpr_at_fpr(member: np.ndarray, score: np.ndarray, fpr_level: float) -> float:
+    """TPR at a fixed false-positive rate, interpolated on the ROC curve."""
+    fpr, tpr, _ = roc_curve(member, score)
+    return float(np.interp(fpr_level, fpr, tpr))
+
+
+def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 200, seed: int = 0,
+                   fpr_levels=(0.01, 0.001)) -> dict:
+    """AUC (with a bootstrap interval) and TPR at fixed FPRs, overall and per group."""
+    def one(sub: pd.DataFrame) -> dict:
+        y, s = sub["member"].to_numpy(), sub["score"].to_numpy()
+        out = {"members": int(y.sum()), "non_members": int((1 - y).sum())}
+        if y.min() == y.max():
+            return {**out, "auc": float("nan"), "auc_ci": [float("nan")] * 2,
+                    **{f"tpr_at_{f:g}_fpr": float("nan") for f in fpr_levels}}
+        out["auc"] = float(roc_auc_score(y, s))
+        rng = np.random.default_rng(seed)
+        boots = []
+        for _ in range(n_boot):  # stratified: members and non-members resampled separately
+            i1 = rng.choice(np.flatnonzero(y == 1), int(y.sum()))
+            i0 = rng.choice(np.flatnonzero(y == 0), int((1 - y).sum()))
+            i = np.concatenate([i1, i0])
+            boots.append(roc_auc_score(y[i], s[i]))
+        out["auc_ci"] = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))] if boots else [np.nan] * 2
+        for f in fpr_levels:
+            out[f"tpr_at_{f:g}_fpr"] = tpr_at_fpr(y, s, f)
+        return out
+
+    res = {"overall": one(d)}
+    if attribute:
+        res["groups"] = {str(g): one(sub) for g, sub in d.groupby(f"group_{attribute}", sort=True)}
+    return res
+
+
+def roc_points(d: pd.DataFrame) -> pd.DataFrame:
+    fpr, tpr, _ = roc_curve(d["member"], d["score"])
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr})
+
+
+def task_configs(task: dict, profile: str, seed: int, methods, shadow_seeds, batch_size: int, n_boot: int):
+    """Run configurations of one attacked task: a target per method and the LoRA shadows."""
+    from .experiments import classification_config
+
+    def cfg(method, run_seed, design, select):
+        return classification_config(
+            "membership_inference", profile, task["dataset"], task["dataset_kwargs"], task["model"], method,
+            run_seed, task["epochs"], task["lrs"][method], batch_size, n_boot=n_boot,
+            max_length=task.get("max_length"), split_design=design, select=select)
+
+    targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in methods}
+    shadows = [cfg("lora", s, {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds]
+    return targets, shadows
+
+
+def attack_table(results: dict, attribute: str) -> pd.DataFrame:
+    """Rows (method, attack, group) from {(method, attack): attack_metrics(...)}."""
+    rows = []
+    for (method, attack), m in results.items():
+        for g, v in [("all", m["overall"])] + sorted(m.get("groups", {}).items()):
+            rows.append({"method": method, "attack": attack, "group": g, "members": v["members"],
+                         "non_members": v["non_members"], "auc": v["auc"], "auc_lo": v["auc_ci"][0],
+                         "auc_hi": v["auc_ci"][1], "tpr_at_1%_fpr": v.get("tpr_at_0.01_fpr"),
+                         "tpr_at_0.1%_fpr": v.get("tpr_at_0.001_fpr")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lorafair import experiments as ex
+from lorafair import mia
+from lorafair.runs import RunStore
+
+
+def synthetic(n=4000, n_shadows=16, signal=1.0, seed=0):
+    """Per-example difficulty varies a lot (hard examples have low confidence for every model);
+    members get ``signal`` extra logit-confidence in the target. Shadows are OUT models."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 3, n)                 # per-example mean confidence
+    member = rng.random(n) < 0.5
+    ids = [f"x{i:05d}" for i in range(n)]
+    target_phi = difficulty + rng.normal(0, 0.3, n) + signal * member
+    target = pd.DataFrame({"example_id": ids, "split": np.where(member, "train", "test"),
+                           "confidence_logit": target_phi, "loss": np.log1p(np.exp(-target_phi)),
+                           "group_g": rng.choice(["a", "b"], n)})
+    shadows = [pd.DataFrame({"example_id": ids, "split": "test",
+                             "confidence_logit": difficulty + rng.normal(0, 0.3, n)}) for _ in range(n_shadows)]
+    return target, shadows
+
+
+def test_planted_signal_detected_and_lira_beats_loss_at_low_fpr():
+    target, shadows = synthetic(signal=1.0)
+    loss = mia.attack_metrics(mia.loss_scores(target), "g", n_boot=50)["overall"]
+    lira = mia.attack_metrics(mia.lira_scores(target, shadows), "g", n_boot=50)["overall"]
+    assert loss["auc"] > 0.55 and lira["auc"] > 0.9
+    assert lira["tpr_at_0.01_fpr"] > 5 * max(loss["tpr_at_0.01_fpr"], 0.01)
+    assert lira["auc_ci"][0] > 0.85
+
+
+def test_no_signal_gives_auc_near_half():
+    target, shadows = synthetic(signal=0.0, seed=1)
+    for scores in (mia.loss_scores(target), mia.lira_scores(target, shadows),
+                   mia.lira_scores(target, shadows, global_variance=True)):
+        m = mia.attack_metrics(scores, "g", n_boot=100)["overall"]
+        assert abs(m["auc"] - 0.5) < 0.04
+        assert m["auc_ci"][0] < 0.5 < m["auc_ci"][1]
+
+
+def test_shadow_trained_on_attacked_example_is_rejected():
+    target, shadows = synthetic(n=100, n_shadows=3)
+    shadows[0].loc[0, "split"] = "train"
+    with pytest.raises(ValueError, match="OUT models"):
+        mia.lira_scores(target, shadows)
+
+
+def test_tpr_at_fpr_hand_case():
+    member = np.array([1, 1, 1, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3, 0.05])
+    # threshold above 0.7: FPR 0, TPR 2/3
+    assert mia.tpr_at_fpr(member, score, 0.0) == pytest.approx(2 / 3)
+
+
+def test_mia_splits_and_membership_is_the_targets_training_set(smoke_kwargs, tmp_path):
+    runner = ex.ClassificationRunner(RunStore(tmp_path), "openmoji_people", smoke_kwargs, progress=False)
+    ds = runner.dataset
+    base = mia.target_split(ds, 13)
+    assert base.value_counts().to_dict().keys() == {"train", "val", "test", "pool"}
+    sh = mia.shadow_split(ds, 13, 2044)
+    assert set(sh[sh == "train"].index) <= set(base[base == "pool"].index)
+    assert not (set(sh[sh == "train"].index) & set(base[base.isin(["train", "test"])].index))
+
+    def cfg(method, design):
+        return ex.classification_config("membership_inference", "smoke", "openmoji_people", smoke_kwargs,
+                                        "vit_tiny_random", method, 13, 1, 1e-3, 16, n_boot=20,
+                                        split_design=design, select="last" if design["kind"] == "mia_shadow" else "best_val")
+
+    target = runner.run(cfg("lora", {"kind": "mia_target", "seed": 13}))
+    shadows = [runner.run(cfg("lora", {"kind": "mia_shadow", "seed": 13, "shadow_seed": s})) for s in (1, 2)]
+    t = target.predictions()
+    d = mia.membership(t)
+    ids = ds.table["example_id"].to_numpy()
+    assert set(d.loc[d["member"] == 1, "example_id"]) == set(ids[(base == "train").to_numpy()])
+    assert set(d.loc[d["member"] == 0, "example_id"]) == set(ids[(base == "test").to_numpy()])
+    scores = mia.lira_scores(t, [s.predictions() for s in shadows])
+    assert len(scores) == (base.isin(["train", "test"])).sum()
