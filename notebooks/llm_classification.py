@@ -231,3 +231,19 @@ lines.append(f"- Scale: {len(ds.table)} examples, profile `{P['profile']}`. Smal
              "differ. The offline task is a stand-in: it shows how the comparison behaves, not how 7B models "
              "detect hate speech. SmolLM2 ran one seed, so its differences rest on one split.")
 display(Markdown("\n".join(lines)))
+
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Over-flagging.** In the per-group table, compare the false-positive rate of the `gender`
+#    group with that of `none`. Does fine-tuning teach the model "an identity word means an
+#    attack"? Which method does this most?
+# 2. **Threshold.** Change what counts as an attack:
+#    `lorafair notebook llm_classification -p dataset_kwargs "{threshold: 0.3}" --out /tmp/nb`.
+#    Group balance changes a lot; do the gaps follow?
+# 3. **A task at chance.** Run the main comparison on StereoSet:
+#    `-p dataset stereoset -p dataset_kwargs "{n_pairs: 600, data_seed: 0}" -p models "[minilm]"`.
+#    What do "worst-group accuracy" and "gap" mean when the overall accuracy is near 0.5?
+# 4. **Decoder vs encoder.** Give SmolLM2 three seeds:
+#    `-p seeds_by_model "{}" -p models "[smollm2_135m]"` (slow on a CPU: about 10 minutes per seed).

@@ -183,3 +183,15 @@ for task in P["tasks"]:
 lines.append(f"- {P['n_shadows']} shadow models per task and seed; profile `{P['profile']}`. Small groups have "
              "wide intervals: a group's higher AUC is evidence only when its interval clears the others'.")
 display(Markdown("\n".join(lines)))
+
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **More shadows.** `lorafair notebook membership_inference -p n_shadows 16 --out /tmp/nb`. Does
+#    LiRA's TPR at low FPR improve with more shadows? (The original study used 16.)
+# 2. **Global variance.** `-p global_variance true` fits one variance for all examples, which is
+#    better with few shadows (Carlini et al.). Compare the per-group AUCs.
+# 3. **Overfitting drives leakage.** Train the targets longer (edit `epochs` in a `tasks` entry, e.g.
+#    `-p tasks "[{name: vision, dataset: openmoji_people, dataset_kwargs: {task: gender, n: 2000, data_seed: 0}, model: mobilenet_v2, epochs: 8, lrs: {lora: 1e-3, full: 1e-3}, attribute: skin_tone}]"`).
+#    How do the generalisation gap and the attack AUC move together, and for which groups?

@@ -232,3 +232,18 @@ lines.append(f"- Scale: {len(ds.table)} examples, {len(P['seeds'])} seed(s), pro
              "Small groups carry wide intervals; a difference whose interval contains zero is not "
              "evidence that the methods differ.")
 display(Markdown("\n".join(lines)))
+
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Is the gap a property of the data or of the model?** Make the task easier and re-run:
+#    `lorafair notebook vision_classification -p dataset_kwargs "{task: gender, n: 2000, data_seed: 0, render: {low_res: [48, 64], noise: 0.02}}" --out /tmp/nb`.
+#    Do the accuracy gaps between skin tones shrink for every method, or only for some?
+# 2. **Capacity.** Add large ranks to the sweep: `-p ranks "[1, 8, 64, 128]"`. Does LoRA approach
+#    full fine-tuning in worst-group accuracy, and at which rank? Remember that alpha stays fixed,
+#    so the scaling alpha/r shrinks.
+# 3. **Placement.** `-p ranks "[0.25, 0.5, 0.75]" -p placements "[front, back, random]"`. Does LoRA
+#    on the last layers behave like head-only training?
+# 4. **Seeds.** Add seeds `-p seeds "[13, 1337, 42, 666, 888]"`. How much do the intervals of the
+#    paired differences shrink? Which conclusions change?

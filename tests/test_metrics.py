@@ -95,3 +95,14 @@ def test_paired_worst_group_difference_value():
     cb = np.array([1, 0, 0, 0, 1, 1, 1, 1])  # worst = a: 0.25
     d = M.paired_worst_group_difference(ca, cb, g, n_boot=200)
     assert d["difference"] == pytest.approx(0.25)
+
+
+def test_paired_worst_group_difference_averages_over_blocks():
+    # block 0: A worst 0.5 (group b), B worst 0.25 (group a) -> +0.25
+    # block 1: A worst 0.0 (group a), B worst 1.0 (both)    -> -1.0 ; mean over blocks -0.375
+    g = np.array(["a"] * 4 + ["b"] * 4 + ["a"] * 2 + ["b"] * 2)
+    blocks = np.array([0] * 8 + [1] * 4)
+    ca = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1])
+    cb = np.array([1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    d = M.paired_worst_group_difference(ca, cb, g, blocks=blocks, n_boot=200)
+    assert d["difference"] == pytest.approx((0.25 - 1.0) / 2)

@@ -255,9 +255,9 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
             and np.array_equal(A["seed"].to_numpy(), B["seed"].to_numpy())):
         return None
     ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
-    groups = (A["seed"].astype(str) + "|" + A[f"group_{attribute}"].astype(str)).to_numpy()
     return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot),
-            "worst_group_accuracy": metrics_mod.paired_worst_group_difference(ca, cb, groups, n_boot=n_boot)}
+            "worst_group_accuracy": metrics_mod.paired_worst_group_difference(
+                ca, cb, A[f"group_{attribute}"].astype(str).to_numpy(), blocks=A["seed"].to_numpy(), n_boot=n_boot)}
 
 
 def paired_table(preds: pd.DataFrame, models: list[str], attribute: str, n_boot: int = 1000,

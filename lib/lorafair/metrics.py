@@ -207,28 +207,35 @@ def per_group_table(metrics: dict, attribute: str) -> pd.DataFrame:
 
 
 def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, groups: np.ndarray,
-                                  n_boot: int = 2000, seed: int = 0) -> dict:
+                                  blocks: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
     """Worst-group accuracy of A minus that of B on the same examples, with a paired bootstrap
-    interval (examples resampled jointly for A and B). ``groups`` may mix seeds' test sets: pass
-    ``seed|group`` keys to keep per-seed groups apart, or plain groups to pool."""
+    interval (examples resampled jointly for A and B). With ``blocks`` (e.g. the seed of each row,
+    when several seeds' test sets are stacked), the statistic is the mean over blocks of each block's
+    worst-group accuracy, which is what the per-seed summaries average."""
     a = np.asarray(correct_a, dtype=np.float64)
     b = np.asarray(correct_b, dtype=np.float64)
-    codes, uniq = pd.factorize(np.asarray(groups))
-    masks = np.arange(len(uniq))
+    blocks = np.zeros(len(a)) if blocks is None else np.asarray(blocks)
+    cells = pd.Series(blocks.astype(str)) + "|" + pd.Series(np.asarray(groups).astype(str))
+    codes, uniq = pd.factorize(cells)
+    block_of_cell = pd.factorize(pd.Series(uniq).str.split("|").str[0])[0]
+    cell_ids = np.arange(len(uniq))
+    in_block = block_of_cell[None, :] == np.arange(block_of_cell.max() + 1)[:, None]  # (B, C)
 
-    def worst(c, g, axis=-1):
-        onehot = (g[..., None] == masks)  # (..., n, G)
+    def worst(c, g):
+        onehot = (g[..., None] == cell_ids)  # (..., n, C)
         sums = (c[..., None] * onehot).sum(axis=-2)
         counts = onehot.sum(axis=-2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
-        return acc.min(axis=-1)
+        acc = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)  # (..., C)
+        per_block = np.where(in_block, acc[..., None, :], np.inf).min(axis=-1)  # (..., B)
+        per_block = np.where(np.isinf(per_block), np.nan, per_block)
+        return np.nanmean(per_block, axis=-1)
 
     def stat(x, y, g, axis=-1):
         return worst(x, g) - worst(y, g)
 
-    value = float(stat(a, b, codes.astype(float)))
-    ci = _bootstrap((a, b, codes.astype(float)), stat, n_boot, seed, paired=True)
+    g = codes.astype(float)
+    value = float(stat(a, b, g))
+    ci = _bootstrap((a, b, g), stat, n_boot, seed, paired=True)
     verdict = "indistinguishable"
     if ci[0] > 0:
         verdict = "higher"
