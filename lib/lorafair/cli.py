@@ -79,7 +79,7 @@ def cmd_run(a) -> None:
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task
-    runner = ex.ClassificationRunner(RunStore(P["results_dir"]), P["dataset"], kw, progress=True)
+    runner = ex.ClassificationRunner(RunStore(a.results_dir or P["results_dir"]), P["dataset"], kw, progress=True)
     cfg = ex.classification_config(
         name, a.profile, P["dataset"], kw, model, method, a.seed,
         a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
@@ -127,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int)
     r.add_argument("--lr", type=float)
     r.add_argument("--force", action="store_true")
+    r.add_argument("--results-dir", help="run store root (default: the profile's)")
     r.set_defaults(func=cmd_run)
     return p
 

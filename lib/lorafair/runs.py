@@ -98,6 +98,11 @@ class RunStore:
         final = self.path(experiment, config)
         if (final / "DONE").exists() and not force:
             return load_record(final)
+        if not _is_main_process():
+            # under `accelerate launch` every rank trains (the collectives need them all); rank 0 writes
+            compute()
+            _barrier()
+            return load_record(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -119,6 +124,7 @@ class RunStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        _barrier()
         return load_record(final)
 
     def records(self, experiment: str) -> list[RunRecord]:
@@ -128,6 +134,19 @@ class RunStore:
             return []
         return [load_record(p) for p in sorted(base.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and (p / "DONE").exists()]
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def load_record(path: Path) -> RunRecord:

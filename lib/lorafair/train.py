@@ -145,6 +145,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     bar.close()
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state, strict=False)
+    history["world_size"] = accelerator.num_processes
     history["selected_epoch"] = best_epoch
     history["selected_val_accuracy"] = best_acc
     history["train_config"] = asdict(cfg)
