@@ -226,6 +226,13 @@ plots.plt.close(fig)
 
 # %% tags=["hide-input"]
 lines = ex.reading(summary, diffs, P["models"], P["methods"], "llm", glue=glue)
+majority = max(ds.table["label"].mean(), 1 - ds.table["label"].mean())
+glue("llm_majority_accuracy", round(float(majority), 4), display=False)
+near = [f"`{mo}`/{me}" for (mo, me), acc in summary.groupby(["model", "method"])["accuracy"].mean().items()
+        if acc < majority + 0.02]
+lines.append(f"- The majority-class accuracy on this data is {majority:.3f}. "
+             + (f"Runs within 0.02 of it have learned little, and their group metrics describe a near-constant "
+                f"predictor: {', '.join(near)}." if near else "Every method clears it by more than 0.02."))
 lines.append(f"- Scale: {len(ds.table)} examples, profile `{P['profile']}`. Small groups "
              "carry wide intervals; a difference whose interval contains zero is not evidence that the methods "
              "differ. The offline task is a stand-in: it shows how the comparison behaves, not how 7B models "
