@@ -94,6 +94,18 @@ def cmd_run(a) -> None:
               f"gap {v['accuracy_gap']['value']:.3f}")
 
 
+def cmd_check_pages(a) -> None:
+    from .pagecheck import check
+
+    problems = check(screenshots=a.screenshots)
+    for p in problems:
+        print(f"  {p}")
+    if problems:
+        raise LorafairError(f"{len(problems)} problem(s) in the built book")
+    print("[lorafair] every page checked: images, internal links, no error outputs"
+          + (f"; screenshots in {a.screenshots}" if a.screenshots else ""))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lorafair", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true")
     r.add_argument("--results-dir", help="run store root (default: the profile's)")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check-pages", help="check the built book (_build/html) like a reader")
+    c.add_argument("--screenshots", help="also render every page to PNG with chromium into this folder")
+    c.set_defaults(func=cmd_check_pages)
     return p
 
 
