@@ -118,7 +118,7 @@ glue("llm_n_examples", len(ds.table), display=False)
 # deviation): accuracy, worst-group accuracy, accuracy gap, demographic-parity and equalized-odds
 # differences, and ECE.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 def config(model, method, seed, kw=None, name=None, **lora):
     return ex.classification_config(EXP, P["profile"], name or P["dataset"], kw or P["dataset_kwargs"], model,
                                     method, seed, per_model(P["epochs"], model, method),
@@ -131,7 +131,7 @@ records = ex.run_many(runner, main_configs, force=force, desc="main grid", worke
 summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
-display(summary.groupby(["model", "method"], sort=False)[cols].agg(["mean", "std"]).round(3))
+display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
 
 # %% [markdown]
 # ## Per-group accuracy and rates
@@ -140,7 +140,7 @@ display(summary.groupby(["model", "method"], sort=False)[cols].agg(["mean", "std
 # table after the figure lists each group's accuracy, F1, true- and false-positive rate and selection
 # rate (the share predicted positive), averaged over seeds.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 preds = ex.predictions(records)
 fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, ATTR, ["model", "method"]), ATTR, P["profile"])
 glue("llm_group_accuracy_fig", fig, display=True)
@@ -159,9 +159,9 @@ display(rates)
 # Same test examples for each seed, so the differences are paired; 95% paired bootstrap intervals. A
 # difference counts as "LoRA worse" or "LoRA better" only when its interval excludes zero.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
-display(paired_tab)
+display(paired_tab.style.hide(axis="index"))
 
 # %% [markdown]
 # ## Calibration per group
@@ -183,7 +183,7 @@ display(rates["ece"].unstack("group").round(3))
 # on a fraction of the layers placed at the front, the back or at random (the original study's
 # "fractional rank"). The dashed line is full fine-tuning on the same split.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 mo, s0 = P["rank_sweep_model"], seeds_for(P, P["rank_sweep_model"])[0]
 sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
 sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
@@ -204,7 +204,7 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # Compare each accuracy with 0.5: near chance, the per-group differences are noise, whatever the
 # method.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"])
 ds2 = runner2.dataset
 attr2 = ds2.attributes[0]

@@ -86,7 +86,7 @@ display(Markdown(
 # stopped. The table shows each target's test accuracy next to its accuracy on its own training
 # set. A large gap (overfitting) is what membership inference exploits.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 all_results, all_curves, tables, fit_rows = {}, {}, {}, []
 for task in P["tasks"]:
     runner = ex.ClassificationRunner(store, task["dataset"], task["dataset_kwargs"])
@@ -131,7 +131,7 @@ for task in P["tasks"]:
 # AUC per subgroup with 95% bootstrap intervals (members/non-members under each group), first seed.
 # The table lists every group's AUC and TPR at 1% and 0.1% FPR for every seed.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 for task in P["tasks"]:
     for seed in P["seeds"]:
         res = {(m, a): all_results[(task["name"], seed, m, a)] for m in P["methods"] for a in ("loss", "lira")}

@@ -115,7 +115,7 @@ if ds.kind == "image":
 # accuracy, worst-group accuracy, the accuracy gap (best minus worst group), demographic-parity and
 # equalized-odds differences (fairlearn) and the expected calibration error (ECE, 10 bins).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 def config(model, method, seed, task_kwargs=None, **lora):
     kw = task_kwargs or P["dataset_kwargs"]
     return ex.classification_config(EXP, P["profile"], P["dataset"], kw, model, method, seed,
@@ -129,8 +129,7 @@ summary = ex.summary_table(records, ATTR)
 cols = ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
         "trainable_params"]
 cols = [c for c in cols if c in summary]
-agg = summary.groupby(["model", "method"], sort=False)[cols].agg(["mean", "std"]).round(3)
-display(agg)
+display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
 
 # %% [markdown]
 # ## Per-group accuracy
@@ -153,9 +152,9 @@ plots.plt.close(fig)
 # (seed, example) pairs, with 95% paired bootstrap intervals. A difference counts as "LoRA worse" or
 # "LoRA better" only when its interval excludes zero.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
-display(paired_tab)
+display(paired_tab.style.hide(axis="index"))
 
 # %% [markdown]
 # ## Calibration per group
@@ -164,7 +163,7 @@ display(paired_tab)
 # task, `female` on UTKFace), one line per group, test predictions pooled over seeds. A perfectly
 # calibrated model follows the diagonal. Per-group ECE values are in each run's `metrics.json`.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 if M.is_binary(preds):
     fig = plots.reliability(preds, ATTR, P["profile"])
     glue("vision_reliability_fig", fig, display=True)
@@ -185,7 +184,7 @@ if M.is_binary(preds):
 # "fractional rank", rank 1 placed on only a fraction of the layers, counted from the front (input
 # side) or the back (output side). The dashed line is full fine-tuning on the same split.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 mo, s0 = P["rank_sweep_model"], P["seeds"][0]
 sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
 sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
@@ -205,7 +204,7 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # *roles* (farmer, cook, scientist, ...) from the same kind of renderings; subgroups are again skin
 # tones. One model and the first seed, all methods.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 task_kw = dict(P["dataset_kwargs"], task=P["second_task"])
 if P["second_task_n"]:
     task_kw["n"] = P["second_task_n"]

@@ -236,6 +236,24 @@ def group_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
+def mean_sd_table(summary: pd.DataFrame, cols: list[str], by=("model", "method")) -> pd.DataFrame:
+    """Per (model, method): "mean ± sd (n)" over seeds for each metric, as compact strings."""
+    rows = []
+    for key, g in summary.groupby(list(by), sort=False):
+        row = dict(zip(by, key))
+        for c in cols:
+            v = g[c].dropna()
+            if c == "trainable_params":
+                row[c] = f"{int(v.iloc[0]):,}"
+            elif len(v) > 1:
+                row[c] = f"{v.mean():.3f} ± {v.std():.3f}"
+            else:
+                row[c] = f"{v.mean():.3f}" if len(v) else "n/a"
+        row["seeds"] = g["seed"].nunique()
+        rows.append(row)
+    return pd.DataFrame(rows).rename(columns=lambda c: c.replace("_", " "))
+
+
 def predictions(records: list[RunRecord]) -> pd.DataFrame:
     """All runs' prediction rows with their model, method, seed and run id."""
     frames = [r.predictions().assign(model=r.config["model"], method=r.config["method"],
@@ -271,9 +289,9 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str, n_boot:
                 continue
             diffs[(mo, other)] = d
             for metric, v in d.items():
-                rows.append({"model": mo, "comparison": f"LoRA - {other}", "metric": metric,
-                             "difference": round(v["difference"], 4),
-                             "95% CI": f"[{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]", "pairs": v["n"],
+                rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " "),
+                             "difference [95% CI]": f"{v['difference']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]",
+                             "pairs": v["n"],
                              "LoRA is": {"higher": "better", "lower": "worse"}.get(v["verdict"], "indistinguishable")})
     return pd.DataFrame(rows), diffs
 
