@@ -65,7 +65,7 @@ def ece(df: pd.DataFrame) -> float:
     if is_binary(df):
         p = torch.from_numpy(np.array(df["prob"], dtype=np.float64))
         return float(binary_calibration_error(p, target, n_bins=N_BINS, norm="l1"))
-    probs = torch.as_tensor(prob_matrix(df))
+    probs = torch.from_numpy(np.array(prob_matrix(df)))
     return float(multiclass_calibration_error(probs, target, num_classes=probs.shape[1],
                                               n_bins=N_BINS, norm="l1"))
 
