@@ -34,7 +34,8 @@
 # The original trained its targets on another split than the one its attack assumed.
 #
 # Reported per subgroup and overall: ROC (log-log), AUC with a 95% bootstrap interval (members and
-# non-members resampled separately), and the TPR at 1% and 0.1% FPR. With a few hundred non-members,
+# non-members resampled separately), and the TPR at 1% and 0.1% FPR with intervals from the same
+# bootstrap. With a few hundred non-members,
 # 0.1% FPR means "no false positive at all", so read that column as the share of members found
 # before the first false alarm.
 
@@ -142,7 +143,7 @@ for task in P["tasks"]:
     plots.plt.close(fig)
 full_table = pd.concat(tables.values(), ignore_index=True)
 display(full_table[["task", "seed", "method", "attack", "group", "members", "non_members", "auc", "auc_lo", "auc_hi",
-                    "tpr_at_1%_fpr", "tpr_at_0.1%_fpr"]].round(3))
+                    "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]].round(3).style.hide(axis="index"))
 
 # %% [markdown]
 # ## Reading the results

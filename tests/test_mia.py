@@ -30,6 +30,8 @@ def test_planted_signal_detected_and_lira_beats_loss_at_low_fpr():
     assert loss["auc"] > 0.55 and lira["auc"] > 0.9
     assert lira["tpr_at_0.01_fpr"] > 5 * max(loss["tpr_at_0.01_fpr"], 0.01)
     assert lira["auc_ci"][0] > 0.85
+    lo, hi = lira["tpr_at_0.01_fpr_ci"]
+    assert lo <= lira["tpr_at_0.01_fpr"] <= hi and lo > loss["tpr_at_0.01_fpr"]
 
 
 def test_no_signal_gives_auc_near_half():

@@ -88,6 +88,29 @@ def test_mhs_from_local_file_and_split_disjointness(tmp_path):
     assert not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"]) and not (ids["train"] & ids["val"])
 
 
+def test_mhs_fixture_trains_tiny_llama_end_to_end(tmp_path):
+    """The paper path on a Measuring Hate Speech fixture: boolean, overlapping subgroup columns."""
+    rows, rng = [], np.random.default_rng(1)
+    for cid in range(60):
+        for aid in range(2):
+            rows.append({"comment_id": cid, "annotator_id": aid, "text": f"comment number {cid} about things",
+                         "hate_speech_score": float(rng.normal()), "target_religion": True,
+                         **{f"target_religion_{g}": bool(rng.random() < 0.4) for g in AXES["religion"]}})
+    path = tmp_path / "mhs.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    kw = {"axis": "religion", "source": str(path)}
+    runner = ex.ClassificationRunner(RunStore(tmp_path / "runs"), "measuring_hate_speech", kw, progress=False)
+    cfg = ex.classification_config("llm_classification", "smoke", "measuring_hate_speech", kw, "llama_tiny_random",
+                                   "lora", 13, 1, 1e-3, 16, n_boot=20)
+    rec = runner.run(cfg)
+    assert set(rec.metrics["attributes"]) == set(AXES["religion"])  # one entry per subgroup column
+    muslim = rec.metrics["attributes"]["muslim"]["groups"]
+    assert set(muslim) <= {"True", "False"}
+    t = rec.predictions()
+    t = t[t["split"] == "test"]
+    assert muslim["True"]["count"] == int(t["group_muslim"].sum())
+
+
 def test_mhs_without_network_points_to_offline_profile(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -113,21 +113,32 @@ def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 
                     **{f"tpr_at_{f:g}_fpr": float("nan") for f in fpr_levels}}
         out["auc"] = float(roc_auc_score(y, s))
         rng = np.random.default_rng(seed)
-        boots = []
+        boots, tprs = [], {f: [] for f in fpr_levels}
         for _ in range(n_boot):  # stratified: members and non-members resampled separately
             i1 = rng.choice(np.flatnonzero(y == 1), int(y.sum()))
             i0 = rng.choice(np.flatnonzero(y == 0), int((1 - y).sum()))
             i = np.concatenate([i1, i0])
             boots.append(roc_auc_score(y[i], s[i]))
-        out["auc_ci"] = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))] if boots else [np.nan] * 2
+            for f in fpr_levels:
+                tprs[f].append(tpr_at_fpr(y[i], s[i], f))
+
+        def ci(v):
+            return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v else [float("nan")] * 2
+
+        out["auc_ci"] = ci(boots)
         for f in fpr_levels:
             out[f"tpr_at_{f:g}_fpr"] = tpr_at_fpr(y, s, f)
+            out[f"tpr_at_{f:g}_fpr_ci"] = ci(tprs[f])
         return out
 
     res = {"overall": one(d)}
     if attribute:
         res["groups"] = {str(g): one(sub) for g, sub in d.groupby(f"group_{attribute}", sort=True)}
     return res
+
+
+def _fmt_ci(ci) -> str:
+    return "" if not ci or np.isnan(ci[0]) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def roc_points(d: pd.DataFrame) -> pd.DataFrame:
@@ -158,5 +169,7 @@ def attack_table(results: dict, attribute: str) -> pd.DataFrame:
             rows.append({"method": method, "attack": attack, "group": g, "members": v["members"],
                          "non_members": v["non_members"], "auc": v["auc"], "auc_lo": v["auc_ci"][0],
                          "auc_hi": v["auc_ci"][1], "tpr_at_1%_fpr": v.get("tpr_at_0.01_fpr"),
-                         "tpr_at_0.1%_fpr": v.get("tpr_at_0.001_fpr")})
+                         "tpr_at_1%_ci": _fmt_ci(v.get("tpr_at_0.01_fpr_ci")),
+                         "tpr_at_0.1%_fpr": v.get("tpr_at_0.001_fpr"),
+                         "tpr_at_0.1%_ci": _fmt_ci(v.get("tpr_at_0.001_fpr_ci"))})
     return pd.DataFrame(rows)
