@@ -80,3 +80,12 @@ def test_mia_splits_and_membership_is_the_targets_training_set(smoke_kwargs, tmp
     assert set(d.loc[d["member"] == 0, "example_id"]) == set(ids[(base == "test").to_numpy()])
     scores = mia.lira_scores(t, [s.predictions() for s in shadows])
     assert len(scores) == (base.isin(["train", "test"])).sum()
+
+
+def test_paired_auc_difference():
+    target, shadows = synthetic(signal=1.0, seed=3)
+    lira, loss = mia.lira_scores(target, shadows), mia.loss_scores(target)
+    d = mia.paired_auc_difference(lira, loss, n_boot=100)
+    assert d["verdict"] == "higher" and d["ci"][0] <= d["difference"] <= d["ci"][1]
+    same = mia.paired_auc_difference(lira, lira, n_boot=50)
+    assert same["difference"] == 0 and same["verdict"] == "indistinguishable"

@@ -173,3 +173,23 @@ def attack_table(results: dict, attribute: str) -> pd.DataFrame:
                          "tpr_at_0.1%_fpr": v.get("tpr_at_0.001_fpr"),
                          "tpr_at_0.1%_ci": _fmt_ci(v.get("tpr_at_0.001_fpr_ci"))})
     return pd.DataFrame(rows)
+
+
+def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUC of attack scores ``a`` minus ``b`` on the same attacked examples (same members and
+    non-members), with a paired bootstrap (members and non-members resampled separately)."""
+    m = a[["example_id", "member", "score"]].merge(b[["example_id", "member", "score"]], on="example_id",
+                                                   suffixes=("_a", "_b"))
+    if len(m) != len(a) or len(m) != len(b) or not (m["member_a"] == m["member_b"]).all():
+        raise ValueError("paired AUC difference needs the same attacked examples and membership labels")
+    y, sa, sb = m["member_a"].to_numpy(), m["score_a"].to_numpy(), m["score_b"].to_numpy()
+    diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boots = []
+    for _ in range(n_boot):
+        i = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        boots.append(roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]))
+    ci = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+    verdict = "higher" if ci[0] > 0 else ("lower" if ci[1] < 0 else "indistinguishable")
+    return {"difference": diff, "ci": ci, "n": int(len(m)), "verdict": verdict}

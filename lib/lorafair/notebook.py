@@ -19,7 +19,7 @@ from .assets import REPO_ROOT
 from .errors import LorafairError, choose
 from .profiles import PROFILE_NAMES, parameter_names
 
-NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference")
+NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "findings")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 

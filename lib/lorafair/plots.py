@@ -194,3 +194,31 @@ def group_auc(table: pd.DataFrame, attribute: str, profile: str, title: str):
     fig.suptitle(f"{title} [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
+
+
+VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "indistinguishable": ("#7f7f7f", "o"), "LoRA better": ("#0072B2", "^")}
+
+
+def forest(cases: pd.DataFrame, profile: str):
+    """Paired differences with 95% intervals, one row per case, one panel per comparison."""
+    comps = list(dict.fromkeys(cases["comparison"]))
+    sizes = cases.groupby("comparison", sort=False).size()
+    fig, axes = plt.subplots(len(comps), 1, figsize=(10, 0.34 * sizes.sum() + 1.2 * len(comps)), squeeze=False,
+                             gridspec_kw={"height_ratios": [sizes[c] for c in comps]})
+    for ax, comp in zip(axes[:, 0], comps):
+        sub = cases[cases["comparison"] == comp].reset_index(drop=True)
+        y = np.arange(len(sub))[::-1]
+        for verdict, (color, marker) in VERDICT_STYLE.items():
+            m = (sub["verdict"] == verdict).to_numpy()
+            if m.any():
+                ax.errorbar(sub["difference"][m], y[m], xerr=[sub["difference"][m] - sub["lo"][m],
+                                                               sub["hi"][m] - sub["difference"][m]],
+                            fmt=marker, color=color, capsize=2, label=verdict)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, sub["case"], fontsize=8)
+        ax.set_xlabel(f"{comp} (95% paired bootstrap interval)")
+        ax.set_title(comp, fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"LoRA against full fine-tuning and head-only, every case [profile: {profile}]", y=1.0)
+    fig.tight_layout()
+    return fig

@@ -201,7 +201,11 @@ MIA = {
 #: The original study's 16 LiRA shadow seeds (paper-study.md C.3).
 SHADOW_SEEDS = [2044, 776, 1885, 2094, 55, 2142, 1895, 2157, 762, 1390, 1481, 472, 1712, 2008, 1719, 101]
 
-PRESETS = {"vision_classification": VISION, "llm_classification": LLM, "membership_inference": MIA}
+#: The findings chapter reads the records the other chapters made; it trains nothing.
+FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100} for p in ("smoke", "offline", "paper")}
+
+PRESETS = {"vision_classification": VISION, "llm_classification": LLM, "membership_inference": MIA,
+           "findings": FINDINGS}
 
 
 def resolve(notebook: str, profile: str, **overrides) -> dict:

@@ -1,0 +1,111 @@
+"""The study's answer, read from the run records: paired LoRA-minus-full (and minus head-only)
+differences per case, each with a 95% paired bootstrap interval and a verdict.
+
+A *case* is one (experiment, dataset and its settings, model). Classification cases use the
+chapters' main runs (LoRA at the model's default rank on all layers); membership-inference cases use
+the targets of one seed and their shadows. "Better"/"worse" is from the point of view of fairness
+and privacy: for accuracy and worst-group accuracy higher is better; for attack AUC higher is worse
+(LoRA leaks more)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from . import experiments as ex
+from . import mia
+from .models import get_spec
+from .runs import RunStore
+
+HIGHER_IS_BETTER = {"accuracy": True, "worst group accuracy": True, "LiRA attack AUC": False,
+                    "loss attack AUC": False}
+
+
+def _verdict(metric: str, v: str) -> str:
+    if v == "indistinguishable":
+        return "indistinguishable"
+    good = (v == "higher") == HIGHER_IS_BETTER[metric]
+    return "LoRA better" if good else "LoRA worse"
+
+
+def classification_cases(store: RunStore, experiment: str, profile: str, n_boot: int) -> pd.DataFrame:
+    groups: dict = {}
+    for r in store.records(experiment):
+        c = r.config
+        if c.get("profile") != profile or c.get("split_design"):
+            continue
+        if c["method"] == "lora" and (c.get("layer_fraction", 1) != 1 or c.get("rank") != get_spec(c["model"]).default_rank
+                                      or c.get("target_modules")):
+            continue
+        key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (dataset, kw, model), recs in sorted(groups.items()):
+        attr = next(iter(recs[0].metrics["attributes"]))
+        preds = ex.predictions(recs)
+        for other in ("full", "head"):
+            d = ex.paired_differences(preds, model, attr, "lora", other, n_boot)
+            if d is None:
+                continue
+            seeds = sorted(set(preds[preds["method"] == "lora"]["seed"]) & set(preds[preds["method"] == other]["seed"]))
+            for metric, v in d.items():
+                name = metric.replace("_", " ")
+                rows.append({"experiment": experiment, "dataset": dataset, "settings": kw, "model": model,
+                             "attribute": attr, "comparison": f"LoRA - {other}", "metric": name,
+                             "difference": v["difference"], "lo": v["ci"][0], "hi": v["ci"][1],
+                             "seeds": len(seeds), "verdict": _verdict(name, v["verdict"])})
+    return pd.DataFrame(rows)
+
+
+def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+    targets, shadows = {}, {}
+    for r in store.records("membership_inference"):
+        c = r.config
+        design = c.get("split_design") or {}
+        if c.get("profile") != profile or not design:
+            continue
+        key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"] if design["kind"] == "mia_target"
+               else None, design["seed"])
+        if design["kind"] == "mia_target":
+            targets.setdefault(key, {})[c["method"]] = r
+        else:
+            shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
+    rows = []
+    for (dataset, kw, model, seed), t in sorted(targets.items()):
+        sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
+        if not {"lora", "full"} <= set(t) or len(sh) < 2:
+            continue
+        sp = [s.predictions() for s in sh]
+        for attack, fn in (("LiRA attack AUC", lambda p: mia.lira_scores(p, sp)), ("loss attack AUC", mia.loss_scores)):
+            d = mia.paired_auc_difference(fn(t["lora"].predictions()), fn(t["full"].predictions()), n_boot, seed)
+            rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
+                         "attribute": "(all examples)", "comparison": "LoRA - full", "metric": attack,
+                         "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,
+                         "verdict": _verdict(attack, d["verdict"])})
+    return pd.DataFrame(rows)
+
+
+def all_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+    frames = [classification_cases(store, e, profile, n_boot) for e in ("vision_classification", "llm_classification")]
+    frames.append(mia_cases(store, profile, n_boot))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out["case"] = out["experiment"].str.replace("_classification", "") + " | " + out["dataset"] + \
+        out["settings"].map(_short) + " | " + out["model"] + " | " + out["metric"]
+    return out
+
+
+def _short(kw: str) -> str:
+    d = json.loads(kw)
+    return f" ({d['task']})" if "task" in d else ""
+
+
+def counts(cases: pd.DataFrame) -> pd.DataFrame:
+    t = cases.groupby(["comparison", "verdict"]).size().unstack(fill_value=0)
+    for v in ("LoRA worse", "indistinguishable", "LoRA better"):
+        if v not in t:
+            t[v] = 0
+    return t[["LoRA worse", "indistinguishable", "LoRA better"]]
