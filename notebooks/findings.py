@@ -78,6 +78,26 @@ display(show[["experiment", "dataset", "model", "metric", "comparison", "differe
         .style.hide(axis="index"))
 
 # %% [markdown]
+# ## What the records cost
+#
+# The run time stored in every record, summed per experiment (single-process wall time of each
+# run; parallel workers overlap them, so a build takes less). The hardware is in each record's
+# `config.json`.
+
+# %% tags=["hide-input"]
+import pandas as pd
+
+cost_rows = []
+store = RunStore(P["results_dir"])
+for exp in ("vision_classification", "llm_classification", "membership_inference"):
+    recs = [r for r in store.records(exp) if r.config.get("profile") == P["profile"]]
+    secs = sum(r.meta["wall_seconds"] for r in recs)
+    cost_rows.append({"experiment": exp, "runs": len(recs), "run time (min)": round(secs / 60, 1)})
+    glue(f"cost_{exp}_runs", len(recs), display=False)
+    glue(f"cost_{exp}_minutes", round(secs / 60, 1), display=False)
+display(pd.DataFrame(cost_rows).style.hide(axis="index"))
+
+# %% [markdown]
 # ## Reading
 #
 # Generated from the table above.
