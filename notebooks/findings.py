@@ -54,8 +54,16 @@ display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons from t
 
 # %% tags=["hide-input", "full-width"]
 fig = plots.forest(cases, P["profile"])
-glue("findings_forest_fig", fig, display=True)
+glue("findings_forest_fig", fig, display=False)
 plots.plt.close(fig)
+
+
+# %% [markdown]
+# ```{glue:figure} findings_forest_fig
+# :name: fig-findings-forest
+#
+# Every paired comparison: the difference LoRA minus full fine-tuning (top) and LoRA minus head-only (bottom) with its 95% paired bootstrap interval. Orange down-triangles: LoRA worse; blue up-triangles: LoRA better; grey circles: the interval contains zero.
+# ```
 
 # %% [markdown]
 # ## The count

@@ -143,7 +143,7 @@ display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
 # %% tags=["hide-input", "full-width"]
 preds = ex.predictions(records)
 fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, ATTR, ["model", "method"]), ATTR, P["profile"])
-glue("llm_group_accuracy_fig", fig, display=True)
+glue("llm_group_accuracy_fig", fig, display=False)
 plots.plt.close(fig)
 rate_rows = []
 for r in records:
@@ -152,6 +152,14 @@ for r in records:
                           **{k: v.get(k) for k in ("count", "accuracy", "f1", "tpr", "fpr", "selection_rate", "ece")}})
 rates = pd.DataFrame(rate_rows).groupby(["model", "method", "group"], sort=False).mean(numeric_only=True).round(3)
 display(rates)
+
+
+# %% [markdown]
+# ```{glue:figure} llm_group_accuracy_fig
+# :name: fig-llm-group-accuracy
+#
+# Test accuracy per group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), test predictions of all seeds pooled; 95% Wilson intervals; pooled counts under each group.
+# ```
 
 # %% [markdown]
 # ## Paired differences: LoRA minus full fine-tuning (and minus head-only)
@@ -172,9 +180,17 @@ display(paired_tab.style.hide(axis="index"))
 
 # %% tags=["hide-input"]
 fig = plots.reliability(preds, ATTR, P["profile"])
-glue("llm_reliability_fig", fig, display=True)
+glue("llm_reliability_fig", fig, display=False)
 plots.plt.close(fig)
 display(rates["ece"].unstack("group").round(3))
+
+
+# %% [markdown]
+# ```{glue:figure} llm_reliability_fig
+# :name: fig-llm-reliability
+#
+# Reliability diagrams of the predicted probability of the positive class, one line per group with enough test examples, per model and method; the diagonal is perfect calibration.
+# ```
 
 # %% [markdown]
 # ## Rank sweep and layer placement
@@ -191,9 +207,17 @@ sweep = ex.summary_table(sweep_records, ATTR)
 sweep["x"], sweep["x_order"] = [l for l, _ in labels], [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
 fig = plots.rank_sweep(sweep, P["profile"], full_ref)
-glue("llm_rank_sweep_fig", fig, display=True)
+glue("llm_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
 display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+
+
+# %% [markdown]
+# ```{glue:figure} llm_rank_sweep_fig
+# :name: fig-llm-rank-sweep
+#
+# Accuracy, worst-group accuracy and accuracy gap against LoRA rank and layer placement on one model and seed; the dashed line is full fine-tuning on the same split.
+# ```
 
 # %% [markdown]
 # ## A second dataset
@@ -216,8 +240,16 @@ display(Markdown(f"`{ds2.name}`: {ds2.description}."))
 display(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
 fig = plots.group_accuracy(plots.pooled_group_accuracy(ex.predictions(recs2), attr2, ["model", "method"]), attr2,
                            P["profile"])
-glue("llm_second_dataset_fig", fig, display=True)
+glue("llm_second_dataset_fig", fig, display=False)
 plots.plt.close(fig)
+
+
+# %% [markdown]
+# ```{glue:figure} llm_second_dataset_fig
+# :name: fig-llm-second-dataset
+#
+# Per-group accuracy on the second dataset, one model and seed, all methods; 95% Wilson intervals. Compare with chance (0.5).
+# ```
 
 # %% [markdown]
 # ## Reading the results

@@ -119,12 +119,20 @@ display(pd.DataFrame(fit_rows).round(3))
 # lines the loss attack; the diagonal is guessing.
 
 # %% tags=["hide-input"]
-for task in P["tasks"]:
-    s0 = P["seeds"][0]
-    curves = {(m, a): all_curves[(task["name"], s0, m, a)] for m in P["methods"] for a in ("loss", "lira")}
-    fig = plots.roc_loglog(curves, P["profile"], f"{task['name']}: {task['model']}, seed {s0}")
-    glue(f"mia_{task['name']}_roc_fig", fig, display=True)
-    plots.plt.close(fig)
+s0 = P["seeds"][0]
+fig = plots.roc_loglog({f"{t['name']}: {t['model']}, seed {s0}": {(m, a): all_curves[(t["name"], s0, m, a)]
+                                                                  for m in P["methods"] for a in ("loss", "lira")}
+                        for t in P["tasks"]}, P["profile"])
+glue("mia_roc_fig", fig, display=False)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} mia_roc_fig
+# :name: fig-mia-roc
+#
+# ROC curves of the LiRA (solid) and loss (dashed) attacks against the LoRA (blue) and fully
+# fine-tuned (orange) targets, first seed, log-log axes; the diagonal is guessing.
+# ```
 
 # %% [markdown]
 # ## Per-group attack success
@@ -132,15 +140,26 @@ for task in P["tasks"]:
 # AUC per subgroup with 95% bootstrap intervals (members/non-members under each group), first seed.
 # The table lists every group's AUC and TPR at 1% and 0.1% FPR for every seed.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 for task in P["tasks"]:
     for seed in P["seeds"]:
         res = {(m, a): all_results[(task["name"], seed, m, a)] for m in P["methods"] for a in ("loss", "lira")}
         tables[(task["name"], seed)] = mia.attack_table(res, task["attribute"]).assign(task=task["name"], seed=seed)
-    tab = tables[(task["name"], P["seeds"][0])]
-    fig = plots.group_auc(tab, task["attribute"], P["profile"], f"{task['name']}: attack AUC per group")
-    glue(f"mia_{task['name']}_group_auc_fig", fig, display=True)
-    plots.plt.close(fig)
+fig = plots.group_auc({t["name"]: tables[(t["name"], P["seeds"][0])] for t in P["tasks"]},
+                      {t["name"]: t["attribute"] for t in P["tasks"]}, P["profile"])
+glue("mia_group_auc_fig", fig, display=False)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} mia_group_auc_fig
+# :name: fig-mia-group-auc
+#
+# Attack AUC per subgroup (first seed) against the LoRA (blue circles) and fully fine-tuned (orange
+# triangles) targets, with 95% bootstrap intervals; members/non-members under each group; 0.5 is
+# guessing.
+# ```
+
+# %% tags=["hide-input", "full-width"]
 full_table = pd.concat(tables.values(), ignore_index=True)
 display(full_table[["task", "seed", "method", "attack", "group", "members", "non_members", "auc", "auc_lo", "auc_hi",
                     "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]].round(3).style.hide(axis="index"))

@@ -104,8 +104,16 @@ glue("vision_n_examples", len(ds.table), display=False)
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])
-    glue("vision_examples_fig", fig, display=True)
+    glue("vision_examples_fig", fig, display=False)
     plots.plt.close(fig)
+
+
+# %% [markdown]
+# ```{glue:figure} vision_examples_fig
+# :name: fig-vision-examples
+#
+# A random sample of the images the models are trained on, with their label and skin-tone group. The renderings vary background, clutter, pose, scale, lighting, occlusion and resolution, so the task does not saturate.
+# ```
 
 # %% [markdown]
 # ## Head-only vs LoRA vs full fine-tuning
@@ -141,8 +149,16 @@ display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
 preds = ex.predictions(records)
 pooled = plots.pooled_group_accuracy(preds, ATTR, ["model", "method"])
 fig = plots.group_accuracy(pooled, ATTR, P["profile"])
-glue("vision_group_accuracy_fig", fig, display=True)
+glue("vision_group_accuracy_fig", fig, display=False)
 plots.plt.close(fig)
+
+
+# %% [markdown]
+# ```{glue:figure} vision_group_accuracy_fig
+# :name: fig-vision-group-accuracy
+#
+# Test accuracy per skin-tone group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), test predictions of all seeds pooled; bars are 95% Wilson intervals; the pooled count is under each group.
+# ```
 
 # %% [markdown]
 # ## Paired differences: LoRA minus full fine-tuning
@@ -166,7 +182,7 @@ display(paired_tab.style.hide(axis="index"))
 # %% tags=["hide-input", "full-width"]
 if M.is_binary(preds):
     fig = plots.reliability(preds, ATTR, P["profile"])
-    glue("vision_reliability_fig", fig, display=True)
+    glue("vision_reliability_fig", fig, display=False)
     plots.plt.close(fig)
     ece_rows = []
     for r in records:
@@ -175,6 +191,14 @@ if M.is_binary(preds):
     ece_tab = (pd.DataFrame(ece_rows).groupby(["model", "method", "group"], sort=False)["ece"].mean()
                .unstack("group")[plots.order_groups(ATTR, [r["group"] for r in ece_rows])].round(3))
     display(ece_tab)
+
+
+# %% [markdown]
+# ```{glue:figure} vision_reliability_fig
+# :name: fig-vision-reliability
+#
+# Reliability diagrams of the predicted probability of the positive class, one line per skin-tone group, per model and method; the diagonal is perfect calibration.
+# ```
 
 # %% [markdown]
 # ## Rank sweep
@@ -193,9 +217,17 @@ sweep["x"] = [l for l, _ in labels]
 sweep["x_order"] = [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
 fig = plots.rank_sweep(sweep, P["profile"], full_ref)
-glue("vision_rank_sweep_fig", fig, display=True)
+glue("vision_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
 display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+
+
+# %% [markdown]
+# ```{glue:figure} vision_rank_sweep_fig
+# :name: fig-vision-rank-sweep
+#
+# Accuracy, worst-group accuracy and accuracy gap against LoRA rank on one model and seed; rank 0 is head-only; fractional entries are rank 1 on part of the layers; the dashed line is full fine-tuning on the same split.
+# ```
 
 # %% [markdown]
 # ## A second, multi-class task
@@ -216,8 +248,16 @@ display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_gro
 p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
 fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({runner2.dataset.num_labels} classes)")
-glue("vision_second_task_fig", fig, display=True)
+glue("vision_second_task_fig", fig, display=False)
 plots.plt.close(fig)
+
+
+# %% [markdown]
+# ```{glue:figure} vision_second_task_fig
+# :name: fig-vision-second-task
+#
+# Per-group accuracy on the second, multi-class task (nine classes), one model and seed, all methods; 95% Wilson intervals.
+# ```
 
 # %% [markdown]
 # ## Reading the results

@@ -25,9 +25,12 @@ def test_notebook_smoke_execution(name, tmp_path, shared_runs):
         if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", [])):
             assert "hide-input" in c.metadata["tags"]
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+              if any(k.endswith("image/png") for k in o.get("data", {}))]  # shown, or glued for a captioned figure
     assert len(images) >= (1 if name == "findings" else 4)  # every chapter's figures rendered as images
     text = json.dumps(nb)
+    for c in nb.cells:  # every glued figure is placed in a numbered, captioned figure
+        for key in __import__("re").findall(r'glue\("([a-z0-9_]+_fig)", fig, display=False\)', c.source):
+            assert f"{{glue:figure}} {key}" in text, key
     assert "Profile `smoke`" in text  # stated in text; figure titles carry it in the image
     assert "/root" not in text and "/home/" not in text  # no personal paths in outputs
 

@@ -150,48 +150,56 @@ def example_grid(table: pd.DataFrame, n: int = 24, cols: int = 8, label_names=No
 ATTACK_DASH = {"loss": "--", "lira": "-"}
 
 
-def roc_loglog(curves: dict, profile: str, title: str):
-    """ROC curves on log-log axes; ``curves[(method, attack)] = DataFrame(fpr, tpr)``."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+def roc_loglog(curves_by_task: dict, profile: str):
+    """ROC curves on log-log axes, one panel per task; ``curves_by_task[title][(method, attack)] =
+    DataFrame(fpr, tpr)``. Solid: LiRA; dashed: loss attack."""
+    tasks = list(curves_by_task)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 4.4), squeeze=False)
     floor = 1e-4
-    for (method, attack), c in curves.items():
-        ax.plot(np.maximum(c["fpr"], floor), np.maximum(c["tpr"], floor), color=METHOD_COLOR[method],
-                ls=ATTACK_DASH[attack], label=f"{METHOD_LABEL[method]}, {attack}")
-    ax.plot([floor, 1], [floor, 1], color="black", lw=0.8, alpha=0.5)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(1e-3, 1)
-    ax.set_ylim(1e-3, 1)
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{title} [profile: {profile}]", fontsize=10)
+    for ax, title in zip(axes[0], tasks):
+        for (method, attack), c in curves_by_task[title].items():
+            ax.plot(np.maximum(c["fpr"], floor), np.maximum(c["tpr"], floor), color=METHOD_COLOR[method],
+                    ls=ATTACK_DASH[attack], label=f"{METHOD_LABEL[method]}, {attack}")
+        ax.plot([floor, 1], [floor, 1], color="black", lw=0.8, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(1e-3, 1)
+        ax.set_ylim(1e-3, 1)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"Membership-inference ROC [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
 
 
-def group_auc(table: pd.DataFrame, attribute: str, profile: str, title: str):
-    """Per-group attack AUC with bootstrap intervals; methods as colour/marker, attacks as panels."""
-    attacks = list(dict.fromkeys(table["attack"]))
-    groups = ["all"] + order_groups(attribute, [g for g in table["group"] if g != "all"])
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.8 * len(attacks), 3.6), sharey=True, squeeze=False)
+def group_auc(tables: dict, attributes: dict, profile: str):
+    """Per-group attack AUC with bootstrap intervals: one row per task, one column per attack;
+    methods as colour and marker. ``tables[title]`` is a ``mia.attack_table``."""
+    titles = list(tables)
+    attacks = list(dict.fromkeys(tables[titles[0]]["attack"]))
+    fig, axes = plt.subplots(len(titles), len(attacks), figsize=(5.2 * len(attacks), 3.7 * len(titles)), squeeze=False)
     offsets = {"lora": -0.12, "full": 0.12, "head": 0.0}
-    for ax, attack in zip(axes[0], attacks):
-        sub = table[table["attack"] == attack]
-        for m in [m for m in METHOD_ORDER if m in set(sub["method"])]:
-            s = sub[sub["method"] == m].set_index("group").reindex(groups)
-            x = np.arange(len(groups)) + offsets[m]
-            ax.errorbar(x, s["auc"], yerr=[s["auc"] - s["auc_lo"], s["auc_hi"] - s["auc"]], fmt=METHOD_MARKER[m],
-                        color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3)
-        n = sub.drop_duplicates("group").set_index("group").reindex(groups)
-        ax.set_xticks(range(len(groups)), [f"{g}\n({int(a)}/{int(b)})" for g, a, b in
-                                           zip(groups, n["members"], n["non_members"])], fontsize=7)
-        ax.axhline(0.5, color="black", lw=0.8, alpha=0.5)
-        ax.set_title(f"{attack} attack", fontsize=10)
-        ax.set_xlabel(f"{attribute.replace('_', ' ')} (members/non-members)")
-    axes[0][0].set_ylabel("attack AUC (95% bootstrap interval)")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{title} [profile: {profile}]", y=1.02)
+    for row, title in enumerate(titles):
+        table, attribute = tables[title], attributes[title]
+        groups = ["all"] + order_groups(attribute, [g for g in table["group"] if g != "all"])
+        for ax, attack in zip(axes[row], attacks):
+            sub = table[table["attack"] == attack]
+            for m in [m for m in METHOD_ORDER if m in set(sub["method"])]:
+                s_ = sub[sub["method"] == m].set_index("group").reindex(groups)
+                x = np.arange(len(groups)) + offsets[m]
+                ax.errorbar(x, s_["auc"], yerr=[s_["auc"] - s_["auc_lo"], s_["auc_hi"] - s_["auc"]],
+                            fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3)
+            n = sub.drop_duplicates("group").set_index("group").reindex(groups)
+            ax.set_xticks(range(len(groups)), [f"{g}\n({int(a)}/{int(b)})" for g, a, b in
+                                               zip(groups, n["members"], n["non_members"])], fontsize=7)
+            ax.axhline(0.5, color="black", lw=0.8, alpha=0.5)
+            ax.set_title(f"{title}: {attack} attack", fontsize=10)
+            ax.set_xlabel(f"{attribute.replace('_', ' ')} (members/non-members)")
+            ax.set_ylabel("attack AUC (95% interval)")
+        axes[row][-1].legend(fontsize=8)
+    fig.suptitle(f"Attack AUC per group [profile: {profile}]", y=1.01)
     fig.tight_layout()
     return fig
 
