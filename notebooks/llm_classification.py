@@ -71,7 +71,6 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import experiments as ex
-from lorafair import metrics as M
 from lorafair import plots
 from lorafair.profiles import per_model, resolve_from, seeds_for
 from lorafair.runs import RunStore

@@ -59,7 +59,6 @@ force = False              # True recomputes runs that already have a record
 # %% tags=["hide-input"]
 import warnings
 
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display

@@ -4,7 +4,6 @@ configuration from scratch must reproduce its predictions and metrics."""
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lorafair import experiments as ex

@@ -77,7 +77,7 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
         if not {"lora", "full"} <= set(t) or len(sh) < 2:
             continue
         sp = [s.predictions() for s in sh]
-        for attack, fn in (("LiRA attack AUC", lambda p: mia.lira_scores(p, sp)), ("loss attack AUC", mia.loss_scores)):
+        for attack, fn in (("LiRA attack AUC", lambda p, sp=sp: mia.lira_scores(p, sp)), ("loss attack AUC", mia.loss_scores)):
             d = mia.paired_auc_difference(fn(t["lora"].predictions()), fn(t["full"].predictions()), n_boot, seed)
             rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
                          "attribute": "(all examples)", "comparison": "LoRA - full", "metric": attack,

