@@ -31,19 +31,15 @@ results_dir = None
 force = False              # unused here: this chapter trains nothing
 
 # %% tags=["hide-input"]
-import warnings
-
+import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import findings, plots
-from lorafair.profiles import resolve_from
-from lorafair.runs import RunStore
+from lorafair.notebook import setup_chapter
 
-warnings.filterwarnings("ignore", category=UserWarning)
-plots.setup()
-P = resolve_from("findings", globals())
-cases = findings.all_cases(RunStore(P["results_dir"]), P["profile"], P["n_boot"])
+P, store = setup_chapter("findings", globals())
+cases = findings.all_cases(store, P["profile"], P["n_boot"])
 if cases.empty:
     raise RuntimeError(f"no run records of profile {P['profile']!r} in {P['results_dir']}: run the other chapters first")
 display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons from the run records in "
@@ -93,10 +89,7 @@ display(show[["experiment", "dataset", "model", "metric", "comparison", "differe
 # `config.json`.
 
 # %% tags=["hide-input"]
-import pandas as pd
-
 cost_rows = []
-store = RunStore(P["results_dir"])
 for exp in ("vision_classification", "llm_classification", "membership_inference"):
     recs = [r for r in store.records(exp) if r.config.get("profile") == P["profile"]]
     secs = sum(r.meta["wall_seconds"] for r in recs)

@@ -63,23 +63,16 @@ results_dir = None
 force = False              # True recomputes runs that already have a record
 
 # %% tags=["hide-input"]
-import warnings
-
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import experiments as ex
 from lorafair import plots
-from lorafair.profiles import per_model, resolve_from, seeds_for
-from lorafair.runs import RunStore
+from lorafair.notebook import setup_chapter
+from lorafair.profiles import per_model, seeds_for
 
-warnings.filterwarnings("ignore", category=UserWarning)
-torch.set_num_threads(2)
-plots.setup()
-P = resolve_from("llm_classification", globals())
-store = RunStore(P["results_dir"])
+P, store = setup_chapter("llm_classification", globals())
 runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
 EXP = "llm_classification"
 ds = runner.dataset

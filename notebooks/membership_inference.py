@@ -53,23 +53,16 @@ results_dir = None
 force = False              # True recomputes runs that already have a record
 
 # %% tags=["hide-input"]
-import warnings
-
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import experiments as ex
 from lorafair import mia, plots
-from lorafair.profiles import SHADOW_SEEDS, resolve_from
-from lorafair.runs import RunStore
+from lorafair.notebook import setup_chapter
+from lorafair.profiles import SHADOW_SEEDS
 
-warnings.filterwarnings("ignore", category=UserWarning)
-torch.set_num_threads(2)
-plots.setup()
-P = resolve_from("membership_inference", globals())
-store = RunStore(P["results_dir"])
+P, store = setup_chapter("membership_inference", globals())
 if P["n_shadows"] > len(SHADOW_SEEDS):
     raise ValueError(f"n_shadows is at most {len(SHADOW_SEEDS)} (the original study's shadow seeds)")
 shadow_seeds = SHADOW_SEEDS[: P["n_shadows"]]

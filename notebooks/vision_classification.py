@@ -57,24 +57,17 @@ results_dir = None
 force = False              # True recomputes runs that already have a record
 
 # %% tags=["hide-input"]
-import warnings
-
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import experiments as ex
 from lorafair import metrics as M
 from lorafair import plots
-from lorafair.profiles import per_model, resolve_from
-from lorafair.runs import RunStore
+from lorafair.notebook import setup_chapter
+from lorafair.profiles import per_model
 
-warnings.filterwarnings("ignore", category=UserWarning)
-torch.set_num_threads(2)
-plots.setup()
-P = resolve_from("vision_classification", globals())
-store = RunStore(P["results_dir"])
+P, store = setup_chapter("vision_classification", globals())
 runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
 EXP = "vision_classification"
 ds = runner.dataset

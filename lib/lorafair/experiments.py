@@ -7,9 +7,7 @@ one re-uses its record.
 
 from __future__ import annotations
 
-import itertools
 import sys
-from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -145,12 +143,6 @@ def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
     return m
 
 
-def grid(**axes) -> list[dict]:
-    """Cartesian product of parameter lists, as dicts."""
-    keys = list(axes)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*(axes[k] for k in keys))]
-
-
 def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = False,
              desc: str = "runs", workers: int = 1) -> list[RunRecord]:
     """Run configurations (completed ones are read back, not recomputed).
@@ -221,19 +213,6 @@ def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
             row["eo_difference"] = a["equalized_odds_difference"]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def group_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
-    """One row per (run, group): per-group accuracy with its interval, count and ECE."""
-    rows = []
-    for r in records:
-        t = metrics_mod.per_group_table(r.metrics, attribute)
-        for k in ("model", "method", "seed"):
-            t[k] = r.config[k]
-        t["rank"] = r.config.get("rank", 0 if r.config["method"] == "head" else None)
-        t["run_id"] = r.run_id
-        rows.append(t)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def mean_sd_table(summary: pd.DataFrame, cols: list[str], by=("model", "method")) -> pd.DataFrame:
@@ -355,7 +334,3 @@ def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, wi
                 cfgs.append(make_config(model, "lora", seed, rank=r, placement=pl))
                 labels.append((f"1 on {r:g} of layers ({pl})", r / 10 + {"front": 0, "back": 0.001, "random": 0.002}[pl]))
     return cfgs, labels
-
-
-__all__ = ["classification_config", "ClassificationRunner", "run_many", "grid", "summary_table",
-           "group_table", "all_metrics", "TrainConfig", "asdict"]

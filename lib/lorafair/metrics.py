@@ -97,10 +97,6 @@ def _gap(*groups, axis=-1):
     return accs.max(axis=0) - accs.min(axis=0)
 
 
-def _mean(x, axis=-1):
-    return x.mean(axis=axis)
-
-
 def _binary_rates(df: pd.DataFrame, sensitive: pd.Series) -> pd.DataFrame:
     mf = MetricFrame(
         metrics={"tpr": true_positive_rate, "fpr": false_positive_rate,
@@ -177,6 +173,15 @@ def _ece_vectorized(d: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
     return np.array([ece(d.iloc[row]) for row in idx])
 
 
+def verdict(ci) -> str:
+    """"higher" / "lower" when a difference's interval excludes zero, else "indistinguishable"."""
+    if not np.isnan(ci[0]) and ci[0] > 0:
+        return "higher"
+    if not np.isnan(ci[1]) and ci[1] < 0:
+        return "lower"
+    return "indistinguishable"
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
     """Mean of ``a - b`` over paired observations with a percentile bootstrap interval.
 
@@ -188,23 +193,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: in
         raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
     diff = float(np.mean(a - b))
     ci = _bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), n_boot, seed, paired=True)
-    verdict = "indistinguishable"
-    if not np.isnan(ci[0]) and ci[0] > 0:
-        verdict = "higher"
-    elif not np.isnan(ci[1]) and ci[1] < 0:
-        verdict = "lower"
-    return {"difference": diff, "ci": ci, "n": int(a.size), "verdict": verdict}
-
-
-def per_group_table(metrics: dict, attribute: str) -> pd.DataFrame:
-    """Per-group rows of one attribute from a metrics dict, as a tidy table."""
-    rows = []
-    for g, v in metrics["attributes"][attribute]["groups"].items():
-        lo, hi = v["accuracy_ci"]
-        rows.append({"group": g, **{k: v[k] for k in v if k != "accuracy_ci"},
-                     "accuracy_lo": lo, "accuracy_hi": hi})
-    return pd.DataFrame(rows)
-
+    return {"difference": diff, "ci": ci, "n": int(a.size), "verdict": verdict(ci)}
 
 def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, groups: np.ndarray,
                                   blocks: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -236,9 +225,4 @@ def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, 
     g = codes.astype(float)
     value = float(stat(a, b, g))
     ci = _bootstrap((a, b, g), stat, n_boot, seed, paired=True)
-    verdict = "indistinguishable"
-    if ci[0] > 0:
-        verdict = "higher"
-    elif ci[1] < 0:
-        verdict = "lower"
-    return {"difference": value, "ci": ci, "n": int(a.size), "verdict": verdict}
+    return {"difference": value, "ci": ci, "n": int(a.size), "verdict": verdict(ci)}

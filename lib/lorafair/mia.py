@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import Dataset
+from .metrics import verdict
 
 MIA_SPLITS = ("train", "val", "test", "pool")
 MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
@@ -191,5 +192,4 @@ def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, 
         i = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         boots.append(roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]))
     ci = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
-    verdict = "higher" if ci[0] > 0 else ("lower" if ci[1] < 0 else "indistinguishable")
-    return {"difference": diff, "ci": ci, "n": int(len(m)), "verdict": verdict}
+    return {"difference": diff, "ci": ci, "n": int(len(m)), "verdict": verdict(ci)}

@@ -102,3 +102,21 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
         timings["jupyter-book"] = round(time.time() - t0, 1)
         print(f"[lorafair] book: {REPO_ROOT / '_build' / 'html' / 'index.html'}", flush=True)
     return timings
+
+
+def setup_chapter(name: str, namespace: dict):
+    """What every chapter does first: quiet library warnings, 2 threads, the plot style, the
+    parameters resolved from the profile (``namespace`` = the notebook's globals) and its run store."""
+    import warnings
+
+    import torch
+
+    from . import plots
+    from .profiles import resolve_from
+    from .runs import RunStore
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(2)
+    plots.setup()
+    params = resolve_from(name, namespace)
+    return params, RunStore(params["results_dir"])

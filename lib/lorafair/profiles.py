@@ -103,7 +103,8 @@ LLM = {
         # SmolLM2 costs ~10x MiniLM per example on a CPU (cpu-costs.md): one seed, stated in the chapter
         "seeds_by_model": {"smollm2_135m": [13]},
         "epochs": {"minilm": {"head": 3, "lora": 3, "full": 3}, "smollm2_135m": {"head": 2, "lora": 2, "full": 2}},
-        # chosen on the validation split of seed 13 (book/llm_classification: "How the settings were chosen")
+        # MiniLM: chosen on the validation split of seed 13; SmolLM2: an untuned guess (book/methods.md,
+        # "Training and selection"; the pilot runs are in results/pilot_llm/)
         "lrs": {"minilm": {"head": 5e-2, "lora": 5e-3, "full": 2e-4},
                 "smollm2_135m": {"head": 1e-2, "lora": 5e-4, "full": 3e-5}},
         "batch_size": 32,
