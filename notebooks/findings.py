@@ -17,12 +17,15 @@
 # This chapter trains nothing. It reads every run record of the chosen profile that the other
 # chapters made and answers the study's question case by case. A *case* is one experiment, dataset
 # and model; each case is measured on one metric. For every case it gives the **paired** difference
-# LoRA minus full fine-tuning, and LoRA minus head-only, on the same test examples (or, for
-# membership inference, the same attacked examples). Each difference has a 95% paired bootstrap
-# interval. The verdict is "LoRA worse" or "LoRA better" only when the interval excludes zero. For
-# accuracy and worst-group accuracy higher is better. For attack AUC higher is worse, because the
-# model leaks more about its training data. Generation-bias cases will join when that chapter
-# exists.
+# LoRA minus full fine-tuning, and LoRA minus head-only (classification) or minus the base model
+# (generation), on the same test examples (for membership inference the same attacked examples,
+# for the token-bias probe the same texts). Each difference has a 95% paired bootstrap interval.
+# The verdict is "LoRA worse" or "LoRA better" only when the interval excludes zero. For accuracy
+# and worst-group accuracy higher is better. For attack AUC higher is worse, because the model
+# leaks more about its training data. For the stereotype excess of generations (the rate of
+# pro-stereotypical pronouns minus the rate of anti-stereotypical ones) and for the token-bias flip
+# rate (how often the answer changes when only the order or symbols of the options change) higher
+# is worse.
 
 # %% tags=["parameters"]
 profile = "offline"        # the profile whose run records are read
@@ -58,7 +61,7 @@ plots.plt.close(fig)
 # ```{glue:figure} findings_forest_fig
 # :name: fig-findings-forest
 #
-# Every paired comparison: the difference LoRA minus full fine-tuning (top) and LoRA minus head-only (bottom) with its 95% paired bootstrap interval. Orange down-triangles: LoRA worse; blue up-triangles: LoRA better; grey circles: the interval contains zero.
+# Every paired comparison, one panel per comparison (LoRA minus full fine-tuning, minus head-only, minus the base model), with its 95% paired bootstrap interval. Orange down-triangles: LoRA worse; blue up-triangles: LoRA better; grey circles: the interval contains zero.
 # ```
 
 # %% [markdown]
@@ -90,7 +93,7 @@ display(show[["experiment", "dataset", "model", "metric", "comparison", "differe
 
 # %% tags=["hide-input"]
 cost_rows = []
-for exp in ("vision_classification", "llm_classification", "membership_inference"):
+for exp in ("vision_classification", "llm_classification", "membership_inference", "generation_fairness"):
     recs = [r for r in store.records(exp) if r.config.get("profile") == P["profile"]]
     secs = sum(r.meta["wall_seconds"] for r in recs)
     cost_rows.append({"experiment": exp, "runs": len(recs), "run time (min)": round(secs / 60, 1)})

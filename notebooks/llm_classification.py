@@ -59,6 +59,7 @@ second_dataset = None
 second_dataset_kwargs = None
 n_boot = None
 workers = None
+train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 results_dir = None
 force = False              # True recomputes runs that already have a record
 
@@ -73,7 +74,7 @@ from lorafair.notebook import setup_chapter
 from lorafair.profiles import per_model, seeds_for
 
 P, store = setup_chapter("llm_classification", globals())
-runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
+runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"], train_options=P["train_options"])
 EXP = "llm_classification"
 ds = runner.dataset
 ATTR = ds.attributes[0]
@@ -221,7 +222,7 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # method.
 
 # %% tags=["hide-input", "full-width"]
-runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"])
+runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"], train_options=P["train_options"])
 ds2 = runner2.dataset
 attr2 = ds2.attributes[0]
 m0 = P["models"][0]

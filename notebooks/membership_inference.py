@@ -49,6 +49,7 @@ batch_size = None
 global_variance = None
 n_boot = None
 workers = None
+train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 results_dir = None
 force = False              # True recomputes runs that already have a record
 
@@ -83,7 +84,7 @@ display(Markdown(
 # %% tags=["hide-input", "full-width"]
 all_results, all_curves, tables, fit_rows = {}, {}, {}, []
 for task in P["tasks"]:
-    runner = ex.ClassificationRunner(store, task["dataset"], task["dataset_kwargs"])
+    runner = ex.ClassificationRunner(store, task["dataset"], task["dataset_kwargs"], train_options=P["train_options"])
     for seed in P["seeds"]:
         targets, shadows = mia.task_configs(task, P["profile"], seed, P["methods"], shadow_seeds,
                                             P["batch_size"], P["n_boot"])

@@ -53,6 +53,7 @@ second_task = None
 second_task_n = None
 n_boot = None
 workers = None
+train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 results_dir = None
 force = False              # True recomputes runs that already have a record
 
@@ -68,7 +69,7 @@ from lorafair.notebook import setup_chapter
 from lorafair.profiles import per_model
 
 P, store = setup_chapter("vision_classification", globals())
-runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"])
+runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"], train_options=P["train_options"])
 EXP = "vision_classification"
 ds = runner.dataset
 ATTR = ds.attributes[0]
@@ -232,7 +233,7 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 task_kw = dict(P["dataset_kwargs"], task=P["second_task"])
 if P["second_task_n"]:
     task_kw["n"] = P["second_task_n"]
-runner2 = ex.ClassificationRunner(store, P["dataset"], task_kw)
+runner2 = ex.ClassificationRunner(store, P["dataset"], task_kw, train_options=P["train_options"])
 task2_records = ex.run_many(runner2, [config(P["models"][0], me, s0, task_kwargs=task_kw) for me in P["methods"]],
                             force=force, desc="second task", workers=P["workers"])
 task2 = ex.summary_table(task2_records, ATTR)

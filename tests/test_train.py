@@ -120,3 +120,32 @@ def test_methods_differ_and_sweep_resumes(smoke_kwargs, tmp_path):
 
 def test_base_and_head_share_one_record(smoke_kwargs):
     assert cfg(smoke_kwargs, method="base") == cfg(smoke_kwargs, method="head")
+
+
+def test_gradient_checkpointing_and_loader_workers_do_not_change_results(smoke_kwargs, tmp_path):
+    """Speed options are not part of the run hash, so they must not change what a run computes."""
+    c = cfg(smoke_kwargs, method="full")
+    plain = ex.ClassificationRunner(RunStore(tmp_path / "a"), "openmoji_people", smoke_kwargs, progress=False).run(c)
+    fast = ex.ClassificationRunner(RunStore(tmp_path / "b"), "openmoji_people", smoke_kwargs, progress=False,
+                                   train_options={"gradient_checkpointing": True, "num_workers": 1}).run(c)
+    assert plain.path.name == fast.path.name
+    np.testing.assert_allclose(plain.predictions()["prob"], fast.predictions()["prob"], atol=1e-5)
+
+
+def test_merged_lora_predicts_like_the_unmerged_adapter():
+    import torch
+
+    model, spec = models.build("vit_tiny_random", 2, seed=0)
+    model, _ = models.adapt(model, spec, "lora", rank=4)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)  # peft starts B at zero; make the adapter do something
+    x = torch.randn(5, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        merged = train.merged_for_inference(model)
+        after = merged(x)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-4)

@@ -4,6 +4,7 @@
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
     lorafair run vision|llm [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
+    lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
 """
@@ -79,7 +80,9 @@ def cmd_run(a) -> None:
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task
-    runner = ex.ClassificationRunner(RunStore(a.results_dir or P["results_dir"]), P["dataset"], kw, progress=True)
+    runner = ex.ClassificationRunner(RunStore(a.results_dir or P["results_dir"]), P["dataset"], kw, progress=True,
+                                     train_options={"compile": a.compile, "num_workers": a.num_workers,
+                                                    "gradient_checkpointing": a.gradient_checkpointing})
     cfg = ex.classification_config(
         name, a.profile, P["dataset"], kw, model, method, a.seed,
         a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
@@ -104,6 +107,27 @@ def cmd_check_pages(a) -> None:
         raise LorafairError(f"{len(problems)} problem(s) in the built book")
     print("[lorafair] every page checked: images, internal links, no error outputs"
           + (f"; screenshots in {a.screenshots}" if a.screenshots else ""))
+
+
+def cmd_bench(a) -> None:
+    import pandas as pd
+
+    from . import bench
+
+    rows = bench.run(a.workloads, scale=a.scale, batch=a.batch_size, seq=a.seq_len, steps=a.steps,
+                     warmup=a.warmup, precision=a.precision, compile=a.compile, checkpointing=a.checkpointing)
+    env = bench.environment()
+    table = pd.DataFrame(rows)
+    cols = [c for c in ("workload", "precision", "compile", "checkpointing", "batch", "seq", "step_s", "samples_per_s",
+                        "tokens_per_s", "peak_mem_gib", "mfu", "mfu_6n", "error") if c in table]
+    print(f"[lorafair] bench on {env['device']}, {env['date_utc']}, torch {env['packages']['torch']}, "
+          f"transformers {env['packages']['transformers']}, peft {env['packages']['peft']}; "
+          f"measured matmul peak {rows[0].get('peak_flops', float('nan')) / 1e12:.1f} TFLOP/s")
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=1, default=str)
+        print(f"[lorafair] wrote {a.out}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,7 +164,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float)
     r.add_argument("--force", action="store_true")
     r.add_argument("--results-dir", help="run store root (default: the profile's)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (speed only; not hashed)")
+    r.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (memory)")
+    r.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     r.set_defaults(func=cmd_run)
+    from .bench import DEFAULT_WORKLOADS, PRECISIONS
+
+    e = sub.add_parser("bench", help="training throughput and MFU of the paper architectures (random weights)")
+    e.add_argument("--scale", default="tiny", choices=["tiny", "paper"],
+                   help="paper: ViT-B, Swin-v2-L, Llama-2-7B sizes (a GPU); tiny: toy sizes (any CPU)")
+    e.add_argument("--workloads", nargs="+", default=list(DEFAULT_WORKLOADS), metavar="ARCH:METHOD")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (language models)")
+    e.add_argument("--steps", type=int, default=10)
+    e.add_argument("--warmup", type=int, default=3)
+    e.add_argument("--precision", default="autocast", choices=list(PRECISIONS),
+                   help="bf16: bf16 weights and optimizer states; autocast: fp32 weights, bf16 compute; fp32")
+    e.add_argument("--compile", action="store_true", help="torch.compile the model")
+    e.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
+    e.add_argument("--out", help="write the table and environment as JSON")
+    e.set_defaults(func=cmd_bench)
     c = sub.add_parser("check-pages", help="check the built book (_build/html) like a reader")
     c.add_argument("--screenshots", help="also render every page to PNG with chromium into this folder")
     c.set_defaults(func=cmd_check_pages)

@@ -51,8 +51,12 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
 class ClassificationRunner:
     """Loads the dataset once and runs configurations through the run store."""
 
-    def __init__(self, store: RunStore, dataset: str, dataset_kwargs: dict, progress: bool = True):
+    def __init__(self, store: RunStore, dataset: str, dataset_kwargs: dict, progress: bool = True,
+                 train_options: dict | None = None):
+        """``train_options``: TrainConfig speed settings that do not enter the run's hash (compile,
+        gradient_checkpointing, num_workers)."""
         self.store = store
+        self.train_options = dict(train_options or {})
         self.dataset_name = dataset
         self.dataset_kwargs = dataset_kwargs
         self.progress = progress
@@ -95,7 +99,7 @@ class ClassificationRunner:
                                        layer_fraction=cfg.get("layer_fraction", 1.0),
                                        placement=cfg.get("placement", "front"), seed=cfg["seed"])
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                           select=cfg["select"], seed=cfg["seed"])
+                           select=cfg["select"], seed=cfg["seed"], **self.train_options)
         labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
         enc = self.encoder(spec, cfg.get("max_length"))
         out, history = fit_predict(model, info["freeze_norm_stats"], enc, labels,
@@ -161,7 +165,7 @@ def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = Fa
         _ = runner.dataset  # render/prepare the data once, before the workers read it
         for name in {c["model"] for c in todo}:
             models_mod.prepare(name)
-        args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs)
+        args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs, runner.train_options)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as pool:
             futures = [pool.submit(_worker_run, *args, c, force) for c in todo]
@@ -183,10 +187,11 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _worker_run(root: str, dataset: str, dataset_kwargs: dict, cfg: dict, force: bool) -> str:
-    key = (root, dataset, repr(sorted(dataset_kwargs.items())))
+def _worker_run(root: str, dataset: str, dataset_kwargs: dict, train_options: dict, cfg: dict, force: bool) -> str:
+    key = (root, dataset, repr(sorted(dataset_kwargs.items())), repr(sorted(train_options.items())))
     if key not in _WORKER_RUNNERS:
-        _WORKER_RUNNERS[key] = ClassificationRunner(RunStore(root), dataset, dataset_kwargs, progress=False)
+        _WORKER_RUNNERS[key] = ClassificationRunner(RunStore(root), dataset, dataset_kwargs, progress=False,
+                                                    train_options=train_options)
     return str(_WORKER_RUNNERS[key].run(cfg, force=force).path)
 
 

@@ -14,18 +14,22 @@ import json
 import pandas as pd
 
 from . import experiments as ex
+from . import metrics as metrics_mod
 from . import mia
 from .models import get_spec
 from .runs import RunStore
 
 HIGHER_IS_BETTER = {"accuracy": True, "worst group accuracy": True, "LiRA attack AUC": False,
-                    "loss attack AUC": False}
+                    "loss attack AUC": False, "token-bias flip rate": False}
 
 
 def _verdict(metric: str, v: str) -> str:
     if v == "indistinguishable":
         return "indistinguishable"
-    good = (v == "higher") == HIGHER_IS_BETTER[metric]
+    higher_better = HIGHER_IS_BETTER.get(metric, False if metric.startswith("stereotype excess") else None)
+    if higher_better is None:
+        raise KeyError(f"no direction known for metric {metric!r}")
+    good = (v == "higher") == higher_better
     return "LoRA better" if good else "LoRA worse"
 
 
@@ -86,14 +90,71 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+    """Pronoun task: LoRA minus full (and minus base) in the stereotype excess (the pro rate minus the
+    anti rate: writing any gendered pronoun raises both, so the raw pro rate would call every model
+    that leaves *they* behind "more stereotyped"), per training set and test set, paired over test
+    sources and seeds. Probe: LoRA minus full (and minus
+    base) in the token-bias flip rate, paired over texts (each text's mean over variants)."""
+    from . import generation as gen
+
+    recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
+    rows = []
+    pron = [r for r in recs if r.config["part"] == "pronoun"]
+    by_case: dict = {}
+    for r in pron:
+        by_case.setdefault((r.config["task"], json.dumps(r.config["task_kwargs"], sort_keys=True), r.config["model"]),
+                           []).append(r)
+    for (task, kw, model), rs in sorted(by_case.items()):
+        preds = gen.pronoun_predictions(rs)
+        for test_set in sorted(preds["test_set"].unique()):
+            sub = preds[preds["test_set"] == test_set]
+            for ts in sorted(set(sub["train_set"]) - {"-"}):
+                metric = f"stereotype excess, pro - anti ({ts} refs)"
+                for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
+                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel,
+                                                   gen.STEREOTYPE_EXCESS, n_boot)
+                    if d is None:
+                        continue
+                    rows.append({"experiment": "generation_fairness", "dataset": f"{task} {test_set}", "settings": kw,
+                                 "model": model, "attribute": "predisposition", "comparison": f"LoRA - {other}",
+                                 "metric": metric, "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1],
+                                 "seeds": len(set(sub["seed"])), "verdict": _verdict(metric, d["verdict"])})
+    probes: dict = {}
+    for r in recs:
+        if r.config["part"] == "token_bias":
+            key = (r.config["corpus"], json.dumps(r.config["corpus_kwargs"], sort_keys=True), r.config["model"])
+            probes.setdefault(key, {}).setdefault(r.config["method"], []).append(r)
+    for (corpus, kw, model), by_method in sorted(probes.items()):
+        def per_text(rs):
+            f = pd.concat([gen.flips(r.predictions()).assign(seed=r.config["seed"]) for r in rs])
+            return f.groupby(["seed", "text_id"])["flip"].mean()
+        if "lora" not in by_method:
+            continue
+        a = per_text(by_method["lora"])
+        for other in ("full", "base"):
+            if other not in by_method:
+                continue
+            b = per_text(by_method[other])
+            common = a.index.intersection(b.index)
+            d = metrics_mod.paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy(), n_boot)
+            rows.append({"experiment": "generation_fairness", "dataset": corpus, "settings": kw, "model": model,
+                         "attribute": "(prompt variants)", "comparison": f"LoRA - {other}",
+                         "metric": "token-bias flip rate", "difference": d["difference"], "lo": d["ci"][0],
+                         "hi": d["ci"][1], "seeds": len(set(common.get_level_values(0))),
+                         "verdict": _verdict("token-bias flip rate", d["verdict"])})
+    return pd.DataFrame(rows)
+
+
 def all_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
     frames = [classification_cases(store, e, profile, n_boot) for e in ("vision_classification", "llm_classification")]
     frames.append(mia_cases(store, profile, n_boot))
+    frames.append(generation_cases(store, profile, n_boot))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
-    out["case"] = out["experiment"].str.replace("_classification", "") + " | " + out["dataset"] + \
+    out["case"] = out["experiment"].str.replace("_classification", "").str.replace("_fairness", "") + " | " + out["dataset"] + \
         out["settings"].map(_short) + " | " + out["model"] + " | " + out["metric"]
     return out
 

@@ -332,6 +332,82 @@ register(ModelSpec("bert_tiny_random", _tiny_bert, "text", "random", "net.classi
                    description="BERT architecture, 4 layers x 32 dims, random init (smoke)"))
 
 
+# ---------------------------------------------------------------- causal language models (generation)
+def _smollm2_clm() -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    net = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32)
+    _set_pad(_smollm2_tokenizer(), net)
+    return net
+
+
+def _tiny_clm(kind: str):
+    def build() -> nn.Module:
+        import transformers
+
+        tok = _smollm2_tokenizer()
+        cfg = getattr(transformers, f"{kind}Config")(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        return getattr(transformers, f"{kind}ForCausalLM")(cfg)
+    return build
+
+
+def _hf_clm(repo_id: str, tokenizer: Callable):
+    def build() -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        # fp32 weights, bf16 autocast on GPUs (the original study's setting; book/methods.md)
+        net = AutoModelForCausalLM.from_pretrained(
+            assets.hub_snapshot(repo_id, ["*.json", "*.safetensors", "tokenizer.model"]),
+            use_safetensors=True, dtype=torch.float32)
+        _set_pad(tokenizer(), net, prefer="unk")
+        return net
+    return build
+
+
+#: name -> (builder, tokenizer) of the causal LMs used by the generation experiments.
+CAUSAL_LMS: dict[str, tuple[Callable[[], nn.Module], Callable[[], object]]] = {
+    "smollm2_135m": (_smollm2_clm, _smollm2_tokenizer),
+    "llama_tiny_random": (_tiny_clm("Llama"), _smollm2_tokenizer),
+    "mistral_tiny_random": (_tiny_clm("Mistral"), _smollm2_tokenizer),
+    "llama2_7b": (_hf_clm("meta-llama/Llama-2-7b-hf", _llama_tok), _llama_tok),
+    "mistral_7b": (_hf_clm("mistralai/Mistral-7B-v0.1", _mistral_tok), _mistral_tok),
+}
+
+
+def build_causal_lm(name: str, seed: int = 0) -> tuple[nn.Module, object]:
+    """A causal LM and its tokenizer (pad token set explicitly)."""
+    name = get_spec(name).name
+    if name not in CAUSAL_LMS:
+        raise LorafairError(f"model {name!r} has no causal-LM form; valid choices: {', '.join(CAUSAL_LMS)}")
+    build_fn, tok_fn = CAUSAL_LMS[name]
+    torch.manual_seed(seed)
+    return build_fn(), tok_fn()
+
+
+def adapt_causal_lm(model: nn.Module, method: str, rank: int = 8, alpha: float = 16,
+                    target_modules=("q_proj", "v_proj")) -> tuple[nn.Module, dict]:
+    """``base`` (nothing trains), ``lora`` (peft CAUSAL_LM on the query/value projections, no extra
+    trainable modules, as the original study) or ``full``."""
+    choose("method", method, ("base", "lora", "full"))
+    info: dict = {"method": method}
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, lora_dropout=0.0,
+                         target_modules=list(target_modules), bias="none")
+        model = get_peft_model(model, cfg)
+        info.update({"rank": int(rank), "alpha": float(alpha), "target_modules": list(target_modules)})
+    else:
+        for p in model.parameters():
+            p.requires_grad_(method == "full")
+    info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    info["total_params"] = int(sum(p.numel() for p in model.parameters()))
+    return model, info
+
+
 def prepare(name: str) -> None:
     """One-time conversions a model needs (run before parallel workers start)."""
     if get_spec(name).name in ("smollm2_135m", "llama_tiny_random", "mistral_tiny_random"):

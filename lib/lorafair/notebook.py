@@ -19,7 +19,8 @@ from .assets import REPO_ROOT
 from .errors import LorafairError, choose
 from .profiles import PROFILE_NAMES, parameter_names
 
-NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "findings")
+NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
+             "findings")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 

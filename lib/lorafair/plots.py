@@ -230,3 +230,91 @@ def forest(cases: pd.DataFrame, profile: str):
     fig.suptitle(f"LoRA against full fine-tuning and head-only, every case [profile: {profile}]", y=1.0)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- generation fairness
+METHOD_LABEL["base"] = "base (not fine-tuned)"
+METHOD_COLOR["base"] = METHOD_COLOR["head"]
+METHOD_MARKER["base"] = "s"
+METHOD_DASH["base"] = ":"
+CATEGORY_STYLE = {  # colour and hatch, so the stacks stay readable in grey-scale
+    "pro": ("#D55E00", ""), "anti": ("#0072B2", "//"), "neutral": ("#F0E442", ".."), "unknown": ("#bdbdbd", "xx"),
+    "male": ("#E69F00", ""), "female": ("#56B4E9", "//"), "yes": ("#009E73", ""), "no": ("#CC79A7", "//"),
+}
+
+
+def _stack(ax, labels, fractions: pd.DataFrame, cats):
+    left = np.zeros(len(labels))
+    y = np.arange(len(labels))[::-1]
+    for c in cats:
+        v = fractions[c].to_numpy() if c in fractions else np.zeros(len(labels))
+        color, hatch = CATEGORY_STYLE[c]
+        ax.barh(y, v, left=left, color=color, hatch=hatch, edgecolor="white", linewidth=0.5, label=c)
+        left += v
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(0, 1)
+
+
+def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
+    """Stacked bars of pro / anti / neutral / unknown generations per (method, training set), one panel
+    per predisposition of the source's entity. ``table``: rows of run predictions with columns method,
+    train_set, predisposition, category."""
+    t = table[table["test_set"] == test_set]
+    rows = [k for k in [("base", "-"), ("lora", "balanced"), ("lora", "pro"), ("full", "balanced"), ("full", "pro")]
+            if ((t["method"] == k[0]) & (t["train_set"] == k[1])).any()]
+    labels = [METHOD_LABEL[m] if ts == "-" else f"{METHOD_LABEL[m]}, {ts} refs" for m, ts in rows]
+    preds = ["male", "female"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8), sharey=True)
+    for ax, p in zip(axes, preds):
+        sub = t[t["predisposition"] == p]
+        fr = pd.DataFrame([sub[(sub["method"] == m) & (sub["train_set"] == ts)]["category"]
+                           .value_counts(normalize=True) for m, ts in rows]).fillna(0).reset_index(drop=True)
+        _stack(ax, labels, fr, ["pro", "anti", "neutral", "unknown"])
+        n = int(len(sub) / max(1, len(rows)))
+        ax.set_title(f"{p}-predisposed entity (n = {n} sources per row)")
+        ax.set_xlabel("fraction of generations")
+    axes[1].legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0, -0.25))
+    fig.suptitle(f"Pronoun categories of the generations, test set '{test_set}' [profile: {profile}]", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
+    """Stacked bars of chosen contents per prompt variant (rows) and model (panels)."""
+    methods = [m for m in ("base", "lora", "full") if m in set(rows["method"])]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 0.4 * len(prompt_ids) + 1.8),
+                             sharey=True, squeeze=False)
+    cats = [c for c in ("male", "female", "neutral", "yes", "no") if c in set(rows["content"])]
+    for ax, m in zip(axes[0], methods):
+        sub = rows[rows["method"] == m]
+        fr = pd.DataFrame([sub[sub["prompt_id"] == p]["content"].value_counts(normalize=True) for p in prompt_ids])
+        _stack(ax, prompt_ids, fr.fillna(0).reset_index(drop=True), cats)
+        ax.set_title(METHOD_LABEL[m])
+        ax.set_xlabel("fraction of texts choosing")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"What the answer depends on: choices per prompt variant [profile: {profile}]", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def bias_index_plot(bi: pd.DataFrame, profile: str):
+    """Total-variation distance between a prompt's and its variant's choice distributions, per model,
+    with 95% bootstrap intervals over texts."""
+    pairs = list(dict.fromkeys(bi["prompt_id"]))
+    methods = [m for m in ("base", "lora", "full") if m in set(bi["method"])]
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(pairs) + 1.5))
+    offsets = dict(zip(methods, np.linspace(-0.22, 0.22, len(methods))))
+    y0 = np.arange(len(pairs))[::-1]
+    for m in methods:
+        s = bi[bi["method"] == m].set_index("prompt_id").reindex(pairs)
+        lo = s["tv_ci"].map(lambda c: c[0]); hi = s["tv_ci"].map(lambda c: c[1])  # noqa: E702
+        ax.errorbar(s["tv_distance"], y0 + offsets[m], xerr=[s["tv_distance"] - lo, hi - s["tv_distance"]],
+                    fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=2, ms=5)
+    ax.set_yticks(y0, [f"{p}  (vs {b}: {c})" for p, b, c in bi.drop_duplicates("prompt_id")[["prompt_id", "base", "change"]]
+                       .itertuples(index=False)], fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("total-variation distance of choice distributions (0 = unchanged, 1 = flipped)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Token bias: how much answers move when only order or symbols change [profile: {profile}]", y=1.0)
+    fig.tight_layout()
+    return fig

