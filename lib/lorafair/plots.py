@@ -69,7 +69,8 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
         ax.set_title(f"{f}")
         ax.set_xlabel(attribute.replace("_", " ") + " (n = test examples pooled over seeds)")
     axes[0][0].set_ylabel("test accuracy (95% Wilson interval)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8)
     fig.suptitle(f"Per-group accuracy by adaptation method [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
@@ -124,7 +125,7 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
             ax.legend(fontsize=8)
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(label)
-        ax.set_xlabel("LoRA rank (0 = head-only; fraction = rank 1 on that share of layers)")
+    fig.supxlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=10)
     fig.suptitle(f"Rank sweep [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
@@ -226,8 +227,8 @@ def forest(cases: pd.DataFrame, profile: str):
         ax.set_yticks(y, sub["case"], fontsize=8)
         ax.set_xlabel(f"{comp} (95% paired bootstrap interval)")
         ax.set_title(comp, fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"LoRA against full fine-tuning and head-only, every case [profile: {profile}]", y=1.0)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"LoRA against full fine-tuning, head-only and the base model, every case [profile: {profile}]", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -239,7 +240,7 @@ METHOD_MARKER["base"] = "s"
 METHOD_DASH["base"] = ":"
 CATEGORY_STYLE = {  # colour and hatch, so the stacks stay readable in grey-scale
     "pro": ("#D55E00", ""), "anti": ("#0072B2", "//"), "neutral": ("#F0E442", ".."), "unknown": ("#bdbdbd", "xx"),
-    "male": ("#E69F00", ""), "female": ("#56B4E9", "//"), "yes": ("#009E73", ""), "no": ("#CC79A7", "//"),
+    "male": ("#8c510a", ""), "female": ("#56B4E9", "//"), "yes": ("#009E73", ""), "no": ("#CC79A7", "//"),
 }
 
 
@@ -273,9 +274,10 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
         n = int(len(sub) / max(1, len(rows)))
         ax.set_title(f"{p}-predisposed entity (n = {n} sources per row)")
         ax.set_xlabel("fraction of generations")
-    axes[1].legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0, -0.25))
     fig.suptitle(f"Pronoun categories of the generations, test set '{test_set}' [profile: {profile}]", y=1.02)
     fig.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
@@ -284,16 +286,18 @@ def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
     methods = [m for m in ("base", "lora", "full") if m in set(rows["method"])]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 0.4 * len(prompt_ids) + 1.8),
                              sharey=True, squeeze=False)
-    cats = [c for c in ("male", "female", "neutral", "yes", "no") if c in set(rows["content"])]
+    shown = rows[rows["prompt_id"].isin(prompt_ids)]
+    cats = [c for c in ("male", "female", "neutral", "yes", "no") if c in set(shown["content"])]
     for ax, m in zip(axes[0], methods):
         sub = rows[rows["method"] == m]
         fr = pd.DataFrame([sub[sub["prompt_id"] == p]["content"].value_counts(normalize=True) for p in prompt_ids])
         _stack(ax, prompt_ids, fr.fillna(0).reset_index(drop=True), cats)
         ax.set_title(METHOD_LABEL[m])
         ax.set_xlabel("fraction of texts choosing")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"What the answer depends on: choices per prompt variant [profile: {profile}]", y=1.02)
     fig.tight_layout()
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=len(cats), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
