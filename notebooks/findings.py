@@ -82,7 +82,7 @@ if vs_full is not None:
 show = cases.assign(**{"difference [95% CI]": lambda d: d.apply(
     lambda r: f"{r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]", axis=1)})
 display(show[["experiment", "dataset", "model", "metric", "comparison", "difference [95% CI]", "seeds", "verdict"]]
-        .style.hide(axis="index"))
+        .style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## What the records cost
@@ -99,7 +99,7 @@ for exp in ("vision_classification", "llm_classification", "membership_inference
     cost_rows.append({"experiment": exp, "runs": len(recs), "run time (min)": round(secs / 60, 1)})
     glue(f"cost_{exp}_runs", len(recs), display=False)
     glue(f"cost_{exp}_minutes", round(secs / 60, 1), display=False)
-display(pd.DataFrame(cost_rows).style.hide(axis="index"))
+display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Reading

@@ -39,12 +39,13 @@
 #
 # **Part 2: answer-token bias.** The original asked language models for the gender of a review's
 # author with 45 prompt variants: yes/no, multiple choice and cloze questions, and copies whose
-# options are listed in another order or labelled with digits or symbols (◐ ◑, 🟠 🟡 🟢). If the
+# options are listed in another order or labelled with digits or symbols (◐ ◑, and the orange,
+# yellow and green circle emoji 🟠 🟡 🟢). If the
 # answer changes when only the order or the symbol changes, the model prefers an answer *token* or
 # *position*, not a gender: that is **token bias**, and it makes prompt-based fairness measurements
 # unreliable.
 #
-# **Fixes over the original code** (book/methods.md):
+# **Fixes over the original code** ({doc}`methods` has the details):
 # - padding is masked out of the loss;
 # - epochs are selected on a validation split of source groups, never on the test sources;
 # - each candidate answer is scored by the log-likelihood of *its own tokens* after the prompt, not
@@ -119,7 +120,7 @@ for r in pronoun_recs:
                  "val loss / token": (min(h["val_loss"]) if h.get("val_loss") else float("nan")),
                  "trainable params": r.meta["adaptation"]["trainable_params"],
                  "seconds": r.meta["wall_seconds"]})
-display(pd.DataFrame(rows).round(4).style.hide(axis="index"))
+display(pd.DataFrame(rows).round(4).style.format(precision=3).hide(axis="index"))
 preds = gen.pronoun_predictions(pronoun_recs)
 
 # %% [markdown]
@@ -133,14 +134,13 @@ for (model, method, ts, test_set), g in preds.groupby(["model", "method", "train
     for scope, d in (("all", g), ("male-predisposed", g[g["predisposition"] == "male"]),
                      ("female-predisposed", g[g["predisposition"] == "female"])):
         ratios = gen.pronoun_ratios(d)["all"]
-        row = {"model": model, "method": method, "training refs": ts, "test set": test_set, "sources": scope,
+        row = {"model": model, "method": method, "refs": ts, "test set": test_set, "sources": scope,
                "n": ratios["n"]}
         for c in gen.CATEGORIES:
-            row[c] = ratios[c]["ratio"]
-            row[f"{c} 95% CI"] = "[{:.2f}, {:.2f}]".format(*ratios[c]["ci"])
+            row[f"{c} [95% CI]"] = "{:.3f} [{:.2f}, {:.2f}]".format(ratios[c]["ratio"], *ratios[c]["ci"])
         summary.append(row)
 summary = pd.DataFrame(summary)
-display(summary.round(3).style.hide(axis="index"))
+display(summary.round(3).style.format(precision=3).hide(axis="index"))
 for i, test_set in enumerate(preds["test_set"].unique()):  # the paper profile has two test sets
     fig = plots.pronoun_bars(preds[preds["model"] == P["models"][0]], P["profile"], test_set)
     if i == 0:
@@ -166,7 +166,7 @@ ex_ids = preds["example_id"].drop_duplicates().head(4)
 examples = preds[preds["example_id"].isin(ex_ids) & (preds["model"] == P["models"][0])
                  & (preds["seed"] == P["seeds"][0])]
 display(examples[["source", "predisposition", "method", "train_set", "scored", "category"]]
-        .rename(columns={"train_set": "refs", "scored": "generation (scored part)"}).style.hide(axis="index"))
+        .rename(columns={"train_set": "refs", "scored": "generation (scored part)"}).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ### Reading part 1
@@ -233,7 +233,7 @@ display(Markdown("\n".join(lines)))
 display(pd.DataFrame([{"id": p.id, "kind": p.kind, "compared with": p.base or "-", "change": p.change or "-",
                        "options (answer: content)": ", ".join(f"{a}: {c}" for a, c in p.options),
                        "prompt": p.template.replace("{text}", "…")} for p in gen.PROBE_PROMPTS
-                      if p.id in set(probe_cfgs[0]["prompt_ids"])]).style.hide(axis="index"))
+                      if p.id in set(probe_cfgs[0]["prompt_ids"])]).style.format(precision=3).hide(axis="index"))
 
 # %% tags=["hide-input", "full-width"]
 probe_recs = gen.run_generation(store, probe_cfgs, force=force, train_options=P["train_options"],
@@ -251,7 +251,7 @@ for r in probe_recs:
 probe_rows = pd.concat(probe_rows, ignore_index=True)
 bi = pd.concat(bi_rows, ignore_index=True)
 pref = pd.concat(pref_rows, ignore_index=True)
-display(pd.DataFrame(fit).round(3).style.hide(axis="index"))
+display(pd.DataFrame(fit).round(3).style.format(precision=3).hide(axis="index"))
 
 # %% tags=["hide-input"]
 first = (probe_rows["model"] == P["models"][0]) & (probe_rows["seed"] == P["seeds"][0])
@@ -294,6 +294,9 @@ for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
         s = g[g["method"] == m]
         tv, fl = float(s["tv_distance"].mean()), float(s["flip_rate"].mean())
         glue(f"gen_{model}_{m}_bias_index", round(tv, 3), display=False)
+        if model == P["models"][0] and seed == P["seeds"][0]:  # model-independent keys for the introduction
+            glue(f"gen_{m}_bias_index", round(tv, 3), display=False)
+            glue(f"gen_{m}_flip_rate", round(fl, 3), display=False)
         worst = s.loc[s["tv_distance"].idxmax()]
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
                      f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "

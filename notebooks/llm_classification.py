@@ -124,7 +124,7 @@ records = ex.run_many(runner, main_configs, force=force, desc="main grid", worke
 summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
-display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
+display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Per-group accuracy and rates
@@ -162,7 +162,7 @@ display(rates)
 
 # %% tags=["hide-input", "full-width"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
-display(paired_tab.style.hide(axis="index"))
+display(paired_tab.style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Calibration per group

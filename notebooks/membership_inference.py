@@ -156,7 +156,7 @@ plots.plt.close(fig)
 # %% tags=["hide-input", "full-width"]
 full_table = pd.concat(tables.values(), ignore_index=True)
 display(full_table[["task", "seed", "method", "attack", "group", "members", "non_members", "auc", "auc_lo", "auc_hi",
-                    "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]].round(3).style.hide(axis="index"))
+                    "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]].round(3).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Reading the results

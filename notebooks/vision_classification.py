@@ -130,7 +130,7 @@ summary = ex.summary_table(records, ATTR)
 cols = ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
         "trainable_params"]
 cols = [c for c in cols if c in summary]
-display(ex.mean_sd_table(summary, cols).style.hide(axis="index"))
+display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Per-group accuracy
@@ -163,7 +163,7 @@ plots.plt.close(fig)
 
 # %% tags=["hide-input", "full-width"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
-display(paired_tab.style.hide(axis="index"))
+display(paired_tab.style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## Calibration per group

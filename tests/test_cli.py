@@ -20,6 +20,8 @@ def run_cli(*args):
     (["notebook", "vision_classification", "-p", "epochz", "3"], "unknown parameter 'epochz'"),
     (["notebook", "audio"], "unknown notebook 'audio'; valid choices: vision_classification, llm_classification"),
     (["params", "audio"], "unknown notebook 'audio'"),
+    (["bench", "--workloads", "resnet:full"], "unknown architecture 'resnet'; valid choices: vit_base"),
+    (["bench", "--workloads", "vit_base:full", "--precision", "bf16"], "'bf16' (bf16 weights) is for GPUs"),
 ])
 def test_user_errors_are_one_line_without_traceback(capsys, args, message):
     assert cli.main(args) == 2
@@ -45,3 +47,16 @@ def test_params_lists_every_parameter_with_profile_values():
 def test_cli_process_error_exit_code():
     out = run_cli("run", "vision", "--model", "nope")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--workloads", "vit_base:lora", "llama_7b:full", "--steps", "1", "--warmup", "1",
+                     "--batch-size", "2", "--seq-len", "16", "--precision", "fp32", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "measured matmul peak" in text and "vit_base:lora" in text and "mfu" in text
+    d = json.loads(out.read_text())
+    assert [r["workload"] for r in d["rows"]] == ["vit_base:lora", "llama_7b:full"]
+    assert d["environment"]["device"] == "cpu" and d["environment"]["packages"]["torch"]

@@ -40,3 +40,22 @@ def test_no_large_or_weight_files_tracked():
         p = ROOT / f
         if p.exists():
             assert p.stat().st_size < 5_000_000, f
+
+
+def test_training_and_benchmark_import_without_notebook_tooling():
+    """The GPU image has no papermill, jupytext, nbformat, datasets or fairlearn (toolchain.md):
+    the training, generation and benchmark entry points must import without them."""
+    code = ("import builtins, sys\n"
+            "blocked = {'papermill', 'jupytext', 'nbformat', 'nbclient', 'ipykernel', 'datasets', 'fairlearn', 'myst_nb'}\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name.split('.')[0] in blocked: raise ImportError('blocked ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "import lorafair.cli, lorafair.bench, lorafair.generation, lorafair.train, lorafair.experiments\n")
+    import os
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-1500:]

@@ -22,15 +22,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    demographic_parity_difference,
-    equalized_odds_difference,
-    false_positive_rate,
-    selection_rate,
-    true_positive_rate,
-)
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 from torchmetrics.functional.classification import (
@@ -98,6 +89,8 @@ def _gap(*groups, axis=-1):
 
 
 def _binary_rates(df: pd.DataFrame, sensitive: pd.Series) -> pd.DataFrame:
+    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+
     mf = MetricFrame(
         metrics={"tpr": true_positive_rate, "fpr": false_positive_rate,
                  "selection_rate": selection_rate,
@@ -110,6 +103,9 @@ def _binary_rates(df: pd.DataFrame, sensitive: pd.Series) -> pd.DataFrame:
 def classification_metrics(df: pd.DataFrame, split: str = "test", n_boot: int = 1000,
                            seed: int = 0) -> dict:
     """All aggregates of one evaluated split of a predictions table (see the run-record contract)."""
+    # imported here so that the training path imports without fairlearn (the GPU image lacks it)
+    from fairlearn.metrics import MetricFrame, count, demographic_parity_difference, equalized_odds_difference
+
     d = df[df["split"] == split].reset_index(drop=True)
     if len(d) == 0:
         raise ValueError(f"no rows with split == {split!r}")

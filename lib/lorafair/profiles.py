@@ -275,7 +275,8 @@ GENERATION = {
         "train_sets": ["balanced", "pro"],
         "rank": 8,
         "seeds": [13, 1337, 42, 666, 888],
-        # the original study's selected settings for MT general (paper-study.md B.3), Llama-2
+        # the original study's selected settings for MT general (paper-study.md B.3), used for both training
+        # sets (its pro-set picks differ: Llama-2 full 4 epochs, LoRA 12; Mistral full 2, LoRA 3)
         "epochs": {"llama2_7b": {"lora": 6, "full": 2}, "mistral_7b": {"lora": 2, "full": 1}},
         "lrs": {"llama2_7b": {"lora": 3e-3, "full": 1e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-6}},
         "batch_size": 32,
@@ -283,6 +284,7 @@ GENERATION = {
         "max_new_tokens": 100,
         "probe_corpus": "yelp_inferred",
         "probe_corpus_kwargs": {"n": 50000, "data_seed": 13},
+        # Yelp checkpoints the original probed (B.3); its Mistral LoRA had rank 256: pass -p rank 256
         "probe_epochs": {"llama2_7b": {"lora": 12, "full": 4}, "mistral_7b": {"lora": 12, "full": 4}},
         "probe_lrs": {"llama2_7b": {"lora": 1e-3, "full": 3e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-5}},
         "probe_block": 256,
