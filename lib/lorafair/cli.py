@@ -3,7 +3,7 @@
     lorafair book [--profile offline|smoke|paper] [--recompute] [--only NAME ...] [--no-build]
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
-    lorafair run vision|llm [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
+    lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
@@ -62,7 +62,41 @@ def cmd_params(a) -> None:
         print(f"  {k}: " + "; ".join(vals))
 
 
-EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification"}
+EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification", "generation": "generation_fairness"}
+
+
+def cmd_run_generation(a) -> None:
+    from . import generation as gen
+    from .errors import choose
+    from .profiles import per_model, resolve
+    from .runs import RunStore
+
+    P = resolve("generation_fairness", a.profile)
+    model = a.model or P["models"][0]
+    choose("part", a.part, ("pronoun", "token_bias"))
+    method = "base" if a.method == "head" else a.method
+    train = method != "base"
+    if a.part == "pronoun":
+        cfg = gen.pronoun_config(P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method,
+                                 a.train_set if train else None, a.seed,
+                                 a.epochs or (per_model(P["epochs"], model, method) if train else 0),
+                                 a.lr or (per_model(P["lrs"], model, method) if train else 0.0),
+                                 P["batch_size"], P["max_length"], P["max_new_tokens"], rank=int(a.rank or P["rank"]))
+    else:
+        cfg = gen.probe_config(P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, a.seed,
+                               a.epochs or (per_model(P["probe_epochs"], model, method) if train else 0),
+                               a.lr or (per_model(P["probe_lrs"], model, method) if train else 0.0),
+                               P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"],
+                               P["max_text_tokens"], rank=int(a.rank or P["rank"]), n_boot=P["n_boot"])
+    options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
+    rec = gen.run_generation(RunStore(a.results_dir or P["results_dir"]), [cfg], force=a.force, progress=False,
+                             inner_progress=True, train_options=options)[0]
+    print(f"run {rec.path}")
+    if a.part == "pronoun":
+        for test_set, m in rec.metrics.items():
+            print(f"  {test_set}: " + ", ".join(f"{c} {m['all'][c]['ratio']:.3f}" for c in gen.CATEGORIES))
+    else:
+        print(f"  bias index {rec.metrics['mean_tv_distance']:.3f}, flip rate {rec.metrics['mean_flip_rate']:.3f}")
 
 
 def cmd_run(a) -> None:
@@ -73,6 +107,8 @@ def cmd_run(a) -> None:
     from .runs import RunStore
 
     choose("experiment", a.experiment, EXPERIMENTS)
+    if a.experiment == "generation":
+        return cmd_run_generation(a)
     name = EXPERIMENTS[a.experiment]
     P = resolve(name, a.profile)
     model = get_spec(a.model or P["models"][0]).name
@@ -150,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.set_defaults(func=cmd_params)
     r = sub.add_parser("run", help="one training run into the run store")
-    r.add_argument("experiment", help="vision | llm")
+    r.add_argument("experiment", help="vision | llm | generation")
     r.add_argument("--profile", default="offline")
     r.add_argument("--model")
     r.add_argument("--task")
@@ -162,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--placement", default="front")
     r.add_argument("--epochs", type=int)
     r.add_argument("--lr", type=float)
+    r.add_argument("--part", default="pronoun", help="generation: pronoun | token_bias")
+    r.add_argument("--train-set", default="balanced", help="generation, pronoun part: balanced | pro")
     r.add_argument("--force", action="store_true")
     r.add_argument("--results-dir", help="run store root (default: the profile's)")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (speed only; not hashed)")
