@@ -50,3 +50,10 @@ def test_accelerate_configs_are_valid(name, kind):
 
     cfg = ClusterConfig.from_yaml_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
     assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16" and not cfg.use_cpu
+
+
+def test_bench_compiled_step_counts_the_same_flops():
+    kw = dict(batch=2, steps=1, warmup=1, precision="fp32", peak=1e12)
+    eager = bench.run_workload(bench.Workload("v", "vit_base", "lora"), **kw)
+    compiled = bench.run_workload(bench.Workload("v", "vit_base", "lora"), compile=True, **kw)
+    assert compiled["flops_per_step"] == eager["flops_per_step"] > 0 and compiled["compile"]
