@@ -301,15 +301,9 @@ for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
                      f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "
                      f"{worst['tv_distance']:.2f} [{worst['tv_ci'][0]:.2f}, {worst['tv_ci'][1]:.2f}].")
-    fl = gen.flips(probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)
-                              & (probe_rows["method"] == "lora")])
-    ff = gen.flips(probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)
-                              & (probe_rows["method"] == "full")])
-    if len(fl) and len(ff):
-        from lorafair.metrics import paired_difference
-        a = fl.groupby("text_id")["flip"].mean()
-        b = ff.groupby("text_id")["flip"].mean().reindex(a.index)
-        d = paired_difference(a.to_numpy(), b.to_numpy(), P["n_boot"], seed)
+    sub = probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)]
+    d = gen.flip_rate_difference(sub[sub["method"] == "lora"], sub[sub["method"] == "full"], P["n_boot"], seed)
+    if d is not None:
         lines.append(f"- LoRA - full flip rate (paired over texts): {d['difference']:+.3f} "
                      f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {d['verdict']}.")
 cl = pref[pref["kind"] == "cloze"]

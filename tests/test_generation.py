@@ -307,3 +307,15 @@ def test_paired_rate_difference_by_hand():
     assert d["difference"] == pytest.approx(0.25) and d["n"] == 4   # pro rate 2/4 vs 1/4
     d = gen.paired_rate_difference(preds, {"method": "lora"}, {"method": "full"}, gen.STEREOTYPE_EXCESS, n_boot=50)
     assert d["difference"] == pytest.approx((2 / 4 - 0) - (1 / 4 - 2 / 4))   # excess 0.5 vs -0.25
+
+
+def test_flip_rate_difference_by_hand():
+    def rows(flip_texts):
+        out = []
+        for t in range(4):
+            out.append({"seed": 13, "text_id": f"t{t}", "prompt_id": "MC1", "query_gender": "", "content": "female"})
+            out.append({"seed": 13, "text_id": f"t{t}", "prompt_id": "MC1-inverted", "query_gender": "",
+                        "content": "male" if t in flip_texts else "female"})
+        return pd.DataFrame(out)
+    d = gen.flip_rate_difference(rows({0, 1, 2}), rows({0}), n_boot=50)
+    assert d["difference"] == pytest.approx(3 / 4 - 1 / 4) and d["n"] == 4 and d["seeds"] == 1

@@ -14,7 +14,6 @@ import json
 import pandas as pd
 
 from . import experiments as ex
-from . import metrics as metrics_mod
 from . import mia
 from .models import get_spec
 from .runs import RunStore
@@ -126,22 +125,18 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
             key = (r.config["corpus"], json.dumps(r.config["corpus_kwargs"], sort_keys=True), r.config["model"])
             probes.setdefault(key, {}).setdefault(r.config["method"], []).append(r)
     for (corpus, kw, model), by_method in sorted(probes.items()):
-        def per_text(rs):
-            f = pd.concat([gen.flips(r.predictions()).assign(seed=r.config["seed"]) for r in rs])
-            return f.groupby(["seed", "text_id"])["flip"].mean()
         if "lora" not in by_method:
             continue
-        a = per_text(by_method["lora"])
+        rows_of = {m: pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in rs])
+                   for m, rs in by_method.items()}
         for other in ("full", "base"):
-            if other not in by_method:
+            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], n_boot) if other in rows_of else None
+            if d is None:
                 continue
-            b = per_text(by_method[other])
-            common = a.index.intersection(b.index)
-            d = metrics_mod.paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy(), n_boot)
             rows.append({"experiment": "generation_fairness", "dataset": corpus, "settings": kw, "model": model,
                          "attribute": "(prompt variants)", "comparison": f"LoRA - {other}",
                          "metric": "token-bias flip rate", "difference": d["difference"], "lo": d["ci"][0],
-                         "hi": d["ci"][1], "seeds": len(set(common.get_level_values(0))),
+                         "hi": d["ci"][1], "seeds": d["seeds"],
                          "verdict": _verdict("token-bias flip rate", d["verdict"])})
     return pd.DataFrame(rows)
 

@@ -610,6 +610,20 @@ def total_variation(a: pd.Series, b: pd.Series) -> float:
     return float(0.5 * (pa - pb).abs().sum())
 
 
+def flips(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (text, variant, queried gender): 1 if the chosen content differs from the base prompt's."""
+    out = []
+    for p in PROBE_PROMPTS:
+        if not p.base:
+            continue
+        a = rows[rows["prompt_id"] == p.base][["text_id", "query_gender", "content"]]
+        b = rows[rows["prompt_id"] == p.id][["text_id", "query_gender", "content"]]
+        m = a.merge(b, on=["text_id", "query_gender"], suffixes=("_a", "_b"))
+        out.append(m.assign(prompt_id=p.id, flip=(m["content_a"] != m["content_b"]).astype(float)))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["text_id", "prompt_id", "flip"])
+
+
+
 def bias_index(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """For every variant with a base prompt: the total-variation distance between the two content
     distributions (0: the answer does not depend on order or symbols; 1: it flips completely) and the
@@ -617,27 +631,40 @@ def bias_index(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
     texts."""
     out = []
     rng = np.random.default_rng(seed)
+    pairs = flips(rows)
     for p in PROBE_PROMPTS:
-        if not p.base:
+        m = pairs[pairs["prompt_id"] == p.id]
+        if not p.base or not len(m):
             continue
-        a = rows[rows["prompt_id"] == p.base]
-        b = rows[rows["prompt_id"] == p.id]
-        if not len(a) or not len(b):
-            continue
-        m = a.merge(b, on=["text_id", "query_gender"], suffixes=("_a", "_b"))
-        tv = total_variation(m["content_a"], m["content_b"])
-        flip = float((m["content_a"] != m["content_b"]).mean())
         texts = m["text_id"].unique()
         by_text = {t: g for t, g in m.groupby("text_id")}
-        tvs, flips = [], []
+        tvs, flip_rates = [], []
         for _ in range(n_boot):
             g = pd.concat([by_text[t] for t in rng.choice(texts, len(texts))])
             tvs.append(total_variation(g["content_a"], g["content_b"]))
-            flips.append(float((g["content_a"] != g["content_b"]).mean()))
+            flip_rates.append(float(g["flip"].mean()))
         q = lambda v: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v else [float("nan")] * 2  # noqa: E731
         out.append({"prompt_id": p.id, "base": p.base, "family": p.family, "change": p.change, "n": len(m),
-                    "tv_distance": tv, "tv_ci": q(tvs), "flip_rate": flip, "flip_ci": q(flips)})
+                    "tv_distance": total_variation(m["content_a"], m["content_b"]), "tv_ci": q(tvs),
+                    "flip_rate": float(m["flip"].mean()), "flip_ci": q(flip_rates)})
     return pd.DataFrame(out)
+
+
+def flip_rate_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: int = 0) -> dict | None:
+    """Flip rate of probe rows ``a`` minus that of ``b`` (e.g. LoRA minus full), paired over the
+    (seed, text) pairs both probed, each text's flips averaged over the variants. Rows need a
+    ``seed`` column when they pool seeds."""
+    def per_text(rows):
+        rows = rows if "seed" in rows else rows.assign(seed=0)
+        f = pd.concat([flips(g).assign(seed=sd) for sd, g in rows.groupby("seed")])
+        return f.groupby(["seed", "text_id"])["flip"].mean()
+    a, b = per_text(rows_a), per_text(rows_b)
+    common = a.index.intersection(b.index)
+    if not len(common):
+        return None
+    d = metrics_mod.paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy(), n_boot, seed)
+    d["seeds"] = len(set(common.get_level_values(0)))
+    return d
 
 
 def gender_preference(rows: pd.DataFrame) -> pd.DataFrame:
@@ -661,7 +688,7 @@ def gender_preference(rows: pd.DataFrame) -> pd.DataFrame:
 def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: list, cfg: dict,
                      progress: bool, train_options: dict | None = None):
     from . import models as models_mod
-    from .train import TrainConfig, fit_lm
+    from .train import TrainConfig, fit_lm, merged_for_inference
 
     model, tok = models_mod.build_causal_lm(model_name, seed)
     model, info = models_mod.adapt_causal_lm(model, method, rank=cfg.get("rank", 8), alpha=cfg.get("alpha", 16))
@@ -670,8 +697,7 @@ def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: 
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                            eval_batch_size=cfg["batch_size"], select="best_val", seed=seed, **(train_options or {}))
         history = fit_lm(model, train, val, tok.pad_token_id, tcfg, progress=progress)
-    if method == "lora":  # merged weights: the same function, faster generation and scoring
-        model = model.merge_and_unload()
+    model = merged_for_inference(model)  # LoRA merged: the same function, faster decoding and scoring
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tok, info, history
@@ -838,19 +864,6 @@ def pronoun_predictions(records) -> pd.DataFrame:
         frames.append(r.predictions().assign(model=c["model"], method=c["method"], seed=c["seed"],
                                              train_set=c.get("train_set") or "-", run_id=r.run_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def flips(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (text, variant, queried gender): 1 if the chosen content differs from the base prompt's."""
-    out = []
-    for p in PROBE_PROMPTS:
-        if not p.base:
-            continue
-        a = rows[rows["prompt_id"] == p.base][["text_id", "query_gender", "content"]]
-        b = rows[rows["prompt_id"] == p.id][["text_id", "query_gender", "content"]]
-        m = a.merge(b, on=["text_id", "query_gender"], suffixes=("_a", "_b"))
-        out.append(m.assign(prompt_id=p.id, flip=(m["content_a"] != m["content_b"]).astype(float)))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["text_id", "prompt_id", "flip"])
 
 
 #: Per-generation score whose mean is the stereotype excess: pro rate minus anti rate.

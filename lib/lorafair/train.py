@@ -76,6 +76,17 @@ def _loader_kwargs(cfg: TrainConfig) -> dict:
             "persistent_workers": cfg.num_workers > 0}
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig, batches_per_epoch: int):
+    """AdamW over the trainable parameters (fused on GPUs) with a cosine schedule and warm-up."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=torch.cuda.is_available() or None)
+    steps = cfg.epochs * batches_per_epoch
+    return opt, get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps), steps
+
+
 def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch: int) -> None:
     """Backward, optimizer and schedule step, loss bookkeeping and the progress bar."""
     accelerator.backward(loss)
@@ -134,7 +145,6 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
 
     ``encode(ids, train, generator) -> dict`` builds a model-input batch (``train=True`` applies the
     training augmentation, drawn from ``generator``). Returns (outputs, history)."""
-    from transformers import get_cosine_schedule_with_warmup
 
     accelerator = make_accelerator(cfg.bf16)
     torch.manual_seed(cfg.seed)
@@ -147,11 +157,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
         collate_fn=lambda ids: (encode(ids, train=True, generator=aug_gen),
                                 labels[torch.as_tensor(ids)]), **_loader_kwargs(cfg))
     model = speedups(model, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=torch.cuda.is_available() or None)
-    steps = cfg.epochs * len(loader)
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    opt, sched, steps = _optimizer(model, cfg, len(loader))
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     history = {"epoch": [], "train_loss": [], "val_accuracy": [], "seconds": []}
     best_acc, best_state, best_epoch = -1.0, None, 0
@@ -239,8 +245,6 @@ def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConf
     """Fine-tune a causal LM on (input ids, labels) examples; keep the epoch with the lowest
     validation loss per target token (``select='best_val'``) or the last. Returns the history;
     the model is left with the selected weights (unwrapped, on the accelerator's device)."""
-    from transformers import get_cosine_schedule_with_warmup
-
     accelerator = make_accelerator(cfg.bf16)
     torch.manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
@@ -251,11 +255,7 @@ def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConf
     model = speedups(model, cfg)
     val_loader = torch.utils.data.DataLoader(val, batch_size=cfg.eval_batch_size, shuffle=False,
                                              collate_fn=lambda b: lm_collate(b, pad_id))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=torch.cuda.is_available() or None)
-    steps = cfg.epochs * len(loader)
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    opt, sched, steps = _optimizer(model, cfg, len(loader))
     model, opt, loader, val_loader, sched = accelerator.prepare(model, opt, loader, val_loader, sched)
     history = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
     best, best_state, best_epoch = float("inf"), None, 0
