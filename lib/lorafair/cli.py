@@ -69,7 +69,7 @@ def cmd_run_generation(a) -> None:
     from . import generation as gen
     from .errors import choose
     from .profiles import per_model, resolve
-    from .runs import RunStore
+    from .runs import RunStore, is_main_process
 
     P = resolve("generation_fairness", a.profile)
     model = a.model or P["models"][0]
@@ -91,6 +91,8 @@ def cmd_run_generation(a) -> None:
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
     rec = gen.run_generation(RunStore(a.results_dir or P["results_dir"]), [cfg], force=a.force, progress=False,
                              inner_progress=True, train_options=options)[0]
+    if not is_main_process():  # every rank trains; rank 0 wrote the record and reports it
+        return
     print(f"run {rec.path}")
     if a.part == "pronoun":
         for test_set, m in rec.metrics.items():
@@ -104,7 +106,7 @@ def cmd_run(a) -> None:
     from .errors import choose
     from .models import get_spec, resolve_method
     from .profiles import per_model, resolve
-    from .runs import RunStore
+    from .runs import RunStore, is_main_process
 
     choose("experiment", a.experiment, EXPERIMENTS)
     if a.experiment == "generation":
@@ -125,6 +127,8 @@ def cmd_run(a) -> None:
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
         n_boot=P["n_boot"], max_length=P.get("max_length"))
     rec = runner.run(cfg, force=a.force)
+    if not is_main_process():
+        return
     m = rec.metrics
     print(f"run {rec.path}\n  test accuracy {m['accuracy']['value']:.3f} "
           f"[{m['accuracy']['ci'][0]:.3f}, {m['accuracy']['ci'][1]:.3f}]")

@@ -53,7 +53,11 @@ def environment() -> dict:
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         rev = None
-    return {"python": platform.python_version(), "packages": versions, "git_revision": rev}
+    import torch
+
+    # the training precision follows the device: bf16 autocast on a GPU, fp32 on a CPU (lorafair.train)
+    device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    return {"python": platform.python_version(), "packages": versions, "git_revision": rev, "device": device}
 
 
 @dataclass
@@ -98,7 +102,7 @@ class RunStore:
         final = self.path(experiment, config)
         if (final / "DONE").exists() and not force:
             return load_record(final)
-        if not _is_main_process():
+        if not is_main_process():
             # under `accelerate launch` every rank trains (the collectives need them all); rank 0 writes
             compute()
             _barrier()
@@ -136,10 +140,17 @@ class RunStore:
                 if p.is_dir() and not p.name.startswith(".") and (p / "DONE").exists()]
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch, or a plain process. Before the process group exists (the run
+    store is consulted before training creates the Accelerator) the launcher's RANK variable decides,
+    so that under ``torchrun`` / ``accelerate launch`` only rank 0 ever writes a record."""
     import torch.distributed as dist
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 
 
 def _barrier() -> None:
