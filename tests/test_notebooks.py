@@ -27,7 +27,7 @@ def test_notebook_smoke_execution(name, tmp_path, shared_runs):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if any(k.endswith("image/png") for k in o.get("data", {}))]  # shown, or glued for a captioned figure
     expected = {"vision_classification": 5, "llm_classification": 4, "membership_inference": 2,
-                "generation_fairness": 3, "findings": 1}
+                "generation_fairness": 3, "findings": 1, "performance": 2}
     assert len(images) >= expected[name]  # every chapter's figures rendered as images
     text = json.dumps(nb)
     for c in nb.cells:  # every glued figure is placed in a numbered, captioned figure

@@ -68,11 +68,20 @@ ARCHS = ("vit_base", "swinv2_large", "llama_7b")
 
 def build(arch: str, method: str, scale: str, dtype: torch.dtype, checkpointing: bool, device: str = "cpu"):
     """A random-weight model of ``arch`` adapted for ``method``; returns (model, params for 6N counting)."""
+    choose("architecture", arch, ARCHS)
+    choose("method", method, ("full", "lora"))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in its precision (no fp32 copy; `.to` cannot swap fake tensors)
+    try:
+        return _build(arch, method, scale, checkpointing, device)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _build(arch, method, scale, checkpointing, device):
     import transformers
     from peft import LoraConfig, get_peft_model
 
-    choose("architecture", arch, ARCHS)
-    choose("method", method, ("full", "lora"))
     with torch.device(device):  # built where it trains: a 7B model never passes through host memory
         if arch == "vit_base":
             cfg = _vit_config(scale)
@@ -88,7 +97,6 @@ def build(arch: str, method: str, scale: str, dtype: torch.dtype, checkpointing:
             model = transformers.LlamaForCausalLM(cfg)
             lora = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
-    model = model.to(dtype)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "config"):
@@ -100,17 +108,19 @@ def build(arch: str, method: str, scale: str, dtype: torch.dtype, checkpointing:
     if method == "lora":
         if checkpointing:
             model.enable_input_require_grads()
-        model = get_peft_model(model, lora)
+        with torch.device(device):  # adapters created next to their layers (no move: fake tensors cannot)
+            model = get_peft_model(model, lora)
     return model, n_params
 
 
-def _inputs(arch: str, model, batch: int, seq: int, device):
+def _inputs(arch: str, model, batch: int, seq: int, device, dtype=torch.float32):
+    """Synthetic inputs; images in the weights' dtype (Swin-v2's patch convolution does not cast them)."""
     if arch == "llama_7b":
         vocab = model.config.vocab_size
         ids = torch.randint(0, vocab, (batch, seq), device=device)
         return {"input_ids": ids, "labels": ids}, batch * seq
     size = model.config.image_size
-    x = torch.randn(batch, 3, size, size, device=device)
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
     return {"pixel_values": x, "labels": torch.randint(0, 2, (batch,), device=device)}, 0
 
 
@@ -138,6 +148,9 @@ def run_workload(w: Workload, scale: str = "tiny", batch: int = 8, seq: int = 25
                  device: str | None = None, peak: float | None = None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .estimate import _register_cpu_attention_flops
+
+    _register_cpu_attention_flops()  # CPU attention kernels count like the CUDA ones
     choose("precision", precision, PRECISIONS)
     choose("scale", scale, ("tiny", "paper"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,7 +164,7 @@ def run_workload(w: Workload, scale: str = "tiny", batch: int = 8, seq: int = 25
     opt = torch.optim.AdamW(params, lr=1e-5, fused=cuda or None)
     step_model = torch.compile(model) if compile else model
     autocast = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=precision == "autocast" and cuda)
-    inputs, tokens = _inputs(w.arch, model, batch, seq, device)
+    inputs, tokens = _inputs(w.arch, model, batch, seq, device, torch.bfloat16 if precision == "bf16" else torch.float32)
 
     def step(m=step_model):
         with autocast:

@@ -5,6 +5,7 @@
     lorafair params NAME
     lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
+    lorafair bench --estimate [--gpu h200|h100|a100] ...   (a model of a GPU step, on any CPU)
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
 """
@@ -154,6 +155,10 @@ def cmd_bench(a) -> None:
 
     from . import bench
 
+    if a.estimate:
+        return cmd_bench_estimate(a)
+    if a.gpu:
+        raise LorafairError("--gpu names the GPU an --estimate is for; a measurement uses the device it runs on")
     rows = bench.run(a.workloads, scale=a.scale, batch=a.batch_size, seq=a.seq_len, steps=a.steps,
                      warmup=a.warmup, precision=a.precision, compile=a.compile, checkpointing=a.checkpointing)
     env = bench.environment()
@@ -167,6 +172,31 @@ def cmd_bench(a) -> None:
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"environment": env, "rows": rows}, f, indent=1, default=str)
+        print(f"[lorafair] wrote {a.out}")
+
+
+def cmd_bench_estimate(a) -> None:
+    import pandas as pd
+
+    from . import bench, estimate
+
+    if a.compile:
+        raise LorafairError("--estimate models an eager step; --compile is measured only (drop one of them)")
+    gpu = a.gpu or "h200"
+    rows = estimate.run(a.workloads, scale=a.scale, batch=a.batch_size, seq=a.seq_len, precision=a.precision,
+                        checkpointing=a.checkpointing, gpu=gpu)
+    env = bench.environment()
+    table = pd.DataFrame(rows)
+    shares = [f"share_{k}" for k in estimate.SHARES]
+    cols = ["workload", "precision", "checkpointing", "batch", "seq", "est_step_s", "est_mfu",
+            *(["est_mfu_6n"] if "est_mfu_6n" in table else []), "est_peak_gib", *shares]
+    print(f"[lorafair] ESTIMATE (a roofline model on fake tensors, not a measurement) for {estimate.GPUS[gpu].name}; "
+          f"torch {env['packages']['torch']}, transformers {env['packages']['transformers']}, "
+          f"peft {env['packages']['peft']}")
+    print(table.reindex(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"environment": env, "estimate": True, "rows": rows}, f, indent=1, default=str)
         print(f"[lorafair] wrote {a.out}")
 
 
@@ -224,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
                    help="bf16: bf16 weights and optimizer states; autocast: fp32 weights, bf16 compute; fp32")
     e.add_argument("--compile", action="store_true", help="torch.compile the model")
     e.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
+    e.add_argument("--estimate", action="store_true",
+                   help="no device needed: peak memory and a roofline step time on --gpu, from fake tensors")
+    e.add_argument("--gpu", choices=["h200", "h100", "a100"], help="the GPU an --estimate is for (default h200)")
     e.add_argument("--out", help="write the table and environment as JSON")
     e.set_defaults(func=cmd_bench)
     c = sub.add_parser("check-pages", help="check the built book (_build/html) like a reader")

@@ -18,7 +18,7 @@ from . import data as data_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
 from .errors import LorafairError
-from .runs import RunRecord, RunStore
+from .runs import RunRecord, RunStore, map_in_workers
 from .train import TrainConfig, fit_predict
 
 
@@ -159,19 +159,11 @@ def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = Fa
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc,
                disable=not runner.progress, file=sys.stderr)
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         _ = runner.dataset  # render/prepare the data once, before the workers read it
         for name in {c["model"] for c in todo}:
             models_mod.prepare(name)
         args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs, runner.train_options)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            futures = [pool.submit(_worker_run, *args, c, force) for c in todo]
-            for f in as_completed(futures):
-                f.result()  # re-raise a worker's error here
-                bar.update(1)
+        map_in_workers(_worker_run, [(*args, c, force) for c in todo], workers, lambda: bar.update(1))
     else:
         for c in todo:
             runner.run(c, force=force)
@@ -181,10 +173,6 @@ def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = Fa
 
 
 _WORKER_RUNNERS: dict = {}
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
 
 
 def _worker_run(root: str, dataset: str, dataset_kwargs: dict, train_options: dict, cfg: dict, force: bool) -> str:

@@ -801,20 +801,13 @@ def run_generation(store, configs: list[dict], force: bool = False, progress: bo
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="generation runs",
                disable=not progress, file=sys.stderr)
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         from . import models as models_mod
-        from .experiments import _init_worker
+        from .runs import map_in_workers
 
         for name in {c["model"] for c in todo}:
             models_mod.prepare(name)  # one-time conversions before the workers start
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            futures = [pool.submit(_run_one, str(store.root), c, force, train_options) for c in todo]
-            for f in as_completed(futures):
-                f.result()  # re-raise a worker's error here
-                bar.update(1)
+        map_in_workers(_run_one, [(str(store.root), c, force, train_options) for c in todo], workers,
+                       lambda: bar.update(1))
     else:
         for cfg in todo:
             _run_one(store, cfg, force, train_options, inner_progress)

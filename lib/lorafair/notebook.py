@@ -20,7 +20,7 @@ from .errors import LorafairError, choose
 from .profiles import PROFILE_NAMES, parameter_names
 
 NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
-             "findings")
+             "findings", "performance")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 

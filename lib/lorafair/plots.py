@@ -322,3 +322,51 @@ def bias_index_plot(bi: pd.DataFrame, profile: str):
     fig.suptitle(f"Token bias: how much answers move when only order or symbols change [profile: {profile}]", y=1.0)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- performance (estimated)
+TIME_STYLE = {  # roofline time categories: colour and hatch
+    "matmul": ("#0072B2", ""), "attention": ("#56B4E9", ".."), "cast": ("#E69F00", "//"),
+    "memory-bound other": ("#D55E00", "xx"), "optimizer": ("#999999", "\\\\"),
+}
+MEMORY_STYLE = {
+    "parameter": ("#0072B2", ""), "gradient": ("#56B4E9", ".."), "optstate": ("#999999", "\\\\"),
+    "activation": ("#D55E00", "xx"), "temp": ("#E69F00", "//"),
+}
+
+
+def _hbars(ax, labels, values: pd.DataFrame, style: dict):
+    left = np.zeros(len(labels))
+    y = np.arange(len(labels))[::-1]
+    for c, (color, hatch) in style.items():
+        v = values[c].to_numpy() if c in values else np.zeros(len(labels))
+        ax.barh(y, v, left=left, color=color, hatch=hatch, edgecolor="white", linewidth=0.5, label=c)
+        left += v
+    ax.set_yticks(y, labels, fontsize=8)
+    return left
+
+
+def step_time_shares(shares: pd.DataFrame, labels: list[str], gpu: str, profile: str):
+    """Where a modelled training step's time goes: one stacked bar per configuration."""
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    _hbars(ax, labels, shares, TIME_STYLE)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the modelled step time")
+    ax.set_title(f"Estimated step time by kind of operation on {gpu} (roofline, eager) [profile: {profile}]")
+    ax.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
+    fig.tight_layout()
+    return fig
+
+
+def step_memory(mem_gib: pd.DataFrame, labels: list[str], gpu: str, gpu_gib: float, profile: str):
+    """Estimated peak memory by kind of tensor per configuration, against the GPU's memory."""
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    total = _hbars(ax, labels, mem_gib, MEMORY_STYLE)
+    ax.axvline(gpu_gib, color="black", linestyle="--", linewidth=1)
+    ax.text(gpu_gib, len(labels) - 0.4, f" {gpu}: {gpu_gib:.0f} GiB", fontsize=8, va="bottom", ha="right")
+    ax.set_xlim(0, max(gpu_gib, float(total.max())) * 1.05)
+    ax.set_xlabel("GiB at the step's peak")
+    ax.set_title(f"Estimated peak memory of one training step [profile: {profile}]")
+    ax.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
+    fig.tight_layout()
+    return fig

@@ -299,8 +299,30 @@ GENERATION = {
 #: The findings chapter reads the records the other chapters made; it trains nothing.
 FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100} for p in ("smoke", "offline", "paper")}
 
+# The performance chapter: estimated GPU training steps (lorafair.estimate). The paper-scale table
+# mirrors configs/gpu_checks.sh, plus the paper profile's own 7B setting (fp32 weights + bf16
+# autocast, checkpointing, batch 32 x 256 tokens).
+_PAPER_STEPS = [
+    {"workload": w, "precision": p, "batch": b, "checkpointing": c}
+    for w, p, b, c in [
+        ("vit_base:full", "autocast", 256, False), ("vit_base:lora", "autocast", 256, False),
+        ("vit_base:full", "bf16", 256, False), ("vit_base:lora", "bf16", 256, False),
+        ("swinv2_large:full", "autocast", 64, False), ("swinv2_large:lora", "autocast", 64, False),
+        ("swinv2_large:full", "bf16", 64, False), ("swinv2_large:lora", "bf16", 64, False),
+        ("llama_7b:lora", "bf16", 16, False), ("llama_7b:full", "bf16", 16, True),
+        ("llama_7b:lora", "autocast", 32, True), ("llama_7b:full", "autocast", 32, True),
+    ]
+]
+PERFORMANCE = {
+    "smoke": {"scale": "tiny", "gpu": "h200", "seq": 16, "workers": 1,
+              "steps": [{"workload": "vit_base:lora", "precision": "autocast", "batch": 4, "checkpointing": False},
+                        {"workload": "llama_7b:full", "precision": "bf16", "batch": 2, "checkpointing": True}]},
+    "offline": {"scale": "paper", "gpu": "h200", "seq": 256, "steps": _PAPER_STEPS, "workers": 2},
+    "paper": {"scale": "paper", "gpu": "h200", "seq": 256, "steps": _PAPER_STEPS, "workers": 1},
+}
+
 PRESETS = {"vision_classification": VISION, "llm_classification": LLM, "membership_inference": MIA,
-           "generation_fairness": GENERATION, "findings": FINDINGS}
+           "generation_fairness": GENERATION, "findings": FINDINGS, "performance": PERFORMANCE}
 
 
 def resolve(notebook: str, profile: str, **overrides) -> dict:

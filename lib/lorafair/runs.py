@@ -183,3 +183,22 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def map_in_workers(fn: Callable, arg_tuples: list[tuple], workers: int, on_done: Callable[[], None]) -> None:
+    """``fn(*args)`` for every tuple in ``workers`` spawned 1-thread processes; ``on_done()`` after
+    each. Independent runs store themselves as they finish; a worker's error is re-raised here."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        for f in as_completed([pool.submit(fn, *a) for a in arg_tuples]):
+            f.result()
+            on_done()

@@ -1,0 +1,213 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Performance: where a GPU training step's time and memory go (estimated)
+#
+# The `paper` profile trains ViT-Base, Swin-v2-Large and 7B language models on GPUs. This chapter
+# asks what one training step of those architectures costs on a GPU, and what keeps each one below
+# the GPU's peak. It is a **model, not a measurement**: the sessions that built this book had no
+# GPU. `lorafair bench` measures the same workloads on a real GPU (see {doc}`reproducing`); this
+# chapter is what to compare such a measurement with.
+#
+# **How the estimate is made** (`lorafair.estimate`, also `lorafair bench --estimate`). Each
+# architecture is built with its real configuration and trained for one step on *fake tensors*
+# (PyTorch's `FakeTensorMode`): every operation runs with shapes and dtypes but no data, so a 7B
+# model costs no memory. From that step:
+#
+# - **Memory**: PyTorch's `MemTracker` records the peak of live tensors by kind: parameters,
+#   gradients, AdamW states, activations, temporaries. It does not see the CUDA context, library
+#   workspaces or allocator fragmentation, so a real peak is a few GiB higher.
+# - **Time, as a roofline**: every operation costs max(FLOPs / peak FLOP/s, bytes moved / memory
+#   bandwidth) at the GPU's datasheet peaks. FLOPs come from `torch.utils.flop_counter` (matmuls,
+#   convolutions, attention); bytes are the operation's inputs and outputs. Kernels are assumed to
+#   run at their roofline, unfused, with no launch gaps. The resulting MFU (counted FLOPs over
+#   step time × bf16 peak) is therefore a **ceiling for an eager training loop**: a real eager loop
+#   stays below it, and fusion (`torch.compile`) can go above it by removing memory traffic.
+#
+# The operations fall into five kinds: **matmul** (linear layers, convolutions, batched matmuls;
+# compute-bound at these sizes), **attention** (fused SDPA kernels), **cast** (dtype copies, above
+# all autocast's bf16 copies of fp32 weights, made again in every forward), **optimizer** (the
+# fused AdamW update) and **memory-bound other** (normalisations, activations, element-wise
+# operations, reductions, the loss). The kernels are those of PyTorch's CPU dispatch, which matches
+# the GPU's in shapes and FLOPs; the GPU's own kernels can differ in how much they read and write.
+
+# %% tags=["parameters"]
+profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
+scale = None               # paper: the real sizes; tiny: toy sizes (smoke)
+gpu = None                 # h200 | h100 | a100 (datasheet peaks)
+seq = None                 # tokens per sequence (language models)
+steps = None               # the configurations: workload, precision, batch, checkpointing
+workers = None             # estimates in parallel 1-thread processes
+results_dir = None
+force = False              # true: recompute estimates that have a record
+
+# %% tags=["hide-input"]
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from lorafair import estimate, plots
+from lorafair.notebook import setup_chapter
+
+P, store = setup_chapter("performance", globals())
+spec = estimate.GPUS[P["gpu"]]
+configs = [estimate.estimate_config(P["profile"], s["workload"], s["precision"], s["batch"], s["checkpointing"],
+                                    seq=P["seq"], scale=P["scale"], gpu=P["gpu"]) for s in P["steps"]]
+records = estimate.run_estimates(store, configs, force=force, workers=P["workers"])
+rows = pd.DataFrame([r.metrics for r in records])
+rows["label"] = [f"{r.workload}, {r.precision}{', ckpt' if r.checkpointing else ''}, b{r.batch}"
+                 for r in rows.itertuples()]
+display(Markdown(f"**Profile `{P['profile']}`**: {len(rows)} estimated training steps at `{P['scale']}` scale "
+                 f"on the datasheet peaks of the {spec.name} ({spec.bf16_flops / 1e12:.0f} TFLOP/s dense bf16, "
+                 f"{spec.bandwidth / 1e12:.2f} TB/s, {spec.memory / 1e9:.0f} GB = {spec.memory / 2 ** 30:.0f} GiB), "
+                 f"records in `{P['results_dir']}/performance/`. Estimated with torch "
+                 f"{records[0].meta['environment']['packages']['torch']}, transformers "
+                 f"{records[0].meta['environment']['packages']['transformers']}, peft "
+                 f"{records[0].meta['environment']['packages']['peft']}."))
+
+# %% [markdown]
+# ## The table
+#
+# One row per configuration. *precision* `autocast` keeps fp32 weights and AdamW states and
+# computes in bf16 (the training loop's setting on GPUs, as in the original study); `bf16` stores
+# weights and states in bf16. *ckpt*: gradient checkpointing. *MFU* counts the FLOPs of the step
+# as executed (a checkpointed step recomputes its forward, and those FLOPs count); *MFU (6N)* is
+# the language-model convention, 6 FLOPs per parameter per token for full fine-tuning and 4 for
+# LoRA (no weight gradients of frozen matrices), which does not credit recomputation.
+
+# %% tags=["hide-input"]
+table = pd.DataFrame({
+    "configuration": rows["label"],
+    "est. step (ms)": rows["est_step_s"] * 1e3,
+    "samples/s": rows["est_samples_per_s"],
+    "tokens/s": rows["est_tokens_per_s"],
+    "MFU ceiling": rows["est_mfu"],
+    "MFU (6N)": rows.get("est_mfu_6n"),
+    "peak GiB": rows["est_peak_gib"],
+    "trainable params": rows["trainable_params"],
+})
+display(table.style.format({"est. step (ms)": "{:.1f}", "samples/s": "{:,.0f}", "tokens/s": "{:,.0f}",
+                            "MFU ceiling": "{:.0%}", "MFU (6N)": "{:.0%}", "peak GiB": "{:.1f}",
+                            "trainable params": "{:,}"}, na_rep="").hide(axis="index"))
+shares = pd.DataFrame({c: rows.get(f"share_{c.replace(' ', '_').replace('-', '_')}", 0.0)
+                       for c in plots.TIME_STYLE}).fillna(0.0)
+fig = plots.step_time_shares(shares, list(rows["label"]), spec.name, P["profile"])
+glue("perf_time_fig", fig, display=False)
+plots.plt.close(fig)
+mem = pd.DataFrame({c: rows.get(f"mem_{c}_gib", 0.0) for c in plots.MEMORY_STYLE}).fillna(0.0)
+fig = plots.step_memory(mem, list(rows["label"]), spec.name, spec.memory / 2 ** 30, P["profile"])
+glue("perf_memory_fig", fig, display=False)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} perf_time_fig
+# :name: fig-perf-time
+#
+# Where the modelled step time goes, per configuration: matmuls (solid), attention (dotted), dtype
+# casts (hatched //), other memory-bound operations (crossed) and the optimizer (hatched \\). The
+# larger the share that is not matmul or attention, the further the step stays below the GPU's
+# peak.
+# ```
+#
+# ```{glue:figure} perf_memory_fig
+# :name: fig-perf-memory
+#
+# Estimated peak memory of one step by kind of tensor: parameters (solid), gradients (dotted),
+# AdamW states (hatched \\), activations (crossed) and temporaries (hatched //); the dashed line
+# is the GPU's memory. The peak is taken over the whole step, so its parts are those alive at that
+# moment (for example, gradients are absent if the peak falls at the end of the forward pass).
+# ```
+
+# %% [markdown]
+# ## The operations that cost the most
+#
+# For each configuration, the five operations with the largest modelled time, summed over their
+# calls in the step (stored in each record's `predictions.parquet`).
+
+# %% tags=["hide-input"]
+tops = []
+for r, label in zip(records, rows["label"]):
+    ops = r.predictions().head(5)
+    tops.append({"configuration": label, "top operations (share of step)": "; ".join(
+        f"{o.op} [{o.category}] {o.share:.0%}" for o in ops.itertuples())})
+display(pd.DataFrame(tops).style.hide(axis="index"))
+
+# %% [markdown]
+# ## Reading the estimates
+#
+# Generated from the records above. The baselines and targets come from the design notes of this
+# project: they were measured on an H200 with a plain training loop by its authors, not in this
+# book, and are quoted for comparison. For the language models the design notes count 6N FLOPs per
+# token; we read that as applying to LoRA too, so for LoRA rows the comparison scales our 4N
+# ceiling to 6N.
+
+# %% tags=["hide-input"]
+DESIGN = {  # measured plain-loop baseline MFU and target MFU on an H200, from the design notes
+    "vit_base:full": (0.18, 0.35), "vit_base:lora": (0.14, None), "swinv2_large:full": (0.08, 0.20),
+    "llama_7b:lora": (0.47, 0.55), "llama_7b:full": (0.40, 0.45),
+}
+share_cols = {c: f"share_{c.replace(' ', '_').replace('-', '_')}" for c in plots.TIME_STYLE}
+shares_all = rows.reindex(columns=list(share_cols.values())).fillna(0.0)
+lines = []
+for i, r in enumerate(rows.itertuples()):
+    share = {c: float(shares_all.iloc[i][col]) for c, col in share_cols.items()}
+    limits = sorted((c for c in share if c not in ("matmul", "attention")), key=lambda c: -share[c])[:2]
+    lm = r.workload.startswith("llama")
+    text = (f"- **{r.label}**: ceiling {r.est_mfu:.0%} of counted FLOPs"
+            + (f", {r.est_mfu_6n:.0%} in 6N/4N counting" if lm else "")
+            + f"; matmul and attention take {share['matmul'] + share['attention']:.0%} of the modelled time, "
+            + " and ".join(f"{c} {share[c]:.0%}" for c in limits) + ".")
+    base, target = DESIGN.get(r.workload, (None, None))
+    if base is not None and r.scale == "paper":
+        # the design notes count 6N per token for the language models, LoRA included
+        ceiling = (r.est_mfu_6n * (1.5 if r.method == "lora" else 1.0)) if lm else r.est_mfu
+        text += (f" Design notes: plain-loop baseline {base:.0%}" + (f", target {target:.0%}" if target else "")
+                 + (f" (in their counting this ceiling is {ceiling:.0%}" if lm else ""))
+        if target:
+            text += (")" if lm else "") + (". The target is below the eager ceiling." if target < ceiling else
+                                           ". The target is above the eager ceiling: only fusion can reach it.")
+        else:
+            text += (")" if lm else "") + "."
+    lines.append(text)
+lines.append("- Swin-v2's attention is not an SDPA kernel: its scaled cosine attention is computed with batched "
+             "matmuls, normalisations and divisions, counted under matmul and memory-bound other. Together with the "
+             "window shifts and partitions, this is why Swin-v2 spends the most time on memory-bound operations.")
+big = rows[(rows["workload"] == "llama_7b:full") & (rows["precision"] == "autocast")]
+for r in big.itertuples():
+    fits = r.est_peak_gib < spec.memory / 2 ** 30
+    glue("perf_llama_full_peak_gib", round(float(r.est_peak_gib), 1), display=False)
+    lines.append(f"- **Full fine-tuning of the 7B model on one GPU** ({r.label}, the paper profile's setting): "
+                 f"estimated peak {r.est_peak_gib:.1f} GiB against {spec.memory / 2 ** 30:.0f} GiB: "
+                 + ("it fits" if fits else "it does **not** fit")
+                 + f", with parameters {r.mem_parameter_gib:.1f} GiB, gradients {r.mem_gradient_gib:.1f} GiB and "
+                 f"AdamW states {r.mem_optstate_gib:.1f} GiB at the peak. The CUDA context and workspaces add a "
+                 "few GiB that the model does not see.")
+lines.append("- These ceilings assume every kernel runs at its roofline. A measured eager loop is lower (kernel "
+             "efficiency, launch gaps); when `lorafair bench --scale paper` has run on a GPU, the gap between its "
+             "MFU and this ceiling is the part that better kernels and fewer launches could recover, and the "
+             "memory-bound shares above are what fusion (`--compile`) attacks.")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Another GPU.** The A100 has a third of the H200's bf16 peak but less than half its memory
+#    bandwidth: `lorafair notebook performance -p gpu a100 --out /tmp/nb`. Which workloads lose
+#    the most, and why do the memory-bound ones lose more than the matmul-bound ones?
+# 2. **Batch size.** Rerun one configuration with a small batch,
+#    `-p steps "[{workload: 'vit_base:full', precision: bf16, batch: 16, checkpointing: false}]"`.
+#    Where does the time go now? (The optimizer update does not shrink with the batch.)
+# 3. **Autocast's price.** Compare the `autocast` and `bf16` rows of one workload. How much of
+#    the difference is the *cast* share, and how much memory do fp32 weights and AdamW states add?
+#    Why does the original study's setting (autocast) still make sense for fine-tuning?
