@@ -60,6 +60,7 @@ second_dataset_kwargs = None
 n_boot = None
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
+pilots = None              # the experiment in the run store that holds the learning-rate pilots
 results_dir = None
 force = False              # True recomputes runs that already have a record
 
@@ -125,6 +126,22 @@ summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
 display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
+
+# %% [markdown]
+# ### How the learning rates were chosen
+#
+# Learning rates were chosen by validation accuracy on seed 13 ({doc}`methods`, "Training and
+# selection"). The pilot runs are run records too (`results/pilot_llm/`); the table lists them with
+# the chapter's own seed-13 runs, which are the chosen ones. Test accuracy is deliberately not
+# shown: it played no part in the choice.
+
+# %% tags=["hide-input", "full-width"]
+if P.get("pilots"):
+    pilots = ex.pilot_table(store.records(P["pilots"]), [r for r in records if r.config["seed"] == 13], P["dataset"])
+    display(pilots.style.format({"lr": "{:g}", "selected val accuracy": "{:.3f}"}, na_rep="").hide(axis="index"))
+else:
+    display(Markdown(f"Profile `{P['profile']}` has no pilot runs: its learning rates are set in "
+                     "`lorafair params llm_classification`."))
 
 # %% [markdown]
 # ## Per-group accuracy and rates

@@ -149,3 +149,23 @@ def test_merged_lora_predicts_like_the_unmerged_adapter():
         after = merged(x)
     assert not any("lora" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-4)
+
+
+def test_pilot_table_lists_pilots_and_chapter_runs_of_the_dataset():
+    from pathlib import Path
+
+    from lorafair.runs import RunRecord
+
+    def rec(method, lr, dataset="identity_attack", seed=13, val=(0.7, 0.8)):
+        cfg = {"model": "m", "method": method, "lr": lr, "epochs": len(val), "max_length": 32, "seed": seed,
+               "dataset": dataset}
+        return RunRecord(Path("x"), cfg, {}, {"history": {"val_accuracy": list(val),
+                                                         "selected_val_accuracy": max(val)}})
+
+    t = ex.pilot_table([rec("lora", 5e-3), rec("lora", 1e-4, val=(0.5,)), rec("lora", 1e-3, dataset="stereoset")],
+                       [rec("lora", 2e-3, val=(0.9, 0.85))], "identity_attack")
+    assert list(t["lr"]) == [1e-4, 2e-3, 5e-3]                     # other datasets left out, rates in order
+    assert list(t["record"]) == ["pilot", "chapter", "pilot"]
+    assert list(t["val accuracy per epoch"]) == ["0.500", "0.900, 0.850", "0.700, 0.800"]
+    assert list(t["selected val accuracy"]) == [0.5, 0.9, 0.8]
+    assert ex.pilot_table([], [], "identity_attack").empty

@@ -183,6 +183,25 @@ def _worker_run(root: str, dataset: str, dataset_kwargs: dict, train_options: di
     return str(_WORKER_RUNNERS[key].run(cfg, force=force).path)
 
 
+def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str) -> pd.DataFrame:
+    """The learning-rate pilots of ``dataset`` and the chapter's own runs of the same models, with
+    the validation accuracy of every epoch and of the selected one (lowest learning rate first)."""
+    rows = []
+    for source, recs in (("pilot", pilots), ("chapter", chapter)):
+        for r in recs:
+            c, h = r.config, r.meta.get("history", {})
+            if c.get("dataset") != dataset:
+                continue
+            rows.append({"model": c["model"], "method": c["method"], "lr": c["lr"], "epochs": c["epochs"],
+                         "tokens": c.get("max_length"), "seed": c["seed"],
+                         "val accuracy per epoch": ", ".join(f"{v:.3f}" for v in h.get("val_accuracy", [])),
+                         "selected val accuracy": h.get("selected_val_accuracy"), "record": source})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t
+    return t.sort_values(["model", "method", "tokens", "lr", "record"], ignore_index=True)
+
+
 def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
     """One row per run: configuration and headline metrics (test split)."""
     rows = []

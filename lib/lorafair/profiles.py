@@ -95,6 +95,7 @@ LLM = {
         "second_dataset_kwargs": {"n_pairs": 30, "data_seed": 0},
         "n_boot": 100,
         "workers": 1,
+        "pilots": None,
     },
     "offline": {
         "train_options": {},
@@ -108,10 +109,10 @@ LLM = {
         # SmolLM2 costs ~10x MiniLM per example on a CPU (cpu-costs.md): one seed, stated in the chapter
         "seeds_by_model": {"smollm2_135m": [13]},
         "epochs": {"minilm": {"head": 3, "lora": 3, "full": 3}, "smollm2_135m": {"head": 2, "lora": 2, "full": 2}},
-        # MiniLM: chosen on the validation split of seed 13; SmolLM2: an untuned guess (book/methods.md,
-        # "Training and selection"; the pilot runs are in results/pilot_llm/)
+        # chosen on the validation split of seed 13 (book/methods.md, "Training and selection"; the
+        # pilot runs are in results/pilot_llm/)
         "lrs": {"minilm": {"head": 5e-2, "lora": 5e-3, "full": 2e-4},
-                "smollm2_135m": {"head": 1e-2, "lora": 5e-4, "full": 3e-5}},
+                "smollm2_135m": {"head": 1e-2, "lora": 5e-3, "full": 3e-4}},
         "batch_size": 32,
         "max_length": 32,
         "rank_sweep_model": "minilm",
@@ -121,6 +122,7 @@ LLM = {
         "second_dataset_kwargs": {"n_pairs": 600, "data_seed": 0},
         "n_boot": 1000,
         "workers": 2,
+        "pilots": "pilot_llm",
     },
     "paper": {
         "train_options": {"gradient_checkpointing": True},
@@ -143,6 +145,7 @@ LLM = {
         "second_dataset_kwargs": {"axis": "gender", "aggregation": "majority", "threshold": 0.5},
         "n_boot": 1000,
         "workers": 1,
+        "pilots": None,
     },
 }
 
