@@ -180,9 +180,11 @@ for i, r in enumerate(rows.itertuples()):
         else:
             text += (")" if lm else "") + "."
     lines.append(text)
-lines.append("- Swin-v2's attention is not an SDPA kernel: its scaled cosine attention is computed with batched "
-             "matmuls, normalisations and divisions, counted under matmul and memory-bound other. Together with the "
-             "window shifts and partitions, this is why Swin-v2 spends the most time on memory-bound operations.")
+if rows["arch"].eq("swinv2_large").any():
+    lines.append("- Swin-v2's attention is not an SDPA kernel: its scaled cosine attention is computed with batched "
+                 "matmuls, normalisations and divisions, counted under matmul and memory-bound other. Together with "
+                 "the window shifts and partitions, this is why Swin-v2 spends the most time on memory-bound "
+                 "operations.")
 big = rows[(rows["workload"] == "llama_7b:full") & (rows["precision"] == "autocast")]
 for r in big.itertuples():
     fits = r.est_peak_gib < spec.memory / 2 ** 30
