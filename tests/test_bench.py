@@ -146,3 +146,27 @@ def sum_params(arch):
 
     model, _ = bench.build(arch, "full", "tiny", torch.bfloat16, False)
     return sum(p.numel() for p in model.parameters())
+
+
+def test_compare_puts_measurements_beside_their_estimates(tmp_path):
+    import json
+
+    est = {"workload": "vit_base:full", "scale": "paper", "precision": "bf16", "batch": 256, "checkpointing": False,
+           "seq": None,
+           "est_mfu": 0.5, "est_step_s": 0.04, "est_peak_gib": 14.0}
+    lm = {**est, "workload": "llama_7b:lora", "batch": 16, "seq": 256, "est_mfu": 0.6}
+    measured = [{"workload": "vit_base:full", "scale": "paper", "precision": "bf16", "batch": 256, "checkpointing": False,
+                 "compile": False, "seq": None, "mfu": 0.2, "step_s": 0.1, "peak_mem_gib": 15.5},
+                {"workload": "llama_7b:lora", "scale": "paper", "precision": "bf16", "batch": 16, "checkpointing": False,
+                 "compile": False, "seq": 512, "mfu": 0.3, "step_s": 0.5, "peak_mem_gib": 40.0},
+                {"workload": "swinv2_large:full", "error": "out of memory: ..."}]
+    rows = estimate.compare(measured, [est, lm])
+    assert rows[0]["of_ceiling"] == pytest.approx(0.4) and rows[0]["est_peak_gib"] == 14.0
+    assert rows[1]["ceiling_mfu"] is None and rows[1]["of_ceiling"] is None  # another sequence length
+    assert rows[2] == {"workload": "swinv2_large:full", "error": "out of memory: ..."}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "vit.json").write_text(json.dumps({"environment": {}, "rows": measured[:1]}))
+    (tmp_path / "e" / "abc").mkdir(parents=True)
+    (tmp_path / "e" / "abc" / "metrics.json").write_text(json.dumps(est))
+    assert estimate.main([str(tmp_path / "m"), str(tmp_path / "e")]) == 0
+    assert estimate.main([str(tmp_path / "m"), str(tmp_path / "nothing")]) == 2

@@ -52,7 +52,8 @@ def test_training_and_benchmark_import_without_notebook_tooling():
             "    if name.split('.')[0] in blocked: raise ImportError('blocked ' + name)\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = imp\n"
-            "import lorafair.cli, lorafair.bench, lorafair.generation, lorafair.train, lorafair.experiments\n")
+            "import lorafair.cli, lorafair.bench, lorafair.generation, lorafair.train, lorafair.experiments\n"
+            "import lorafair.estimate\n")
     import os
     import sys
 

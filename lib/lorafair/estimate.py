@@ -288,3 +288,60 @@ def _estimate_one(store, cfg: dict, force: bool) -> str:
                                      gpu=cfg["gpu"], ops=True)
         return ops, row
     return str(store.get_or_run("performance", cfg, compute, force=force).path)
+
+
+_MATCH = ("workload", "scale", "precision", "batch", "checkpointing")
+
+
+def compare(measured: list[dict], estimates: list[dict]) -> list[dict]:
+    """Each measured ``lorafair bench`` row beside the estimate of the same configuration (workload,
+    precision, batch, checkpointing, and sequence length for language models): measured MFU against
+    the eager ceiling, measured peak memory against the modelled one. Rows without an estimate keep
+    empty estimate columns; compiled rows are compared with the eager estimate."""
+    def key(r):
+        return tuple(r.get(k) for k in _MATCH) + ((r.get("seq"),) if r.get("workload", "").startswith("llama") else ())
+
+    by_key = {key(e): e for e in estimates}
+    out = []
+    for m in measured:
+        if "error" in m:
+            out.append({"workload": m["workload"], "error": m["error"]})
+            continue
+        e = by_key.get(key(m), {})
+        row = {k: m.get(k) for k in (*_MATCH, "compile")}
+        row.update({"measured_mfu": m["mfu"], "ceiling_mfu": e.get("est_mfu"),
+                    "of_ceiling": m["mfu"] / e["est_mfu"] if e else None,
+                    "measured_step_s": m["step_s"], "est_step_s": e.get("est_step_s"),
+                    "measured_peak_gib": m.get("peak_mem_gib"), "est_peak_gib": e.get("est_peak_gib")})
+        out.append(row)
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m lorafair.estimate MEASURED_DIR [ESTIMATES_DIR]``: print the measured bench JSON files
+    of MEASURED_DIR beside the committed estimates (default results/performance). Needs no pandas."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    est_dir = Path(args[1] if len(args) > 1 else "results/performance")
+    measured = [r for f in sorted(Path(args[0]).glob("*.json")) for r in json.loads(f.read_text())["rows"]]
+    estimates = [json.loads(m.read_text()) for m in sorted(est_dir.glob("*/metrics.json"))]
+    if not estimates:
+        print(f"no estimates in {est_dir}", file=sys.stderr)
+        return 2
+    cols = ("workload", "precision", "batch", "checkpointing", "compile", "measured_mfu", "ceiling_mfu",
+            "of_ceiling", "measured_step_s", "est_step_s", "measured_peak_gib", "est_peak_gib")
+    print(" | ".join(cols))
+    for r in compare(measured, estimates):
+        print(" | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols)
+              if "error" not in r else f"{r['workload']} | error: {r['error']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
