@@ -143,14 +143,28 @@ def matmul_peak(device: str, n: int | None = None, repeats: int = 10) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
+def register_cpu_attention_flops() -> None:
+    """The CPU flash-attention kernels have no FLOP formula in torch; count them like the CUDA ones."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    fwd, bwd = aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if fwd not in flop_registry:
+        @register_flop_formula(fwd)
+        def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
+    if bwd not in flop_registry:
+        @register_flop_formula(bwd)
+        def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 def run_workload(w: Workload, scale: str = "tiny", batch: int = 8, seq: int = 256, steps: int = 10, warmup: int = 3,
                  precision: str = "autocast", compile: bool = False, checkpointing: bool = False,
                  device: str | None = None, peak: float | None = None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .estimate import _register_cpu_attention_flops
-
-    _register_cpu_attention_flops()  # CPU attention kernels count like the CUDA ones
+    register_cpu_attention_flops()  # CPU attention kernels count like the CUDA ones
     choose("precision", precision, PRECISIONS)
     choose("scale", scale, ("tiny", "paper"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,8 +258,7 @@ def run(specs=DEFAULT_WORKLOADS, **kw) -> "list[dict]":
 def environment() -> dict:
     from .runs import environment as env
 
-    info = env()
-    info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    info = env()  # includes the device
     info["date_utc"] = time.strftime("%Y-%m-%d", time.gmtime())
     return info
 

@@ -28,8 +28,11 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 
 import torch
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
+from . import bench
 from .errors import choose
 
 
@@ -49,28 +52,11 @@ GPUS = {
     "a100": GPUSpec("NVIDIA A100 SXM 80GB", 312e12, 19.5e12, 2.039e12, 80e9),
 }
 
-_ATTENTION = ("attention",)  # op names containing this are attention kernels
 _FREE = {"view", "_unsafe_view", "t", "transpose", "permute", "expand", "expand_as", "detach", "alias",
          "as_strided", "select", "slice", "squeeze", "unsqueeze", "split", "split_with_sizes", "unbind",
          "chunk", "unflatten", "lift_fresh", "_reshape_alias", "reshape", "view_as", "diagonal", "movedim",
          "set_", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_local_scalar_dense",
          "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"}
-
-
-def _register_cpu_attention_flops() -> None:
-    """The CPU flash-attention kernels have no FLOP formula in torch; count them like the CUDA ones."""
-    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
-
-    aten = torch.ops.aten
-    fwd, bwd = aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention_for_cpu_backward
-    if fwd not in flop_registry:
-        @register_flop_formula(fwd)
-        def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-            return sdpa_flop_count(query_shape, key_shape, value_shape)
-    if bwd not in flop_registry:
-        @register_flop_formula(bwd)
-        def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-            return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -90,7 +76,7 @@ class RooflineMode(TorchDispatchMode):
 
     def __init__(self, gpu: GPUSpec):
         super().__init__()
-        _register_cpu_attention_flops()
+        bench.register_cpu_attention_flops()
         self.gpu = gpu
         self.phase = "forward"
         self.flops = 0
@@ -102,9 +88,6 @@ class RooflineMode(TorchDispatchMode):
         self.by_op: dict[tuple[str, str], list] = defaultdict(lambda: [0.0, 0, 0, 0])  # s, FLOPs, bytes, calls
 
     def cost(self, func, args, kwargs, out) -> tuple[int, int, float, str]:
-        from torch.utils import _pytree as pytree
-        from torch.utils.flop_counter import flop_registry
-
         packet = func._overloadpacket
         formula = flop_registry.get(packet)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
@@ -122,7 +105,7 @@ class RooflineMode(TorchDispatchMode):
         name = packet.__name__
         if self.phase == "optimizer":
             category = "optimizer"
-        elif any(a in name for a in _ATTENTION):
+        elif "attention" in name:
             category = "attention"
         elif flops:
             category = "matmul"
@@ -136,7 +119,7 @@ class RooflineMode(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func._overloadpacket.__name__
-        if func.namespace not in ("aten",) or name in _FREE:
+        if func.namespace != "aten" or name in _FREE:
             return out
         flops, nbytes, seconds, category = self.cost(func, args, kwargs, out)
         self.flops += flops
@@ -171,8 +154,6 @@ def estimate_workload(w, scale: str = "paper", batch: int = 8, seq: int = 256, p
     from torch.distributed._tools.mem_tracker import MemTracker
     from torch.utils.hooks import RemovableHandle
     from transformers.initialization import no_init_weights
-
-    from . import bench
 
     choose("precision", precision, bench.PRECISIONS)
     choose("scale", scale, ("tiny", "paper"))
@@ -235,16 +216,12 @@ SHARES = ("matmul", "attention", "cast", "optimizer", "memory_bound_other")
 
 
 def run(specs, **kw) -> "list[dict]":
-    from . import bench
-
     return [estimate_workload(w, **kw) for w in bench.parse_workloads(specs)]
 
 
 def estimate_config(profile: str, workload: str, precision: str, batch: int, checkpointing: bool = False,
                     seq: int = 256, scale: str = "paper", gpu: str = "h200") -> dict:
     """The run-store configuration of one estimate (its hash names the record)."""
-    from . import bench
-
     bench.parse_workloads([workload])
     choose("precision", precision, bench.PRECISIONS)
     choose("gpu", gpu, GPUS)
@@ -276,7 +253,6 @@ def run_estimates(store, configs: list[dict], force: bool = False, progress: boo
 
 
 def _estimate_one(store, cfg: dict, force: bool) -> str:
-    from . import bench
     from .runs import RunStore
 
     store = RunStore(store) if isinstance(store, str) else store

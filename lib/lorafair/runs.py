@@ -151,8 +151,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-
-
 def _barrier() -> None:
     import torch.distributed as dist
 
