@@ -6,6 +6,7 @@
     lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
     lorafair bench --estimate [--gpu h200|h100|a100] ...   (a model of a GPU step, on any CPU)
+    lorafair bench --cpu [--models M ...] [--methods M ...] [--variants V ...] [--threads N]
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
 """
@@ -155,6 +156,10 @@ def cmd_bench(a) -> None:
 
     from . import bench
 
+    if a.cpu:
+        return cmd_bench_cpu(a)
+    a.batch_size = 8 if a.batch_size is None else a.batch_size
+    a.seq_len = 256 if a.seq_len is None else a.seq_len
     if a.estimate:
         return cmd_bench_estimate(a)
     if a.gpu:
@@ -172,6 +177,33 @@ def cmd_bench(a) -> None:
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"environment": env, "rows": rows}, f, indent=1, default=str)
+        print(f"[lorafair] wrote {a.out}")
+
+
+def cmd_bench_cpu(a) -> None:
+    import pandas as pd
+
+    from . import cpubench
+
+    if a.estimate or a.gpu or a.compile or a.checkpointing:
+        raise LorafairError("--cpu measures the offline models on this CPU; it takes no --estimate, --gpu, "
+                            "--compile (use --variants compile) or --checkpointing")
+    models = a.models or list(cpubench.OFFLINE_MODELS)
+    rows = cpubench.run(models, methods=a.methods or cpubench.METHODS,
+                        variants=a.variants or ("fp32", "bf16", "channels_last"), threads=a.threads,
+                        batch=32 if a.batch_size is None else a.batch_size,
+                        seq=32 if a.seq_len is None else a.seq_len, steps=a.steps, warmup=a.warmup,
+                        budget_s=a.budget)
+    print(f"[lorafair] bench --cpu: {cpubench.header(a.threads)}")
+    print("time of one training step and one evaluation batch (median over rounds, variants interleaved); "
+          "speedup = fp32 time / this variant's time")
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
+    for m, (prec, why) in cpubench.chosen(models).items():
+        print(f"[lorafair] {m} trains in {prec} on this machine: {why}")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"environment": {"header": cpubench.header(a.threads)}, "rows": rows}, f, indent=1, default=str)
         print(f"[lorafair] wrote {a.out}")
 
 
@@ -246,10 +278,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", default="tiny", choices=["tiny", "paper"],
                    help="paper: ViT-B, Swin-v2-L, Llama-2-7B sizes (a GPU); tiny: toy sizes (any CPU)")
     e.add_argument("--workloads", nargs="+", default=list(DEFAULT_WORKLOADS), metavar="ARCH:METHOD")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (language models)")
+    e.add_argument("--batch-size", type=int, help="default 8 (GPU workloads), 32 (--cpu)")
+    e.add_argument("--seq-len", type=int, help="tokens per sequence (language models); default 256, 32 with --cpu")
     e.add_argument("--steps", type=int, default=10)
     e.add_argument("--warmup", type=int, default=3)
+    e.add_argument("--cpu", action="store_true",
+                   help="the offline models on this CPU: fp32 vs bf16 autocast (and channels_last, compile) side by side")
+    e.add_argument("--models", nargs="+", help="--cpu: models (default: the offline profile's)")
+    e.add_argument("--methods", nargs="+", help="--cpu: head, head_per_step, lora, full (default all)")
+    e.add_argument("--variants", nargs="+", help="--cpu: fp32, bf16, channels_last, compile (default the first three)")
+    e.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (default 1, as each worker)")
+    e.add_argument("--budget", type=float, default=120.0,
+                   help="--cpu: seconds per (model, method) after which no further round starts")
     e.add_argument("--precision", default="autocast", choices=list(PRECISIONS),
                    help="bf16: bf16 weights and optimizer states; autocast: fp32 weights, bf16 compute; fp32")
     e.add_argument("--compile", action="store_true", help="torch.compile the model")

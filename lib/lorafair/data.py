@@ -490,7 +490,13 @@ def load(name: str, **kwargs) -> Dataset:
 
 class ImageEncoder:
     """Decodes every image once (RGB, resized to ``size`` without cropping, as the original study),
-    then builds normalised batches; ``train=True`` adds a random horizontal flip."""
+    then builds normalised batches; ``train=True`` adds a random horizontal flip.
+
+    The augmentation has two views (as is, mirrored): ``draw_views`` draws which one each training
+    example gets, and ``view`` builds a given view, so that head-only training on cached features
+    (``lorafair.train``) draws exactly the augmentation this encoder would."""
+
+    views = 2
 
     def __init__(self, paths: list[str], size: int, mean, std):
         from PIL import Image
@@ -508,18 +514,34 @@ class ImageEncoder:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
-    def __call__(self, ids, train: bool, generator=None) -> dict:
+    @staticmethod
+    def draw_views(n: int, generator=None):
+        """The view of each of ``n`` training examples: 1 (mirrored) with probability 1/2."""
+        import torch
+
+        return (torch.rand(n, generator=generator) < 0.5).long()
+
+    def view(self, ids, views) -> dict:
+        """Normalised batch of ``ids``, example i in view ``views[i]`` (0: as is, 1: mirrored)."""
         import torch
 
         x = self.images[torch.as_tensor(list(ids))].float().div_(255)
-        if train:
-            flip = torch.rand(len(x), generator=generator) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        flip = torch.as_tensor(views).bool().view(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(3), x)
         return {"pixel_values": (x - self.mean) / self.std}
+
+    def __call__(self, ids, train: bool, generator=None) -> dict:
+        views = self.draw_views(len(ids), generator) if train else [0] * len(ids)
+        return self.view(ids, views)
 
 
 class TextEncoder:
-    """Tokenizes every text once (right-padded to ``max_length``, truncated) and serves batches."""
+    """Tokenizes every text once (padded to ``max_length``, truncated) and serves batches cut to
+    their longest sequence: the columns that are padding in every row of a batch are masked anyway,
+    so the outputs are the same and cost nothing. ``lengths`` lets evaluation batch texts of similar
+    length."""
+
+    views = 1
 
     def __init__(self, texts: list[str], tokenizer, max_length: int):
         import torch
@@ -528,9 +550,21 @@ class TextEncoder:
                         return_tensors="pt")
         self.input_ids = enc["input_ids"]
         self.attention_mask = enc["attention_mask"]
-        self.truncated = int(sum(len(tokenizer(t)["input_ids"]) > max_length for t in texts))
+        self.lengths = self.attention_mask.sum(1)
+        full = tokenizer(list(texts))["input_ids"]
+        self.truncated = int(sum(len(ids) > max_length for ids in full))
         self.torch = torch
 
-    def __call__(self, ids, train: bool, generator=None) -> dict:
+    @staticmethod
+    def draw_views(n: int, generator=None):
+        return [0] * n
+
+    def view(self, ids, views=None) -> dict:
         idx = self.torch.as_tensor(list(ids))
-        return {"input_ids": self.input_ids[idx], "attention_mask": self.attention_mask[idx]}
+        mask = self.attention_mask[idx]
+        used = mask.any(0).nonzero().flatten()
+        cols = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 1)
+        return {"input_ids": self.input_ids[idx, cols], "attention_mask": mask[:, cols]}
+
+    def __call__(self, ids, train: bool, generator=None) -> dict:
+        return self.view(ids)

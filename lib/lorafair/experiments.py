@@ -14,12 +14,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import assets
 from . import data as data_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
 from .errors import LorafairError
 from .runs import RunRecord, RunStore, map_in_workers
-from .train import TrainConfig, fit_predict
+from .precision import choose_precision
+from .train import TrainConfig, fit_predict, fit_predict_head
 
 
 def classification_config(experiment: str, profile: str, dataset: str, dataset_kwargs: dict, model: str,
@@ -98,19 +100,42 @@ class ClassificationRunner:
                                        target_modules=cfg.get("target_modules"),
                                        layer_fraction=cfg.get("layer_fraction", 1.0),
                                        placement=cfg.get("placement", "front"), seed=cfg["seed"])
+        options = dict(self.train_options)
+        precision, why = choose_precision(spec.name, options.pop("precision", None))
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                           select=cfg["select"], seed=cfg["seed"], **self.train_options)
+                           select=cfg["select"], seed=cfg["seed"], precision=precision, **options)
         labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
         enc = self.encoder(spec, cfg.get("max_length"))
-        out, history = fit_predict(model, info["freeze_norm_stats"], enc, labels,
-                                   table["split"], tcfg, progress=self.progress)
+        if cfg["method"] == "head":  # the frozen backbone runs once; the head trains on its features
+            out, history = fit_predict_head(model, spec.head, spec.head_dropout(model) if spec.head_dropout else None,
+                                            enc, labels, table["split"], tcfg, progress=self.progress,
+                                            cache_key=feature_cache_key(spec, cfg["seed"]), cache_dir=FEATURE_CACHE)
+        else:
+            out, history = fit_predict(model, info["freeze_norm_stats"], enc, labels,
+                                       table["split"], tcfg, progress=self.progress)
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
         preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
         metrics = all_metrics(preds, cfg["n_boot"], cfg["seed"])
-        extra = {"adaptation": info, "history": history, "skipped_records": ds.skipped}
+        extra = {"adaptation": info, "history": history, "skipped_records": ds.skipped,
+                 "environment": {"precision": precision, "precision_reason": why}}
         if spec.kind == "text":
             extra["truncated_inputs"] = enc.truncated
         return preds, metrics, extra
+
+
+#: Backbone features for head-only runs, shared by every run with the same frozen backbone and inputs.
+FEATURE_CACHE = assets.CACHE / "features"
+
+
+def feature_cache_key(spec: models_mod.ModelSpec, seed: int) -> str:
+    """What decides a frozen backbone's features besides its inputs: the model (a random-init model's
+    weights depend on the seed) and the versions that compute them."""
+    from importlib import metadata
+
+    weights = f"seed{seed}" if spec.source == "random" else "pretrained"
+    return "|".join([spec.name, weights, f"channels_last={spec.channels_last}", metadata.version("torch"),
+                     metadata.version("transformers"),
+                     metadata.version("timm"), metadata.version("torchvision")])
 
 
 def split_for(ds: data_mod.Dataset, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = None) -> pd.Series:

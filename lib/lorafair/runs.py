@@ -55,9 +55,12 @@ def environment() -> dict:
         rev = None
     import torch
 
-    # the training precision follows the device: bf16 autocast on a GPU, fp32 on a CPU (lorafair.train)
+    from .precision import cpu_info
+
+    # the precision a training run used is added by the run itself (lorafair.precision)
     device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
-    return {"python": platform.python_version(), "packages": versions, "git_revision": rev, "device": device}
+    return {"python": platform.python_version(), "packages": versions, "git_revision": rev, "device": device,
+            "cpu": cpu_info(), "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -114,9 +117,10 @@ class RunStore:
             start = time.time()
             out = compute()
             predictions, metrics = out[0], out[1]
-            extra = out[2] if len(out) > 2 else {}
+            extra = dict(out[2]) if len(out) > 2 else {}
+            env = {**environment(), **extra.pop("environment", {})}  # e.g. the precision the run used
             meta = {"experiment": experiment, "run_id": final.name, "config": config,
-                    "environment": environment(), "wall_seconds": round(time.time() - start, 2),
+                    "environment": env, "wall_seconds": round(time.time() - start, 2),
                     "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
             predictions.to_parquet(tmp / "predictions.parquet", index=False)
             _write_json(tmp / "metrics.json", metrics)

@@ -3,16 +3,27 @@
 ``fit_predict`` trains the trainable parameters of a model with AdamW (weight decay 0.001, cosine
 schedule with 1% warm-up, as the original study), evaluates validation accuracy after every epoch,
 keeps the epoch with the best validation accuracy (ties: the earlier epoch), and returns per-example
-outputs on every split. On a GPU it trains in bf16 autocast with fused AdamW; on a CPU in fp32.
-Under ``accelerate launch`` batches are sharded over processes and outputs gathered.
+outputs on every split. The precision (bf16 autocast or fp32) is chosen per model by
+``lorafair.precision``: bf16 on GPUs (with fused AdamW), and on CPUs only for the transformer models
+where the CPU has native bf16. Under ``accelerate launch`` batches are sharded over processes and
+outputs gathered.
+
+Head-only training (``fit_predict_head``) runs the frozen backbone once per example and view (the
+image augmentation has two: as is and mirrored), caches the head's input features, and then trains
+the head alone on them with the same batches, augmentation draws and dropout as the full loop.
+Evaluation batches texts of similar length together and uses merged LoRA weights (a merged copy for
+the per-epoch validation), which gives the same outputs faster.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.001
     warmup_ratio: float = 0.01
     select: str = "best_val"        # or "last"
-    bf16: bool = True               # used on GPUs only
+    precision: str = "fp32"         # "bf16" (autocast, fp32 weights) or "fp32": lorafair.precision
     seed: int = 13
     compile: bool = False           # torch.compile the model (GPUs; pays off on long runs)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (large models)
@@ -50,11 +61,11 @@ class IndexDataset(torch.utils.data.Dataset):
         return self.indices[i]
 
 
-def make_accelerator(bf16: bool = True):
+def make_accelerator(precision: str = "fp32"):
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
-    return Accelerator(cpu=not cuda, mixed_precision="bf16" if (cuda and bf16) else "no")
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if precision == "bf16" else "no")
 
 
 def speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -100,12 +111,22 @@ def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch:
 
 def merged_for_inference(model: nn.Module) -> nn.Module:
     """LoRA weights merged into the base layers for the final predictions: the same function, and
-    unmerged LoRA inference is 1.3-1.8x slower on a CPU (cpu-costs.md). Other models pass through."""
+    unmerged LoRA inference was measured 1.3-1.8x slower on a CPU. Other models pass through."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
     return model.eval()
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A merged copy of a LoRA model for a validation pass (training continues on the original, whose
+    frozen weights stay untouched); other models are returned as they are."""
+    import copy
+
+    from peft import PeftModel
+
+    return merged_for_inference(copy.deepcopy(model)) if isinstance(model, PeftModel) else model
 
 
 def _trainable_state(model: nn.Module) -> dict:
@@ -116,15 +137,20 @@ def _trainable_state(model: nn.Module) -> dict:
 
 def predict(model: nn.Module, encode: Callable, indices, labels: torch.Tensor, accelerator,
             batch_size: int, desc: str = "eval", progress: bool = False) -> dict:
-    """Logits for ``indices`` (in order), with per-example loss."""
-    loader = torch.utils.data.DataLoader(IndexDataset(indices), batch_size=batch_size, shuffle=False,
+    """Logits for ``indices`` (in order), with per-example loss. Texts are batched by length (the
+    encoder cuts each batch to its longest text); the outputs are put back in ``indices`` order."""
+    order = list(indices)
+    if hasattr(encode, "lengths"):
+        order = [order[i] for i in np.argsort(encode.lengths[torch.as_tensor(order)].numpy(), kind="stable")]
+    loader = torch.utils.data.DataLoader(IndexDataset(order), batch_size=batch_size, shuffle=False,
                                          collate_fn=lambda ids: (ids, encode(ids, train=False, generator=None)))
     loader = accelerator.prepare(loader)
     model.eval()
     out_ids, out_logits = [], []
-    with torch.no_grad():
+    with torch.inference_mode():
         for ids, batch in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr):
-            logits = model(**batch).float()
+            with accelerator.autocast():
+                logits = model(**batch).float()
             ids_t = torch.as_tensor(ids, device=logits.device)
             ids_t, logits = accelerator.gather_for_metrics((ids_t, logits))
             out_ids.append(ids_t.cpu())
@@ -146,7 +172,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     ``encode(ids, train, generator) -> dict`` builds a model-input batch (``train=True`` applies the
     training augmentation, drawn from ``generator``). Returns (outputs, history)."""
 
-    accelerator = make_accelerator(cfg.bf16)
+    accelerator = make_accelerator(cfg.precision)
     torch.manual_seed(cfg.seed)
     train_idx = np.flatnonzero((splits == "train").to_numpy())
     val_idx = np.flatnonzero((splits == "val").to_numpy())
@@ -171,7 +197,8 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
                 logits = model(**batch)
             _step(accelerator, nn.functional.cross_entropy(logits.float(), y), opt, sched, losses, bar, epoch)
         if len(val_idx):
-            out = predict(model, encode, val_idx, labels, accelerator, cfg.eval_batch_size)
+            out = predict(merged_copy(accelerator.unwrap_model(model)), encode, val_idx, labels, accelerator,
+                          cfg.eval_batch_size)
             acc = float((out["logits"].argmax(1) == labels[torch.as_tensor(val_idx)]).float().mean())
         else:  # no validation split (MIA shadow models): the last epoch is kept
             acc = float("nan")
@@ -193,9 +220,148 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     history["selected_epoch"] = best_epoch
     history["selected_val_accuracy"] = best_acc
     history["train_config"] = asdict(cfg)
+    history["precision"] = cfg.precision
     all_idx = np.arange(len(labels))
     out = predict(model, encode, all_idx, labels, accelerator, cfg.eval_batch_size, "predict", progress)
     return outputs_table(out["logits"], out["loss"], labels), history
+
+
+class HeadOnFeatures(nn.Module):
+    """A classification head applied to cached features, with the dropout the model applies to its
+    head's input in training."""
+
+    def __init__(self, head: nn.Module, dropout: float | None):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout or 0.0)
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
+
+class FeatureEncoder:
+    """Serves cached features; ``train=True`` draws each example's view (augmentation) exactly as the
+    source encoder ``draw_views`` would, from the same generator."""
+
+    def __init__(self, features: list[torch.Tensor], source):
+        self.features = features
+        self.source = source
+
+    def __call__(self, ids, train: bool, generator=None) -> dict:
+        idx = torch.as_tensor(list(ids))
+        x = self.features[0][idx].clone()
+        if train and len(self.features) > 1:
+            views = torch.as_tensor(self.source.draw_views(len(idx), generator))
+            for v in range(1, len(self.features)):
+                x[views == v] = self.features[v][idx[views == v]]
+        return {"features": x}
+
+
+class _Stop(Exception):
+    pass
+
+
+def head_features(model: nn.Module, head: str, encode, indices, view: int, batch_size: int,
+                  precision: str = "fp32") -> torch.Tensor:
+    """The input of module ``head`` for every example of ``indices`` (in order) in augmentation view
+    ``view``, with the model in eval mode; the rest of the forward pass is skipped. A head applied to
+    every position of a sequence (Llama-style classifiers, which then pool the logits of the last
+    non-padding token) gets that token's features: the head is linear per position, so its logits
+    are the model's."""
+    module = model.get_submodule(head)
+    captured: dict = {}
+
+    def hook(_mod, args):
+        captured["x"] = args[0]
+        raise _Stop
+
+    device = next(model.parameters()).device
+    order = list(indices)
+    if hasattr(encode, "lengths"):
+        order = [order[i] for i in np.argsort(encode.lengths[torch.as_tensor(order)].numpy(), kind="stable")]
+    handle = module.register_forward_pre_hook(hook)
+    model.eval()
+    out = {}
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for i in range(0, len(order), batch_size):
+                ids = order[i:i + batch_size]
+                batch = {k: v.to(device) for k, v in encode.view(ids, [view] * len(ids)).items()}
+                try:
+                    model(**batch)
+                except _Stop:
+                    pass
+                x = captured.pop("x").float()
+                if x.dim() == 3:
+                    pad = model.net.config.pad_token_id
+                    tokens = batch["input_ids"]
+                    last = (torch.arange(tokens.shape[1], device=device) * (tokens != pad).int()).argmax(-1)
+                    x = x[torch.arange(len(x), device=device), last]
+                for j, k in enumerate(ids):
+                    out[int(k)] = x[j].cpu()
+    finally:
+        handle.remove()
+    return torch.stack([out[int(k)] for k in indices])
+
+
+def encoder_digest(encode) -> str:
+    """sha256 of the tensors an encoder serves (its inputs, as the model sees them)."""
+    h = hashlib.sha256()
+    for name in ("images", "input_ids", "attention_mask", "mean", "std"):
+        t = getattr(encode, name, None)
+        if t is not None:
+            h.update(name.encode())
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_features(model: nn.Module, head: str, encode, views: int, batch_size: int, precision: str,
+                    key: str | None, cache_dir: Path | None) -> tuple[list[torch.Tensor], bool]:
+    """Every example's features in every view, from ``cache_dir/<key>-<inputs>.safetensors`` when a
+    run before this one computed them (a frozen backbone gives the same features to every seed),
+    else computed and stored there. ``key`` names what else decides the features (model, precision,
+    versions); None: no disk cache."""
+    from safetensors.torch import load_file, save_file
+
+    path = None
+    if key is not None and cache_dir is not None:
+        digest = hashlib.sha256(f"{key}|{encoder_digest(encode)}|{views}|{precision}".encode()).hexdigest()[:20]
+        path = Path(cache_dir) / f"{digest}.safetensors"
+        if path.exists():
+            stored = load_file(str(path))
+            return [stored[f"view{v}"] for v in range(views)], True
+    n = len(encode.images if hasattr(encode, "images") else encode.input_ids)
+    feats = [head_features(model, head, encode, range(n), v, batch_size, precision) for v in range(views)]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        save_file({f"view{v}": f.contiguous() for v, f in enumerate(feats)}, str(tmp))
+        os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or none
+    return feats, False
+
+
+def fit_predict_head(model: nn.Module, head: str, dropout: float | None, encode: Callable, labels: torch.Tensor,
+                     splits: pd.Series, cfg: TrainConfig, progress: bool = True, cache_key: str | None = None,
+                     cache_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Head-only training on cached features: one backbone pass per example and augmentation view
+    (shared by every run of the same frozen backbone and inputs through ``cache_dir``), then
+    ``fit_predict`` on the head alone."""
+    import dataclasses
+
+    t0 = time.time()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    feats, from_cache = cached_features(model, head, encode, getattr(encode, "views", 1), cfg.eval_batch_size,
+                                        cfg.precision, cache_key, cache_dir)
+    feature_seconds = round(time.time() - t0, 2)
+    head_model = HeadOnFeatures(model.get_submodule(head).cpu(), dropout)
+    hcfg = dataclasses.replace(cfg, compile=False, gradient_checkpointing=False, precision="fp32")
+    out, history = fit_predict(head_model, False, FeatureEncoder(feats, encode), labels, splits, hcfg, progress)
+    history["train_config"] = asdict(cfg)
+    history["precision"] = cfg.precision
+    history["cached_features"] = {"views": len(feats), "dim": int(feats[0].shape[1]), "seconds": feature_seconds,
+                                  "from_disk_cache": from_cache}
+    return out, history
 
 
 def outputs_table(logits: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
@@ -213,13 +379,14 @@ def outputs_table(logits: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor
                        "loss": loss.double().numpy(), "confidence_logit": conf.numpy()})
     for k in range(probs.shape[1]):
         df[f"prob_{k}"] = probs[:, k].numpy()
-    return df
+    # float32 in the record (half the size); metrics are computed from these very values
+    return df.astype({c: "float32" for c in df.columns if df[c].dtype == "float64"})
 
 
 # ---------------------------------------------------------------- causal language models
 def lm_collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     """Right-pad (input ids, labels) pairs; padding is masked out of the loss (label -100) and of
-    attention. (The original study left pad positions in the labels; paper-study.md A.3.)"""
+    attention. (The original study left pad positions in the labels.)"""
     n = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
@@ -245,7 +412,7 @@ def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConf
     """Fine-tune a causal LM on (input ids, labels) examples; keep the epoch with the lowest
     validation loss per target token (``select='best_val'``) or the last. Returns the history;
     the model is left with the selected weights (unwrapped, on the accelerator's device)."""
-    accelerator = make_accelerator(cfg.bf16)
+    accelerator = make_accelerator(cfg.precision)
     torch.manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(cfg.seed),
@@ -292,5 +459,6 @@ def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConf
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     history.update({"world_size": accelerator.num_processes, "selected_epoch": best_epoch,
-                    "selected_val_loss": best, "train_config": asdict(cfg)})
+                    "selected_val_loss": best, "train_config": asdict(cfg),
+                    "precision": cfg.precision})
     return history
