@@ -135,13 +135,20 @@ def _trainable_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k in keep}
 
 
+def by_length(encode, indices) -> list:
+    """``indices`` ordered by text length (stable) where the encoder knows lengths, else as given:
+    batches of similar length waste no compute on padding."""
+    order = list(indices)
+    if hasattr(encode, "lengths"):
+        order = [order[i] for i in np.argsort(encode.lengths[torch.as_tensor(order)].numpy(), kind="stable")]
+    return order
+
+
 def predict(model: nn.Module, encode: Callable, indices, labels: torch.Tensor, accelerator,
             batch_size: int, desc: str = "eval", progress: bool = False) -> dict:
     """Logits for ``indices`` (in order), with per-example loss. Texts are batched by length (the
     encoder cuts each batch to its longest text); the outputs are put back in ``indices`` order."""
-    order = list(indices)
-    if hasattr(encode, "lengths"):
-        order = [order[i] for i in np.argsort(encode.lengths[torch.as_tensor(order)].numpy(), kind="stable")]
+    order = by_length(encode, indices)
     loader = torch.utils.data.DataLoader(IndexDataset(order), batch_size=batch_size, shuffle=False,
                                          collate_fn=lambda ids: (ids, encode(ids, train=False, generator=None)))
     loader = accelerator.prepare(loader)
@@ -276,9 +283,7 @@ def head_features(model: nn.Module, head: str, encode, indices, view: int, batch
         raise _Stop
 
     device = next(model.parameters()).device
-    order = list(indices)
-    if hasattr(encode, "lengths"):
-        order = [order[i] for i in np.argsort(encode.lengths[torch.as_tensor(order)].numpy(), kind="stable")]
+    order = by_length(encode, indices)
     handle = module.register_forward_pre_hook(hook)
     model.eval()
     out = {}
