@@ -87,12 +87,14 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lorafair import chapters, sweep
 from lorafair import generation as gen
 from lorafair import plots
 from lorafair.notebook import setup_chapter
 
 P, store = setup_chapter("generation_fairness", globals())
-pronoun_cfgs, probe_cfgs = gen.chapter_configs(P)
+grid = chapters.configs("generation_fairness", P)  # lorafair plan generation_fairness
+pronoun_cfgs, probe_cfgs = grid["pronoun"], grid["probe"]
 display(Markdown(
     f"**Profile `{P['profile']}`**: models {', '.join(f'`{m}`' for m in P['models'])}; methods "
     f"{', '.join(P['methods'])}; pronoun task `{P['pronoun_task']}`, training references "
@@ -107,8 +109,8 @@ display(Markdown(
 # validation loss per target token at the selected epoch.
 
 # %% tags=["hide-input", "full-width"]
-pronoun_recs = gen.run_generation(store, pronoun_cfgs, force=force, train_options=P["train_options"],
-                                  workers=P["workers"])
+pronoun_recs = sweep.run(store, pronoun_cfgs, force=force, train_options=P["train_options"], workers=P["workers"],
+                         desc="pronoun runs")
 task = gen.load_pronoun_task(P["pronoun_task"], P["seeds"][0], **P["pronoun_task_kwargs"])
 display(Markdown(f"Data: {task.description}."))
 rows = []
@@ -236,8 +238,8 @@ display(pd.DataFrame([{"id": p.id, "kind": p.kind, "compared with": p.base or "-
                       if p.id in set(probe_cfgs[0]["prompt_ids"])]).style.format(precision=3).hide(axis="index"))
 
 # %% tags=["hide-input", "full-width"]
-probe_recs = gen.run_generation(store, probe_cfgs, force=force, train_options=P["train_options"],
-                                  workers=P["workers"])
+probe_recs = sweep.run(store, probe_cfgs, force=force, train_options=P["train_options"], workers=P["workers"],
+                       desc="probe runs")
 probe_rows, bi_rows, pref_rows, fit = [], [], [], []
 for r in probe_recs:
     c, h = r.config, r.meta.get("history") or {}

@@ -69,15 +69,16 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lorafair import chapters, sweep
 from lorafair import experiments as ex
 from lorafair import plots
 from lorafair.notebook import setup_chapter
-from lorafair.profiles import per_model, seeds_for
+from lorafair.profiles import seeds_for
 
 P, store = setup_chapter("llm_classification", globals())
-runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"], train_options=P["train_options"])
 EXP = "llm_classification"
-ds = runner.dataset
+grid = chapters.configs(EXP, P)  # every run of this chapter (lorafair plan llm_classification)
+ds = sweep.dataset(P["dataset"], P["dataset_kwargs"])
 ATTR = ds.attributes[0]
 display(Markdown(
     f"**Profile `{P['profile']}`**: dataset `{ds.name}` ({ds.description}); models "
@@ -113,15 +114,11 @@ glue("llm_n_examples", len(ds.table), display=False)
 # differences, and ECE.
 
 # %% tags=["hide-input", "full-width"]
-def config(model, method, seed, kw=None, name=None, **lora):
-    return ex.classification_config(EXP, P["profile"], name or P["dataset"], kw or P["dataset_kwargs"], model,
-                                    method, seed, per_model(P["epochs"], model, method),
-                                    per_model(P["lrs"], model, method), P["batch_size"], n_boot=P["n_boot"],
-                                    max_length=P["max_length"], **lora)
+def run(group, desc):
+    return sweep.run(store, grid[group], force=force, desc=desc, workers=P["workers"], train_options=P["train_options"])
 
 
-main_configs = [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in seeds_for(P, mo)]
-records = ex.run_many(runner, main_configs, force=force, desc="main grid", workers=P["workers"])
+records = run("main", "main grid")
 summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
@@ -211,15 +208,15 @@ display(rates["ece"].unstack("group").round(3))
 
 # %% tags=["hide-input", "full-width"]
 mo, s0 = P["rank_sweep_model"], seeds_for(P, P["rank_sweep_model"])[0]
-sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
-sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
-sweep = ex.summary_table(sweep_records, ATTR)
-sweep["x"], sweep["x_order"] = [l for l, _ in labels], [o for _, o in labels]
+sweep_records = run("rank_sweep", "rank sweep")
+labels = [chapters.rank_sweep_label(r.config) for r in sweep_records]
+rank_table = ex.summary_table(sweep_records, ATTR)
+rank_table["x"], rank_table["x_order"] = [l for l, _ in labels], [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
-fig = plots.rank_sweep(sweep, P["profile"], full_ref)
+fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("llm_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
-display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
 
 
 # %% [markdown]
@@ -239,12 +236,10 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # method.
 
 # %% tags=["hide-input", "full-width"]
-runner2 = ex.ClassificationRunner(store, P["second_dataset"], P["second_dataset_kwargs"], train_options=P["train_options"])
-ds2 = runner2.dataset
+ds2 = sweep.dataset(P["second_dataset"], P["second_dataset_kwargs"])
 attr2 = ds2.attributes[0]
 m0 = P["models"][0]
-recs2 = ex.run_many(runner2, [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
-                              for me in P["methods"]], force=force, desc="second dataset", workers=P["workers"])
+recs2 = run("second_dataset", "second dataset")
 t2 = ex.summary_table(recs2, attr2)
 display(Markdown(f"`{ds2.name}`: {ds2.description}."))
 display(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))

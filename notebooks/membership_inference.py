@@ -58,15 +58,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import experiments as ex
-from lorafair import mia, plots
+from lorafair import chapters, mia, plots, sweep
 from lorafair.notebook import setup_chapter
-from lorafair.profiles import SHADOW_SEEDS
 
 P, store = setup_chapter("membership_inference", globals())
-if P["n_shadows"] > len(SHADOW_SEEDS):
-    raise ValueError(f"n_shadows is at most {len(SHADOW_SEEDS)} (the original study's shadow seeds)")
-shadow_seeds = SHADOW_SEEDS[: P["n_shadows"]]
+shadow_seeds = chapters.shadow_seeds(P)
 display(Markdown(
     f"**Profile `{P['profile']}`**: targets {', '.join(P['methods'])} on "
     + "; ".join(f"`{t['name']}` (`{t['dataset']}`, `{t['model']}`, subgroup `{t['attribute']}`)" for t in P["tasks"])
@@ -84,12 +80,10 @@ display(Markdown(
 # %% tags=["hide-input", "full-width"]
 all_results, all_curves, tables, fit_rows = {}, {}, {}, []
 for task in P["tasks"]:
-    runner = ex.ClassificationRunner(store, task["dataset"], task["dataset_kwargs"], train_options=P["train_options"])
     for seed in P["seeds"]:
-        targets, shadows = mia.task_configs(task, P["profile"], seed, P["methods"], shadow_seeds,
-                                            P["batch_size"], P["n_boot"])
-        recs = ex.run_many(runner, list(targets.values()) + shadows, force=force,
-                           desc=f"{task['name']} seed {seed}", workers=P["workers"])
+        targets, shadows = chapters.mia_task_configs(task, P, seed)
+        recs = sweep.run(store, list(targets.values()) + shadows, force=force, desc=f"{task['name']} seed {seed}",
+                         workers=P["workers"], train_options=P["train_options"])
         target_recs = dict(zip(targets, recs[: len(targets)]))
         shadow_preds = [r.predictions() for r in recs[len(targets):]]
         for method, rec in target_recs.items():

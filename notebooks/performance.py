@@ -57,14 +57,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import estimate, plots
+from lorafair import chapters, estimate, plots, sweep
 from lorafair.notebook import setup_chapter
 
 P, store = setup_chapter("performance", globals())
 spec = estimate.GPUS[P["gpu"]]
-configs = [estimate.estimate_config(P["profile"], s["workload"], s["precision"], s["batch"], s["checkpointing"],
-                                    seq=P["seq"], scale=P["scale"], gpu=P["gpu"]) for s in P["steps"]]
-records = estimate.run_estimates(store, configs, force=force, workers=P["workers"])
+configs = chapters.configs("performance", P)["estimates"]
+records = sweep.run(store, configs, force=force, workers=P["workers"], desc="estimates")
 rows = pd.DataFrame([r.metrics for r in records])
 rows["label"] = [f"{r.workload}, {r.precision}{', ckpt' if r.checkpointing else ''}, b{r.batch}"
                  for r in rows.itertuples()]

@@ -62,16 +62,16 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lorafair import chapters, sweep
 from lorafair import experiments as ex
 from lorafair import metrics as M
 from lorafair import plots
 from lorafair.notebook import setup_chapter
-from lorafair.profiles import per_model
 
 P, store = setup_chapter("vision_classification", globals())
-runner = ex.ClassificationRunner(store, P["dataset"], P["dataset_kwargs"], train_options=P["train_options"])
 EXP = "vision_classification"
-ds = runner.dataset
+grid = chapters.configs(EXP, P)  # every run of this chapter (lorafair plan vision_classification)
+ds = sweep.dataset(P["dataset"], P["dataset_kwargs"])
 ATTR = ds.attributes[0]
 display(Markdown(
     f"**Profile `{P['profile']}`**: dataset `{ds.name}` ({len(ds.table)} examples, {ds.num_labels} classes: "
@@ -117,15 +117,11 @@ if ds.kind == "image":
 # equalized-odds differences (fairlearn) and the expected calibration error (ECE, 10 bins).
 
 # %% tags=["hide-input", "full-width"]
-def config(model, method, seed, task_kwargs=None, **lora):
-    kw = task_kwargs or P["dataset_kwargs"]
-    return ex.classification_config(EXP, P["profile"], P["dataset"], kw, model, method, seed,
-                                    per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
-                                    P["batch_size"], n_boot=P["n_boot"], **lora)
+def run(group, desc):
+    return sweep.run(store, grid[group], force=force, desc=desc, workers=P["workers"], train_options=P["train_options"])
 
 
-main_configs = [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in P["seeds"]]
-records = ex.run_many(runner, main_configs, force=force, desc="main grid", workers=P["workers"])
+records = run("main", "main grid")
 summary = ex.summary_table(records, ATTR)
 cols = ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
         "trainable_params"]
@@ -203,16 +199,16 @@ if M.is_binary(preds):
 
 # %% tags=["hide-input", "full-width"]
 mo, s0 = P["rank_sweep_model"], P["seeds"][0]
-sweep_cfgs, labels = ex.rank_sweep_configs(config, mo, s0, P["ranks"], P["placements"], "head" in P["methods"])
-sweep_records = ex.run_many(runner, sweep_cfgs, force=force, desc="rank sweep", workers=P["workers"])
-sweep = ex.summary_table(sweep_records, ATTR)
-sweep["x"] = [l for l, _ in labels]
-sweep["x_order"] = [o for _, o in labels]
+sweep_records = run("rank_sweep", "rank sweep")
+labels = [chapters.rank_sweep_label(r.config) for r in sweep_records]
+rank_table = ex.summary_table(sweep_records, ATTR)
+rank_table["x"] = [l for l, _ in labels]
+rank_table["x_order"] = [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
-fig = plots.rank_sweep(sweep, P["profile"], full_ref)
+fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("vision_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
-display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
 
 
 # %% [markdown]
@@ -230,17 +226,13 @@ display(sweep[["x", "trainable_params", "accuracy", "worst_group_accuracy", "acc
 # tones. One model and the first seed, all methods.
 
 # %% tags=["hide-input", "full-width"]
-task_kw = dict(P["dataset_kwargs"], task=P["second_task"])
-if P["second_task_n"]:
-    task_kw["n"] = P["second_task_n"]
-runner2 = ex.ClassificationRunner(store, P["dataset"], task_kw, train_options=P["train_options"])
-task2_records = ex.run_many(runner2, [config(P["models"][0], me, s0, task_kwargs=task_kw) for me in P["methods"]],
-                            force=force, desc="second task", workers=P["workers"])
+task2_records = run("second_task", "second task")
+ds2 = sweep.dataset(P["dataset"], task2_records[0].config["dataset_kwargs"])
 task2 = ex.summary_table(task2_records, ATTR)
 display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
 p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
-fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({runner2.dataset.num_labels} classes)")
+fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({ds2.num_labels} classes)")
 glue("vision_second_task_fig", fig, display=False)
 plots.plt.close(fig)
 

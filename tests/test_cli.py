@@ -13,7 +13,8 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("args,message", [
     (["run", "vision", "--model", "resnet50"], "unknown model 'resnet50'; valid choices: mobilenet_v2"),
-    (["run", "vision", "--method", "dora"], "unknown method 'dora'; valid choices: base, head, lora, full"),
+    (["run", "vision", "--method", "qlora"], "unknown method 'qlora'; valid choices: base, head, lora, full, dora, ia3"),
+    (["run", "vision", "--method", "dora"], "no setting for method 'dora' in this profile (it sets head, lora, full)"),
     (["run", "vision", "--profile", "huge"], "unknown profile 'huge'; valid choices: smoke, offline, paper"),
     (["run", "nlp"], "unknown experiment 'nlp'; valid choices: vision, llm"),
     (["run", "llm", "--model", "gpt2"], "unknown model 'gpt2'"),

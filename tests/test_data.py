@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lorafair import data
+from lorafair import data, splits
 from lorafair.errors import LorafairError
 
 
@@ -70,7 +70,7 @@ def _table(n=500, seed=0):
 
 def test_splits_disjoint_complete_stratified_deterministic():
     t = _table()
-    s = data.assign_splits(t, 13, stratify=["label", "group_g"])
+    s = splits.assign_splits(t, 13, stratify=["label", "group_g"])
     assert set(s) == {"train", "val", "test"}
     assert s.notna().all()  # every example in exactly one split
     ids = {k: set(t.loc[s == k, "example_id"]) for k in data.SPLITS}
@@ -78,16 +78,16 @@ def test_splits_disjoint_complete_stratified_deterministic():
     assert abs((s == "train").mean() - 0.6) < 0.03
     for g in "abc":  # every group, even the 5% one, is in every split
         assert set(s[t["group_g"] == g]) == {"train", "val", "test"}
-    assert s.equals(data.assign_splits(t, 13, stratify=["label", "group_g"]))
+    assert s.equals(splits.assign_splits(t, 13, stratify=["label", "group_g"]))
     # row order does not matter, only ids and seed
     shuffled = t.sample(frac=1, random_state=3)
-    assert data.assign_splits(shuffled, 13, stratify=["label", "group_g"]).sort_index().equals(s.sort_index())
-    assert not s.equals(data.assign_splits(t, 42, stratify=["label", "group_g"]))
+    assert splits.assign_splits(shuffled, 13, stratify=["label", "group_g"]).sort_index().equals(s.sort_index())
+    assert not s.equals(splits.assign_splits(t, 42, stratify=["label", "group_g"]))
 
 
 def test_bad_split_fractions():
     with pytest.raises(LorafairError, match="fractions"):
-        data.assign_splits(_table(), 0, fractions=(0.5, 0.5, 0.5))
+        splits.assign_splits(_table(), 0, fractions=(0.5, 0.5, 0.5))
 
 
 def test_openmoji_glyph_inventory():

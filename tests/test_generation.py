@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
+from lorafair import chapters, sweep
 from lorafair import generation as gen
+from lorafair.generation import pronoun
 from lorafair import models
 from lorafair.errors import LorafairError
 from lorafair.train import lm_collate
@@ -46,16 +48,16 @@ def test_scored_text_stops_at_line_break_and_next_cue():
 
 # ---------------------------------------------------------------- WinoBias (offline)
 def test_winobias_forms_tell_possessive_from_object_her():
-    assert gen._winobias_forms("her", "A. his\nB. her\nC. Both A and B") == ("her", "his", "their")
-    assert gen._winobias_forms("her", "A. him\nB. her\nC. Both A and B") == ("her", "him", "them")
-    assert gen._winobias_forms("he", "A. she\nB. he\nC. Both A and B") == ("he", "she", "they")
+    assert pronoun._winobias_forms("her", "A. his\nB. her\nC. Both A and B") == ("her", "his", "their")
+    assert pronoun._winobias_forms("her", "A. him\nB. her\nC. Both A and B") == ("her", "him", "them")
+    assert pronoun._winobias_forms("he", "A. she\nB. he\nC. Both A and B") == ("he", "she", "they")
     with pytest.raises(LorafairError, match="unexpected WinoBias pronoun"):
-        gen._winobias_forms("it", "A. it\nB. he")
+        pronoun._winobias_forms("it", "A. it\nB. he")
 
 
 def test_fill_capitalises_and_drops_brackets():
-    assert gen._fill(" [The lawyer] yelled because [MASK] was mad.", "they") == "The lawyer yelled because they was mad."
-    assert gen._fill("[MASK] left [the room].", "she") == "She left the room."
+    assert pronoun._fill(" [The lawyer] yelled because [MASK] was mad.", "they") == "The lawyer yelled because they was mad."
+    assert pronoun._fill("[MASK] left [the room].", "she") == "She left the room."
 
 
 def test_winobias_task_splits_by_source_and_builds_reference_sets():
@@ -163,7 +165,7 @@ def test_mt_gender_errors_name_the_problem(tmp_path):
 def test_fetch_mt_gender_offline_error_names_url_and_remedy(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise OSError("network unreachable")
-    monkeypatch.setattr(gen.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(pronoun.urllib.request, "urlopen", no_network)
     with pytest.raises(LorafairError, match="raw.githubusercontent.com/kenziyuliu/lora-fairness.*offline profile"):
         gen.fetch_mt_gender(tmp_path)
     assert not list(tmp_path.glob("*.txt"))  # nothing half-written
@@ -280,9 +282,10 @@ def test_generation_runs_store_prompt_generation_and_category(tmp_path):
 
     P = resolve("generation_fairness", "smoke", results_dir=str(tmp_path))
     P["pronoun_task_kwargs"] = {"max_groups": {"train": 6, "val": 2, "test": 4}}
-    pronoun, probe = gen.chapter_configs(P)
-    lora = next(c for c in pronoun if c["method"] == "lora" and c["train_set"] == "pro")
-    rec = gen.run_generation(RunStore(tmp_path), [lora], progress=False)[0]
+    grid = chapters.configs("generation_fairness", P)
+    pron, probe = grid["pronoun"], grid["probe"]
+    lora = next(c for c in pron if c["method"] == "lora" and c["train_set"] == "pro")
+    rec = sweep.run(RunStore(tmp_path), [lora], progress=False)[0]
     p = rec.predictions()
     assert {"prompt", "generation", "category", "predisposition"} <= set(p.columns)
     assert set(p["category"]) <= set(gen.CATEGORIES) and len(p) == 4
@@ -291,9 +294,9 @@ def test_generation_runs_store_prompt_generation_and_category(tmp_path):
     h = rec.meta["history"]
     assert h["selected_epoch"] == 1 and len(h["val_loss"]) == 1 and np.isfinite(h["val_loss"][0])
     # same configuration: read back, not recomputed; base runs have no training set
-    again = gen.run_generation(RunStore(tmp_path), [lora], progress=False)[0]
+    again = sweep.run(RunStore(tmp_path), [lora], progress=False)[0]
     assert again.meta["finished_utc"] == rec.meta["finished_utc"]
-    assert "train_set" not in next(c for c in pronoun if c["method"] == "base")
+    assert "train_set" not in next(c for c in pron if c["method"] == "base")
     assert probe[0]["prompt_ids"] == [p.id for p in gen.PROBE_PROMPTS]  # None = every prompt variant
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from lorafair import experiments as ex
-from lorafair import mia
+from lorafair import mia, splits
 from lorafair.runs import RunStore
 
 
@@ -60,9 +60,9 @@ def test_tpr_at_fpr_hand_case():
 def test_mia_splits_and_membership_is_the_targets_training_set(smoke_kwargs, tmp_path):
     runner = ex.ClassificationRunner(RunStore(tmp_path), "openmoji_people", smoke_kwargs, progress=False)
     ds = runner.dataset
-    base = mia.target_split(ds, 13)
+    base = splits.mia_target_split(ds, 13)
     assert base.value_counts().to_dict().keys() == {"train", "val", "test", "pool"}
-    sh = mia.shadow_split(ds, 13, 2044)
+    sh = splits.mia_shadow_split(ds, 13, 2044)
     assert set(sh[sh == "train"].index) <= set(base[base == "pool"].index)
     assert not (set(sh[sh == "train"].index) & set(base[base.isin(["train", "test"])].index))
 

@@ -40,7 +40,7 @@ def test_lora_parameter_count_matches_formula():
     expected = sum(r * (32 + 32) for r in [4] * len(targets)) + (32 * 2 + 2)
     m, info = models.adapt(m, spec, "lora", rank=4, alpha=8)
     assert info["trainable_params"] == expected
-    assert info["lora_layers"] == 4
+    assert info["adapter_layers"] == 4
     lora_names = [n for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
     assert len(lora_names) == 2 * len(targets)
 
@@ -49,14 +49,15 @@ def test_swin_lora_targets_found():
     m, spec = build("swinv2_tiny_random")
     assert len(spec.lora_targets(m)) == 8  # 4 blocks x (q, v)
     _, info = models.adapt(m, spec, "lora", rank=2)
-    assert info["lora_layers"] == 4
+    assert info["adapter_layers"] == 4
 
 
 def test_mobilenet_lora_on_pointwise_convs():
     m, spec = models.build("mobilenet_v2", 2, seed=0)
     m, info = models.adapt(m, spec, "lora", rank=8, alpha=16)
-    # 34 pointwise convolutions; count measured independently in cpu-costs.md
-    assert info["lora_modules"] == 34
+    # 34 pointwise convolutions (torchvision MobileNetV2: 16 blocks with a 1x1 expand and a 1x1 project
+    # conv, the first block's project conv, and the last 1x1 conv), counted independently of the code
+    assert info["adapter_modules"] == 34
     assert info["trainable_params"] == 150_786
 
 
@@ -90,7 +91,7 @@ def test_fractional_rank_convention_and_lora_on_fraction():
         models.rank_and_fraction(0, 1.0)
     m, spec = build()
     m, info = models.adapt(m, spec, "lora", rank=0.5, placement="back")
-    assert info["rank"] == 1 and info["lora_layers"] == 2
+    assert info["rank"] == 1 and info["adapter_layers"] == 2
     names = [n for n, p in m.named_parameters() if "lora_A" in n]
     assert len(names) == 4 and all(".layers.2." in n or ".layers.3." in n for n in names)
 
@@ -99,8 +100,8 @@ def test_errors_name_valid_choices():
     with pytest.raises(LorafairError, match="unknown model 'resnet50'; valid choices: mobilenet_v2"):
         models.get_spec("resnet50")
     m, spec = build()
-    with pytest.raises(LorafairError, match="valid choices: base, head, lora, full"):
-        models.adapt(m, spec, "dora")
+    with pytest.raises(LorafairError, match="unknown method 'qlora'; valid choices: base, head, lora, full, dora, ia3"):
+        models.adapt(m, spec, "qlora")
     with pytest.raises(LorafairError, match="match no module"):
         models.adapt(m, spec, "lora", target_modules=["nonexistent"])
 

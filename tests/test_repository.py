@@ -43,7 +43,7 @@ def test_no_large_or_weight_files_tracked():
 
 
 def test_training_and_benchmark_import_without_notebook_tooling():
-    """The GPU image has no papermill, jupytext, nbformat, datasets or fairlearn (toolchain.md):
+    """The GPU image has no papermill, jupytext, nbformat, datasets or fairlearn (the GPU machine's image):
     the training, generation and benchmark entry points must import without them."""
     code = ("import builtins, sys\n"
             "blocked = {'papermill', 'jupytext', 'nbformat', 'nbclient', 'ipykernel', 'datasets', 'fairlearn', 'myst_nb'}\n"

@@ -5,7 +5,7 @@ from sklearn.metrics import accuracy_score
 
 from lorafair import data
 from lorafair import experiments as ex
-from lorafair import models
+from lorafair import models, splits
 from lorafair.errors import LorafairError
 from lorafair.runs import RunStore
 
@@ -82,7 +82,7 @@ def test_mhs_from_local_file_and_split_disjointness(tmp_path):
     pd.DataFrame(rows).to_parquet(path)
     ds = data.load("measuring_hate_speech", axis="religion", source=str(path))
     assert len(ds.table) == 60 and ds.kind == "text"
-    split = ex.split_for(ds, 13)
+    split = splits.split_for(ds, 13)
     ids = {k: set(ds.table.loc[split == k, "example_id"]) for k in data.SPLITS}
     assert sum(map(len, ids.values())) == 60
     assert not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"]) and not (ids["train"] & ids["val"])
@@ -124,7 +124,7 @@ def test_stereoset_pairs_and_split_keeps_pairs_together():
     assert (t.groupby("pair_id")["label"].agg(sorted) .map(tuple) == (0, 1)).all()
     assert set(t["group_bias_type"]) == {"race", "profession", "gender", "religion"}
     assert t["group_bias_type"].value_counts().min() >= 20  # at least 10 pairs per type
-    s = ex.split_for(ds, 42)
+    s = splits.split_for(ds, 42)
     assert (t.assign(s=s).groupby("pair_id")["s"].nunique() == 1).all()
     full = data.load("stereoset")
     assert full.table["pair_id"].nunique() == 4229 and full.skipped == {"missing_field": 0}
@@ -141,7 +141,7 @@ def test_crows_pairs_fills_masks():
 def test_offline_text_lora_counts(name, expected):
     m, spec = models.build(name, 2, seed=0)
     _, info = models.adapt(m, spec, "lora", rank=8, alpha=16)
-    assert info["trainable_params"] == expected  # measured independently in cpu-costs.md
+    assert info["trainable_params"] == expected  # counted independently from the architecture
 
 
 def test_pad_token_is_set_explicitly():

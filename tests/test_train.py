@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score
 
 from lorafair import data
 from lorafair import experiments as ex
-from lorafair import models, train
+from lorafair import models, splits, sweep, train
 from lorafair.runs import RunStore
 
 
@@ -80,7 +80,7 @@ def test_evaluated_split_is_the_training_split(smoke_kwargs, lora_record):
     the optimiser only ever saw training examples."""
     runner, rec = lora_record
     table = runner.dataset.table
-    expected = data.assign_splits(table, 13, stratify=["label", "group_skin_tone"])
+    expected = splits.assign_splits(table, 13, stratify=["label", "group_skin_tone"])
     p = rec.predictions().set_index("example_id")
     assert (p.loc[table["example_id"], "split"].to_numpy() == expected.to_numpy()).all()
 
@@ -103,15 +103,14 @@ def test_evaluated_split_is_the_training_split(smoke_kwargs, lora_record):
 
 
 def test_methods_differ_and_sweep_resumes(smoke_kwargs, tmp_path):
-    runner = ex.ClassificationRunner(RunStore(tmp_path), "openmoji_people", smoke_kwargs, progress=False)
     configs = [cfg(smoke_kwargs, "swinv2_tiny_random", m) for m in ("head", "lora", "full")]
-    recs = ex.run_many(runner, configs)
+    recs = sweep.run(RunStore(tmp_path), configs, progress=False)
     params = [r.meta["adaptation"]["trainable_params"] for r in recs]
     assert params[0] < params[1] < params[2]
     # simulate a sweep killed during the second run: its DONE is missing
     (recs[1].path / "DONE").unlink()
     stamps = {r.run_id: (r.path / "DONE").stat().st_mtime_ns for r in (recs[0], recs[2])}
-    again = ex.run_many(runner, configs)
+    again = sweep.run(RunStore(tmp_path), configs, progress=False)
     assert [r.run_id for r in again] == [r.run_id for r in recs]
     assert (again[1].path / "DONE").exists()
     for r in (again[0], again[2]):

@@ -1,8 +1,12 @@
 """lorafair: does LoRA change the fairness of large models? A reproducible study.
 
-Modules (one responsibility each): assets, data, models, precision, train, runs, metrics, mia,
-generation, experiments, findings, plots, profiles, bench, cpubench, estimate, notebook, pagecheck,
-cli. See the book's methods chapter and the docstring of each module.
+Registries: ``methods`` (adaptation methods), ``models`` (model specs and ``adapt``), ``data``
+(dataset loaders), ``metrics`` (metrics and their directions). Experiments: ``splits`` (every split
+design), ``experiments`` (classification runs), ``generation`` (pronoun task and token-bias probe),
+``mia`` (membership-inference attacks), ``chapters`` (each chapter's grid of runs), ``sweep`` (the one
+runner), ``runs`` (the run store), ``train``, ``precision``. Reading: ``findings``, ``plots``.
+Tools: ``assets``, ``profiles``, ``notebook``, ``bench``, ``cpubench``, ``estimate``, ``pagecheck``,
+``cli``. The book's methods chapter ("Extending the study") says which file an extension touches.
 """
 
 __version__ = "0.1.0"

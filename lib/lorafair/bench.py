@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import methods as methods_mod
+from . import runs as runs_mod
 from .errors import LorafairError, choose
+from .models import _attention_qv
 
 PRECISIONS = ("bf16", "autocast", "fp32")
 
@@ -31,7 +34,7 @@ PRECISIONS = ("bf16", "autocast", "fp32")
 class Workload:
     name: str
     arch: str        # vit_base, swinv2_large, llama_7b
-    method: str      # full, lora
+    method: str      # full, or an adapter method of lorafair.methods (lora, dora, ia3)
 
 
 def _vit_config(scale: str):
@@ -64,12 +67,20 @@ def _llama_config(scale: str):
 
 
 ARCHS = ("vit_base", "swinv2_large", "llama_7b")
+#: adapter settings per architecture: the original study's rank and alpha (vision 16/16, Llama 8/16)
+ADAPTER_SETTINGS = {"vit_base": {"rank": 16, "alpha": 16}, "swinv2_large": {"rank": 16, "alpha": 16},
+                    "llama_7b": {"rank": 8, "alpha": 16}}
+
+
+def bench_methods() -> tuple[str, ...]:
+    """The methods a workload can train: full fine-tuning and every adapter method."""
+    return methods_mod.names(("all", "adapter"))
 
 
 def build(arch: str, method: str, scale: str, dtype: torch.dtype, checkpointing: bool, device: str = "cpu"):
     """A random-weight model of ``arch`` adapted for ``method``; returns (model, params for 6N counting)."""
     choose("architecture", arch, ARCHS)
-    choose("method", method, ("full", "lora"))
+    choose("method", method, bench_methods())
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its precision (no fp32 copy; `.to` cannot swap fake tensors)
     try:
@@ -80,36 +91,33 @@ def build(arch: str, method: str, scale: str, dtype: torch.dtype, checkpointing:
 
 def _build(arch, method, scale, checkpointing, device):
     import transformers
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     with torch.device(device):  # built where it trains: a 7B model never passes through host memory
         if arch == "vit_base":
             cfg = _vit_config(scale)
             model = transformers.ViTForImageClassification(cfg)
-            lora = None
         elif arch == "swinv2_large":
             cfg = _swin_config(scale)
             model = transformers.Swinv2ForImageClassification(cfg)
-            lora = None
         else:
             cfg = _llama_config(scale)
             cfg._attn_implementation = "sdpa"
             model = transformers.LlamaForCausalLM(cfg)
-            lora = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "config"):
             model.config.use_cache = False
-    if lora is None:  # vision: the query/value projections (named per transformers version), head trains
-        from .models import _attention_qv
-
-        lora = LoraConfig(r=16, lora_alpha=16, target_modules=_attention_qv(model), modules_to_save=["classifier"])
-    if method == "lora":
+    m = methods_mod.get(method)
+    if m.trains == "adapter":  # on the query/value projections; for the vision models the head trains too
+        lm = arch == "llama_7b"
+        adapter = m.peft_config(ADAPTER_SETTINGS[arch], _attention_qv(model), None if lm else ["classifier"],
+                                "CAUSAL_LM" if lm else None)
         if checkpointing:
             model.enable_input_require_grads()
         with torch.device(device):  # adapters created next to their layers (no move: fake tensors cannot)
-            model = get_peft_model(model, lora)
+            model = get_peft_model(model, adapter)
     return model, n_params
 
 
@@ -211,7 +219,7 @@ def run_workload(w: Workload, scale: str = "tiny", batch: int = 8, seq: int = 25
            "mfu": flops / t / peak, "peak_flops": peak,
            "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if cuda else _cpu_rss_gib()}
     if tokens:
-        factor = 6 if w.method == "full" else 4
+        factor = 6 if methods_mod.get(w.method).trains == "all" else 4  # frozen weights: no weight gradients
         row["mfu_6n"] = factor * n_params * tokens / t / peak
     del model, opt, step_model
     if cuda:
@@ -236,7 +244,7 @@ def parse_workloads(specs) -> list[Workload]:
             raise LorafairError(f"workload {s!r} must be ARCH:METHOD, e.g. vit_base:lora; architectures: {', '.join(ARCHS)}")
         arch, method = s.split(":", 1)
         choose("architecture", arch, ARCHS)
-        choose("method", method, ("full", "lora"))
+        choose("method", method, bench_methods())
         out.append(Workload(s, arch, method))
     return out
 
@@ -256,9 +264,7 @@ def run(specs=DEFAULT_WORKLOADS, **kw) -> "list[dict]":
 
 
 def environment() -> dict:
-    from .runs import environment as env
-
-    info = env()  # includes the device
+    info = runs_mod.environment()  # includes the device
     info["date_utc"] = time.strftime("%Y-%m-%d", time.gmtime())
     return info
 

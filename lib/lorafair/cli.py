@@ -3,12 +3,15 @@
     lorafair book [--profile offline|smoke|paper] [--recompute] [--only NAME ...] [--no-build]
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
+    lorafair plan NAME [--profile P] [-p KEY VALUE ...]   (a chapter's runs, without executing it)
     lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
     lorafair bench --estimate [--gpu h200|h100|a100] ...   (a model of a GPU step, on any CPU)
     lorafair bench --cpu [--models M ...] [--methods M ...] [--variants V ...] [--threads N]
 
 User mistakes print one line (``lorafair: error: ...``) and exit with status 2; no traceback.
+Commands import what they need when they run (a command's start does not pay for torch); the
+library's own modules import each other at module level only.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification", "
 
 def cmd_run_generation(a) -> None:
     from . import generation as gen
+    from . import methods, sweep
     from .errors import choose
     from .profiles import per_model, resolve
     from .runs import RunStore, is_main_process
@@ -76,8 +80,9 @@ def cmd_run_generation(a) -> None:
     P = resolve("generation_fairness", a.profile)
     model = a.model or P["models"][0]
     choose("part", a.part, ("pronoun", "token_bias"))
-    method = "base" if a.method == "head" else a.method
-    train = method != "base"
+    m = methods.get(a.method)
+    method = "base" if m.trains == "head" else m.name  # a causal LM has no head: head-only means base
+    train = methods.get(method).trains != "nothing"
     if a.part == "pronoun":
         cfg = gen.pronoun_config(P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method,
                                  a.train_set if train else None, a.seed,
@@ -91,8 +96,8 @@ def cmd_run_generation(a) -> None:
                                P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"],
                                P["max_text_tokens"], rank=int(a.rank or P["rank"]), n_boot=P["n_boot"])
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
-    rec = gen.run_generation(RunStore(a.results_dir or P["results_dir"]), [cfg], force=a.force, progress=False,
-                             inner_progress=True, train_options=options)[0]
+    rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
+                        progress=True)
     if not is_main_process():  # every rank trains; rank 0 wrote the record and reports it
         return
     print(f"run {rec.path}")
@@ -105,6 +110,7 @@ def cmd_run_generation(a) -> None:
 
 def cmd_run(a) -> None:
     from . import experiments as ex
+    from . import sweep
     from .errors import choose
     from .models import get_spec, resolve_method
     from .profiles import per_model, resolve
@@ -120,15 +126,14 @@ def cmd_run(a) -> None:
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task
-    runner = ex.ClassificationRunner(RunStore(a.results_dir or P["results_dir"]), P["dataset"], kw, progress=True,
-                                     train_options={"compile": a.compile, "num_workers": a.num_workers,
-                                                    "gradient_checkpointing": a.gradient_checkpointing})
+    options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
     cfg = ex.classification_config(
         name, a.profile, P["dataset"], kw, model, method, a.seed,
         a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
         n_boot=P["n_boot"], max_length=P.get("max_length"))
-    rec = runner.run(cfg, force=a.force)
+    rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
+                        progress=True)
     if not is_main_process():
         return
     m = rec.metrics
@@ -137,6 +142,30 @@ def cmd_run(a) -> None:
     for attr, v in m["attributes"].items():
         print(f"  {attr}: worst group {v['worst_group']} {v['worst_group_accuracy']['value']:.3f}, "
               f"gap {v['accuracy_gap']['value']:.3f}")
+
+
+def cmd_plan(a) -> None:
+    from . import chapters
+    from .profiles import resolve
+    from .runs import RunStore, run_id
+
+    P = resolve(a.name, a.profile, **{k: _value(v) for k, v in (a.param or [])})
+    store = RunStore(P["results_dir"])
+    groups = chapters.configs(a.name, P)
+    seen, done = set(), 0
+    print(f"{a.name} on profile {a.profile}: run store {P['results_dir']}/")
+    for group, cfgs in groups.items():
+        for c in cfgs:
+            rid = run_id(c)
+            if rid in seen:
+                continue
+            seen.add(rid)
+            ok = store.is_done(c["experiment"], c)
+            done += ok
+            what = " ".join(f"{k}={c[k]}" for k in ("model", "method", "seed", "rank", "layer_fraction", "placement",
+                                                   "part", "train_set", "workload", "split_design") if c.get(k) is not None)
+            print(f"  {'done' if ok else 'todo'}  {c['experiment']}/{rid}  [{group}] {what}")
+    print(f"{len(seen)} runs, {done} with a record, {len(seen) - done} to compute")
 
 
 def cmd_check_pages(a) -> None:
@@ -251,12 +280,18 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("params", help="list a notebook's parameters and each profile's values")
     q.add_argument("name")
     q.set_defaults(func=cmd_params)
+    pl = sub.add_parser("plan", help="list a chapter's runs and which have a record (executes nothing)")
+    pl.add_argument("name")
+    pl.add_argument("--profile", default="offline")
+    pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="a parameter, as for `lorafair notebook`")
+    pl.set_defaults(func=cmd_plan)
     r = sub.add_parser("run", help="one training run into the run store")
     r.add_argument("experiment", help="vision | llm | generation")
     r.add_argument("--profile", default="offline")
     r.add_argument("--model")
     r.add_argument("--task")
-    r.add_argument("--method", default="lora")
+    r.add_argument("--method", default="lora", help="a method of lorafair.methods (default lora)")
     r.add_argument("--seed", type=int, default=13)
     r.add_argument("--rank", type=float)
     r.add_argument("--alpha", type=float)

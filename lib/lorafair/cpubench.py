@@ -31,6 +31,7 @@ from .errors import LorafairError, choose
 from .precision import choose_precision, cpu_info
 from .train import HeadOnFeatures, head_features, merged_for_inference
 
+#: the registered methods, plus head_per_step (head-only without cached features, for comparison)
 METHODS = ("head", "head_per_step", "lora", "full")
 VARIANTS = ("fp32", "bf16", "channels_last", "compile")
 OFFLINE_MODELS = ("mobilenet_v2", "efficientnet_lite0", "minilm", "smollm2_135m")
@@ -82,7 +83,7 @@ def _timers(name: str, method: str, variant: str, batch: int, seq: int):
             head_features(model, spec.head, src, range(batch), 0, batch, precision)
     else:
         train_model, train_batch = model, src.batch
-        eval_model = merged_for_inference(copy.deepcopy(model)) if method == "lora" else copy.deepcopy(model).eval()
+        eval_model = merged_for_inference(copy.deepcopy(model))  # adapters merged; other models as they are
         if variant == "compile":
             eval_model = torch.compile(eval_model)
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from . import assets
-from .errors import LorafairError
+from .errors import LorafairError, choose
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # the standard split names (lorafair.splits)
 
 
 @dataclass
@@ -36,44 +36,6 @@ class Dataset:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-
-# ---------------------------------------------------------------- splits
-def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
-                  stratify: list[str] | None = None, unit: str | None = None) -> pd.Series:
-    """Deterministic train/val/test assignment from ``seed``, stratified by ``stratify`` columns.
-
-    Within each stratum the examples (sorted by id) are permuted with ``numpy.default_rng(seed)`` and
-    cut at the cumulative fractions, so every stratum with at least 3 examples appears in every
-    split. The result depends only on the ids, the strata and the seed. With ``unit`` (e.g.
-    ``pair_id``) whole units are assigned, so the members of a unit never straddle splits; the
-    strata are then taken from each unit's first row."""
-    if abs(sum(fractions) - 1) > 1e-9 or len(fractions) != 3 or min(fractions) <= 0:
-        raise LorafairError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
-    if unit is not None:
-        units = (table.sort_values("example_id").drop_duplicates(unit)
-                 .assign(example_id=lambda u: u[unit].astype(str)).set_index(unit, drop=False))
-        unit_split = assign_splits(units, seed, fractions, [c for c in (stratify or []) if c != "label"])
-        return table[unit].map(unit_split).rename("split")
-    stratify = stratify or []
-    order = table.sort_values("example_id").index
-    split = pd.Series(index=table.index, dtype=object)
-    keys = table.loc[order, stratify].astype(str).agg("|".join, axis=1) if stratify else \
-        pd.Series("all", index=order)
-    rng = np.random.default_rng(seed)
-    for _, idx in keys.groupby(keys, sort=True).groups.items():
-        idx = np.array(idx)
-        idx = idx[rng.permutation(len(idx))]
-        n = len(idx)
-        n_train = int(round(fractions[0] * n))
-        n_val = int(round(fractions[1] * n))
-        if n >= 3:
-            n_train = min(max(n_train, 1), n - 2)
-            n_val = min(max(n_val, 1), n - n_train - 1)
-        split.loc[idx[:n_train]] = "train"
-        split.loc[idx[n_train:n_train + n_val]] = "val"
-        split.loc[idx[n_train + n_val:]] = "test"
-    return split
 
 
 # ---------------------------------------------------------------- UTKFace (paper)
@@ -104,8 +66,6 @@ def utk_age_bin(age: int) -> int:
 
 
 def load_utkface(utkface_dir: str | Path = "data/UTKFace", task: str = "gender", **_) -> Dataset:
-    from .errors import choose
-
     choose("task", task, ("gender", "age"))
     d = Path(utkface_dir)
     if not d.is_dir():
@@ -237,8 +197,6 @@ def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0
     ``gender``: man (0) vs woman (1) over all roles; ``role``: nine roles (multi-class, mirrors the
     age task). Subgroup: skin tone, drawn with UTKFace's race proportions. Rendered once into a cache
     keyed by every setting; the same settings give byte-identical images."""
-    from .errors import choose
-
     choose("task", task, ("gender", "role"))
     s = render if isinstance(render, RenderSettings) else RenderSettings(**(render or {}))
     glyphs = openmoji_people_glyphs()
@@ -417,8 +375,6 @@ def prepare_measuring_hate_speech(raw: pd.DataFrame, axis: str = "religion", agg
     deduplicate on ``text`` keeping the first annotation row, whose flags and score are used.
     ``axis`` keeps the comments that target that identity axis ("all" keeps every comment); each
     subgroup ``g`` of the axis becomes a boolean column ``group_<g>``. Subgroups overlap."""
-    from .errors import choose
-
     choose("axis", axis, list(MHS_AXES) + ["all"])
     choose("aggregation", aggregation, ("majority", "first"))
     axes = list(MHS_AXES) if axis == "all" else [axis]

@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from . import bench
+from . import methods as methods_mod
 from .errors import choose
 
 
@@ -208,7 +209,7 @@ def estimate_workload(w, scale: str = "paper", batch: int = 8, seq: int = 256, p
     row.update({f"share_{k.replace(' ', '_').replace('-', '_')}": v / t for k, v in roofline.by_category.items()})
     row.update({f"share_phase_{k}": v / t for k, v in roofline.by_phase.items()})
     if tokens:
-        row["est_mfu_6n"] = (6 if w.method == "full" else 4) * n_params * tokens / t / spec.bf16_flops
+        row["est_mfu_6n"] = (6 if methods_mod.get(w.method).trains == "all" else 4) * n_params * tokens / t / spec.bf16_flops
     return (row, roofline.table()) if ops else row
 
 
@@ -229,41 +230,13 @@ def estimate_config(profile: str, workload: str, precision: str, batch: int, che
             "precision": precision, "batch": int(batch), "seq": int(seq), "checkpointing": bool(checkpointing)}
 
 
-def run_estimates(store, configs: list[dict], force: bool = False, progress: bool = True,
-                  workers: int = 1) -> list:
-    """Every configuration's record, computed (one fake step each) where the store has none; each
-    is stored as it finishes. ``workers > 1`` estimates in that many 1-thread processes."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    from .runs import map_in_workers
-
-    todo = [c for c in configs if force or not store.is_done("performance", c)]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="estimates", disable=not progress,
-               file=sys.stderr)
-    if workers > 1 and len(todo) > 1:
-        map_in_workers(_estimate_one, [(str(store.root), c, force) for c in todo], workers, lambda: bar.update(1))
-    else:
-        for c in todo:
-            _estimate_one(store, c, force)
-            bar.update(1)
-    bar.close()
-    return [store.load("performance", c) for c in configs]
-
-
-def _estimate_one(store, cfg: dict, force: bool) -> str:
-    from .runs import RunStore
-
-    store = RunStore(store) if isinstance(store, str) else store
-
-    def compute():
-        w = bench.parse_workloads([cfg["workload"]])[0]
-        row, ops = estimate_workload(w, scale=cfg["scale"], batch=cfg["batch"], seq=cfg["seq"],
-                                     precision=cfg["precision"], checkpointing=cfg["checkpointing"],
-                                     gpu=cfg["gpu"], ops=True)
-        return ops, row
-    return str(store.get_or_run("performance", cfg, compute, force=force).path)
+def compute_estimate(cfg: dict):
+    """The record of one estimate configuration: its operation table and its summary row."""
+    w = bench.parse_workloads([cfg["workload"]])[0]
+    row, ops = estimate_workload(w, scale=cfg["scale"], batch=cfg["batch"], seq=cfg["seq"],
+                                 precision=cfg["precision"], checkpointing=cfg["checkpointing"],
+                                 gpu=cfg["gpu"], ops=True)
+    return ops, row
 
 
 _MATCH = ("workload", "scale", "precision", "batch", "checkpointing")

@@ -1,25 +1,25 @@
-"""Experiment runners: a grid of configurations becomes run records in the run store.
+"""Classification runs: the hashed configuration of one run, its computation, and the tables the
+chapters read from its records.
 
-Notebooks call these; they hold no training loop. Every configuration value that can change a
-result is part of the hashed configuration, so a changed parameter gives a new run and an unchanged
-one re-uses its record.
+Every configuration value that can change a result is part of the hashed configuration, so a
+changed parameter gives a new run and an unchanged one re-uses its record. The chapters' grids of
+configurations are in ``lorafair.chapters``; ``lorafair.sweep`` runs them.
 """
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from . import assets
 from . import data as data_mod
+from . import methods as methods_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
+from . import splits
 from .errors import LorafairError
-from .runs import RunRecord, RunStore, map_in_workers
+from .runs import RunRecord, RunStore
 from .precision import choose_precision
 from .train import TrainConfig, fit_predict, fit_predict_head
 
@@ -32,7 +32,8 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
                           split_design: dict | None = None) -> dict:
     """The resolved, hashed configuration of one classification run."""
     spec = models_mod.get_spec(model)
-    method = models_mod.resolve_method(method)
+    m = methods_mod.for_classification(method)
+    method = m.name
     cfg = {"experiment": experiment, "profile": profile, "dataset": dataset,
            "dataset_kwargs": dict(sorted(dataset_kwargs.items())), "model": spec.name, "method": method,
            "seed": int(seed), "split_seed": int(seed), "split_fractions": list(split_fractions),
@@ -42,10 +43,12 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
         cfg["max_length"] = int(max_length or spec.max_length)
     if split_design:  # membership inference (lorafair.mia): target or shadow split of a seed
         cfg["split_design"] = dict(sorted(split_design.items()))
-    if method == "lora":
-        r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
-        cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha),
-                    "layer_fraction": float(frac), "placement": placement if frac < 1 else "front",
+    if m.trains == "adapter":  # the method's own settings, then where the adapter is placed
+        frac = layer_fraction
+        if m.uses_rank:
+            r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
+            cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha)})
+        cfg.update({"layer_fraction": float(frac), "placement": placement if frac < 1 else "front",
                     "target_modules": sorted(target_modules) if target_modules else None})
     return cfg
 
@@ -53,7 +56,7 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
 class ClassificationRunner:
     """Loads the dataset once and runs configurations through the run store."""
 
-    def __init__(self, store: RunStore, dataset: str, dataset_kwargs: dict, progress: bool = True,
+    def __init__(self, store: RunStore | None, dataset: str, dataset_kwargs: dict, progress: bool = True,
                  train_options: dict | None = None):
         """``train_options``: TrainConfig speed settings that do not enter the run's hash (compile,
         gradient_checkpointing, num_workers)."""
@@ -86,15 +89,17 @@ class ClassificationRunner:
         return self._encoders[key]
 
     def run(self, cfg: dict, force: bool = False) -> RunRecord:
-        return self.store.get_or_run(cfg["experiment"], cfg, lambda: self._compute(cfg), force=force)
+        """One configuration through this runner's store (``lorafair.sweep`` runs many)."""
+        return self.store.get_or_run(cfg["experiment"], cfg, lambda: self.compute(cfg), force=force)
 
-    def _compute(self, cfg: dict):
+    def compute(self, cfg: dict):
+        """Train and evaluate one configuration; returns (predictions, metrics, extra meta)."""
         ds = self.dataset
         spec = models_mod.get_spec(cfg["model"])
         if spec.kind != ds.kind:
             raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
         table = ds.table.copy()
-        table["split"] = split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
+        table["split"] = splits.split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
         model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
         model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),
                                        target_modules=cfg.get("target_modules"),
@@ -106,7 +111,7 @@ class ClassificationRunner:
                            select=cfg["select"], seed=cfg["seed"], precision=precision, **options)
         labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
         enc = self.encoder(spec, cfg.get("max_length"))
-        if cfg["method"] == "head":  # the frozen backbone runs once; the head trains on its features
+        if methods_mod.get(cfg["method"]).trains == "head":  # the frozen backbone runs once; the head trains on its features
             out, history = fit_predict_head(model, spec.head, spec.head_dropout(model) if spec.head_dropout else None,
                                             enc, labels, table["split"], tcfg, progress=self.progress,
                                             cache_key=feature_cache_key(spec, cfg["seed"]), cache_dir=FEATURE_CACHE)
@@ -138,29 +143,6 @@ def feature_cache_key(spec: models_mod.ModelSpec, seed: int) -> str:
                      metadata.version("timm"), metadata.version("torchvision")])
 
 
-def split_for(ds: data_mod.Dataset, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = None) -> pd.Series:
-    """The split of a dataset for a seed: stratified by label and the first attribute's groups
-    (boolean group columns: by whether the example is in any group); pairs stay together.
-    ``design`` selects a membership-inference split instead (``lorafair.mia``)."""
-    if design:
-        from . import mia
-
-        if design["kind"] == "mia_target":
-            return mia.target_split(ds, design["seed"])
-        if design["kind"] == "mia_shadow":
-            return mia.shadow_split(ds, design["seed"], design["shadow_seed"])
-        raise LorafairError(f"unknown split design {design['kind']!r}; valid choices: mia_target, mia_shadow")
-    t = ds.table
-    strat = ["label"]
-    if ds.attributes:
-        col = f"group_{ds.attributes[0]}"
-        if t[col].dtype == bool:
-            t = t.assign(_any=t[[f"group_{a}" for a in ds.attributes]].any(axis=1))
-            col = "_any"
-        strat.append(col)
-    return data_mod.assign_splits(t, seed, fractions, strat, unit="pair_id" if "pair_id" in t else None)
-
-
 def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
     """metrics.json: the test-split aggregates at the top level, brief val/train summaries below."""
     m = metrics_mod.classification_metrics(preds, "test", n_boot=n_boot, seed=seed)
@@ -170,42 +152,6 @@ def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
             m[split] = {"n": int(len(d)), "accuracy": float((d["label"] == d["pred"]).mean()),
                         "mean_loss": float(d["loss"].mean())}
     return m
-
-
-def run_many(runner: ClassificationRunner, configs: list[dict], force: bool = False,
-             desc: str = "runs", workers: int = 1) -> list[RunRecord]:
-    """Run configurations (completed ones are read back, not recomputed).
-
-    ``workers > 1`` runs independent configurations in that many 1-thread processes (on a 2-core
-    CPU two such processes give 1.1-1.6x the throughput of one 2-thread process). Each run is
-    stored as soon as it finishes, so an interrupted sweep resumes where it stopped."""
-    configs = list({runner.store.path(c["experiment"], c): c for c in configs}.values())  # dedupe
-    todo = [c for c in configs if force or not runner.store.is_done(c["experiment"], c)]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc,
-               disable=not runner.progress, file=sys.stderr)
-    if workers > 1 and len(todo) > 1:
-        _ = runner.dataset  # render/prepare the data once, before the workers read it
-        for name in {c["model"] for c in todo}:
-            models_mod.prepare(name)
-        args = (str(runner.store.root), runner.dataset_name, runner.dataset_kwargs, runner.train_options)
-        map_in_workers(_worker_run, [(*args, c, force) for c in todo], workers, lambda: bar.update(1))
-    else:
-        for c in todo:
-            runner.run(c, force=force)
-            bar.update(1)
-    bar.close()
-    return [runner.store.load(c["experiment"], c) for c in configs]
-
-
-_WORKER_RUNNERS: dict = {}
-
-
-def _worker_run(root: str, dataset: str, dataset_kwargs: dict, train_options: dict, cfg: dict, force: bool) -> str:
-    key = (root, dataset, repr(sorted(dataset_kwargs.items())), repr(sorted(train_options.items())))
-    if key not in _WORKER_RUNNERS:
-        _WORKER_RUNNERS[key] = ClassificationRunner(RunStore(root), dataset, dataset_kwargs, progress=False,
-                                                    train_options=train_options)
-    return str(_WORKER_RUNNERS[key].run(cfg, force=force).path)
 
 
 def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str) -> pd.DataFrame:
@@ -234,7 +180,7 @@ def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
         c, m = r.config, r.metrics
         a = m["attributes"][attribute]
         row = {"run_id": r.run_id, "model": c["model"], "method": c["method"], "seed": c["seed"],
-               "rank": c.get("rank", 0 if c["method"] == "head" else None),
+               "rank": c.get("rank", 0 if methods_mod.get(c["method"]).trains == "head" else None),
                "layer_fraction": c.get("layer_fraction", 1.0), "placement": c.get("placement"),
                "trainable_params": r.meta["adaptation"]["trainable_params"],
                "selected_epoch": r.meta["history"]["selected_epoch"],
@@ -354,20 +300,3 @@ def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list
     lines.append(f"- Across all {len(summary)} runs, the worst group was "
                  + ", ".join(f"`{g}` in {n}" for g, n in worst.items()) + " runs.")
     return lines
-
-
-def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, with_head: bool = True):
-    """Configurations and x-axis labels of a rank sweep (rank 0 = head-only; fractions per placement)."""
-    cfgs, labels = [], []
-    if with_head:
-        cfgs.append(make_config(model, "head", seed))
-        labels.append(("0 (head)", 0.0))
-    for r in ranks:
-        if r >= 1:
-            cfgs.append(make_config(model, "lora", seed, rank=r))
-            labels.append((f"{int(r)}", float(r)))
-        else:
-            for pl in placements:
-                cfgs.append(make_config(model, "lora", seed, rank=r, placement=pl))
-                labels.append((f"1 on {r:g} of layers ({pl})", r / 10 + {"front": 0, "back": 0.001, "random": 0.002}[pl]))
-    return cfgs, labels

@@ -14,21 +14,19 @@ import json
 import pandas as pd
 
 from . import experiments as ex
+from . import generation as gen
 from . import mia
+from .metrics import get_metric
 from .models import get_spec
 from .runs import RunStore
 
-HIGHER_IS_BETTER = {"accuracy": True, "worst group accuracy": True, "LiRA attack AUC": False,
-                    "loss attack AUC": False, "token-bias flip rate": False}
-
 
 def _verdict(metric: str, v: str) -> str:
+    """"LoRA better" / "LoRA worse" from a difference's direction and the metric's registered
+    direction (``metrics.METRICS``), or "indistinguishable"."""
     if v == "indistinguishable":
         return "indistinguishable"
-    higher_better = HIGHER_IS_BETTER.get(metric, False if metric.startswith("stereotype excess") else None)
-    if higher_better is None:
-        raise KeyError(f"no direction known for metric {metric!r}")
-    good = (v == "higher") == higher_better
+    good = (v == "higher") == get_metric(metric).higher_is_better
     return "LoRA better" if good else "LoRA worse"
 
 
@@ -53,11 +51,11 @@ def classification_cases(store: RunStore, experiment: str, profile: str, n_boot:
                 continue
             seeds = sorted(set(preds[preds["method"] == "lora"]["seed"]) & set(preds[preds["method"] == other]["seed"]))
             for metric, v in d.items():
-                name = metric.replace("_", " ")
+                name = get_metric(metric).label
                 rows.append({"experiment": experiment, "dataset": dataset, "settings": kw, "model": model,
                              "attribute": attr, "comparison": f"LoRA - {other}", "metric": name,
                              "difference": v["difference"], "lo": v["ci"][0], "hi": v["ci"][1],
-                             "seeds": len(seeds), "verdict": _verdict(name, v["verdict"])})
+                             "seeds": len(seeds), "verdict": _verdict(metric, v["verdict"])})
     return pd.DataFrame(rows)
 
 
@@ -80,12 +78,13 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
         if not {"lora", "full"} <= set(t) or len(sh) < 2:
             continue
         sp = [s.predictions() for s in sh]
-        for attack, fn in (("LiRA attack AUC", lambda p, sp=sp: mia.lira_scores(p, sp)), ("loss attack AUC", mia.loss_scores)):
+        for key, fn in (("lira_auc", lambda p, sp=sp: mia.lira_scores(p, sp)), ("loss_auc", mia.loss_scores)):
+            attack = get_metric(key).label
             d = mia.paired_auc_difference(fn(t["lora"].predictions()), fn(t["full"].predictions()), n_boot, seed)
             rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
                          "attribute": "(all examples)", "comparison": "LoRA - full", "metric": attack,
                          "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,
-                         "verdict": _verdict(attack, d["verdict"])})
+                         "verdict": _verdict(key, d["verdict"])})
     return pd.DataFrame(rows)
 
 
@@ -95,8 +94,6 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
     that leaves *they* behind "more stereotyped"), per training set and test set, paired over test
     sources and seeds. Probe: LoRA minus full (and minus
     base) in the token-bias flip rate, paired over texts (each text's mean over variants)."""
-    from . import generation as gen
-
     recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
     rows = []
     pron = [r for r in recs if r.config["part"] == "pronoun"]
@@ -109,7 +106,7 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
         for test_set in sorted(preds["test_set"].unique()):
             sub = preds[preds["test_set"] == test_set]
             for ts in sorted(set(sub["train_set"]) - {"-"}):
-                metric = f"stereotype excess, pro - anti ({ts} refs)"
+                metric = f"{get_metric('stereotype_excess').label} ({ts} refs)"
                 for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
                     d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel,
                                                    gen.STEREOTYPE_EXCESS, n_boot)
@@ -118,7 +115,7 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
                     rows.append({"experiment": "generation_fairness", "dataset": f"{task} {test_set}", "settings": kw,
                                  "model": model, "attribute": "predisposition", "comparison": f"LoRA - {other}",
                                  "metric": metric, "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1],
-                                 "seeds": len(set(sub["seed"])), "verdict": _verdict(metric, d["verdict"])})
+                                 "seeds": len(set(sub["seed"])), "verdict": _verdict("stereotype_excess", d["verdict"])})
     probes: dict = {}
     for r in recs:
         if r.config["part"] == "token_bias":
@@ -135,9 +132,9 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
                 continue
             rows.append({"experiment": "generation_fairness", "dataset": corpus, "settings": kw, "model": model,
                          "attribute": "(prompt variants)", "comparison": f"LoRA - {other}",
-                         "metric": "token-bias flip rate", "difference": d["difference"], "lo": d["ci"][0],
+                         "metric": get_metric("flip_rate").label, "difference": d["difference"], "lo": d["ci"][0],
                          "hi": d["ci"][1], "seeds": d["seeds"],
-                         "verdict": _verdict("token-bias flip rate", d["verdict"])})
+                         "verdict": _verdict("flip_rate", d["verdict"])})
     return pd.DataFrame(rows)
 
 

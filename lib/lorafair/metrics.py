@@ -2,7 +2,13 @@
 
 Thin wrappers: per-group rates through ``fairlearn.metrics.MetricFrame``, parity gaps through
 fairlearn, calibration error through torchmetrics, per-group accuracy intervals through
-``scipy.stats.binomtest`` (Wilson), other intervals through ``scipy.stats.bootstrap`` (percentile).
+``scipy.stats.binomtest`` (Wilson), other intervals through ``scipy.stats.bootstrap`` (percentile),
+and, where examples must be resampled within strata or as clusters (members and non-members of a
+membership attack; all variants of one probed text), through ``stratified_bootstrap``: every
+resampling of the study goes through these two helpers.
+
+The metric registry ``METRICS`` says, for every metric the chapters and findings compare, its label,
+its per-example score (what a paired analysis pairs), its aggregation and whether higher is better.
 
 Conventions (also in book/methods.md):
 - ``ece`` for a binary task is the expected calibration error of the *positive-class probability*
@@ -18,6 +24,8 @@ Conventions (also in book/methods.md):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +39,72 @@ from torchmetrics.functional.classification import (
 
 N_BINS = 10
 CONFIDENCE = 0.95
+#: the quantiles of a 95% percentile interval
+PERCENTILES = (0.025, 0.975)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str                          # as shown in tables and in the findings
+    higher_is_better: bool              # from the point of view of fairness and privacy
+    aggregation: str                    # mean, worst group, gap, calibration, AUC
+    per_example: str                    # the per-example score a paired analysis pairs
+    score: Callable | None = None       # that score, from a predictions table, where it is a column function
+
+
+def _correct(preds: pd.DataFrame) -> np.ndarray:
+    return (preds["label"].to_numpy() == preds["pred"].to_numpy()).astype(np.float64)
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(m: Metric) -> Metric:
+    METRICS[m.name] = m
+    return m
+
+
+def get_metric(name: str) -> Metric:
+    """A metric by key or by label; errors name the valid keys."""
+    for m in METRICS.values():
+        if name in (m.name, m.label):
+            return m
+    raise KeyError(f"unknown metric {name!r}; valid choices: {', '.join(METRICS)}")
+
+
+for _m in (
+    Metric("accuracy", "accuracy", True, "mean", "correct (0/1)", _correct),
+    Metric("worst_group_accuracy", "worst group accuracy", True, "worst group", "correct (0/1), by group", _correct),
+    Metric("accuracy_gap", "accuracy gap", False, "gap (best - worst group)", "correct (0/1), by group", _correct),
+    Metric("ece", "ECE", False, "calibration (10 bins)", "confidence and correctness"),
+    Metric("lira_auc", "LiRA attack AUC", False, "AUC", "LiRA z-score of member vs non-member"),
+    Metric("loss_auc", "loss attack AUC", False, "AUC", "negative loss of member vs non-member"),
+    Metric("flip_rate", "token-bias flip rate", False, "mean", "a text's flips, averaged over prompt variants"),
+    Metric("stereotype_excess", "stereotype excess, pro - anti", False, "mean",
+           "a generation's score: pro +1, anti -1, neutral and unknown 0"),
+):
+    register_metric(_m)
+
+
+def stratified_bootstrap(statistic: Callable[[np.ndarray], object], strata: list[np.ndarray], n_boot: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Statistics of ``n_boot`` resamples, shape (n_boot, k): each resample draws every stratum (an
+    array of positions or cluster indices) with replacement at its own size, in order, and passes the
+    concatenated draw to ``statistic`` (which may return several values)."""
+    out = []
+    for _ in range(max(0, n_boot)):
+        idx = np.concatenate([rng.choice(np.asarray(s), len(s)) for s in strata])
+        out.append(np.atleast_1d(np.asarray(statistic(idx), dtype=np.float64)))
+    return np.array(out).reshape(len(out), -1) if out else np.empty((0, 1))
+
+
+def percentile_interval(values) -> list[float]:
+    """The 95% percentile interval of resampled values (NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.quantile(v, PERCENTILES[0])), float(np.quantile(v, PERCENTILES[1]))]
 
 
 def group_columns(df: pd.DataFrame) -> list[str]:

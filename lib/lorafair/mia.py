@@ -1,11 +1,8 @@
 """Membership inference per subgroup: the loss-threshold attack and offline LiRA.
 
-Data design (book/membership_inference): for a seed, every example is assigned to one of
-- ``train`` (M, 25%): the target's training set: its *members*;
-- ``val`` (10%): the target's validation split (checkpoint selection), not attacked;
-- ``test`` (N, 25%): never seen by the target: its *non-members*;
-- ``pool`` (D, 40%): the shadow models' data; each shadow trains on a random half of D.
-Shadows never see M or N, so every shadow is an OUT model for every attacked example (offline
+Data design (``lorafair.splits``: ``mia_target`` and ``mia_shadow``): for a seed, every example is
+in the target's ``train`` split (its *members*), ``val`` (not attacked), ``test`` (its *non-members*)
+or ``pool`` (the shadow models' data; each shadow trains on a random half of it). Shadows never see M or N, so every shadow is an OUT model for every attacked example (offline
 LiRA, as the original study). Fix over the original: membership labels are read from the target's
 own stored ``split`` column, i.e. its real training set.
 
@@ -21,48 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .data import Dataset
-from .metrics import verdict
-
-MIA_SPLITS = ("train", "val", "test", "pool")
-MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
-
-
-def stratified_cut(table: pd.DataFrame, seed: int, fractions, names, stratify: list[str]) -> pd.Series:
-    """Assign each example to one of ``names`` with the given fractions, stratified, from ``seed``."""
-    out = pd.Series(index=table.index, dtype=object)
-    order = table.sort_values("example_id").index
-    keys = table.loc[order, stratify].astype(str).agg("|".join, axis=1)
-    rng = np.random.default_rng(seed)
-    bounds = np.cumsum(fractions)
-    for _, idx in keys.groupby(keys, sort=True).groups.items():
-        idx = np.array(idx)[rng.permutation(len(idx))]
-        cuts = np.round(bounds * len(idx)).astype(int)
-        start = 0
-        for name, stop in zip(names, cuts):
-            out.loc[idx[start:stop]] = name
-            start = stop
-    return out
-
-
-def _strata(ds: Dataset) -> list[str]:
-    return ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes and
-                        ds.table[f"group_{ds.attributes[0]}"].dtype != bool else [])
-
-
-def target_split(ds: Dataset, seed: int) -> pd.Series:
-    return stratified_cut(ds.table, seed, MIA_FRACTIONS, MIA_SPLITS, _strata(ds))
-
-
-def shadow_split(ds: Dataset, seed: int, shadow_seed: int) -> pd.Series:
-    """A shadow trains on a random half of the pool; everything else is evaluated ("test")."""
-    base = target_split(ds, seed)
-    pool = base[base == "pool"]
-    half = stratified_cut(ds.table.loc[pool.index], shadow_seed, (0.5, 0.5), ("train", "test"), _strata(ds))
-    out = pd.Series("test", index=ds.table.index, dtype=object)
-    out.loc[half.index] = half
-    return out
-
+from .metrics import percentile_interval, stratified_bootstrap, verdict
 
 def membership(target: pd.DataFrame) -> pd.DataFrame:
     """The attacked examples of a target: members (its train split) and non-members (its test split)."""
@@ -113,23 +69,15 @@ def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 
             return {**out, "auc": float("nan"), "auc_ci": [float("nan")] * 2,
                     **{f"tpr_at_{f:g}_fpr": float("nan") for f in fpr_levels}}
         out["auc"] = float(roc_auc_score(y, s))
-        rng = np.random.default_rng(seed)
-        boots, tprs = [], {f: [] for f in fpr_levels}
-        for _ in range(n_boot):  # stratified: members and non-members resampled separately
-            i1 = rng.choice(np.flatnonzero(y == 1), int(y.sum()))
-            i0 = rng.choice(np.flatnonzero(y == 0), int((1 - y).sum()))
-            i = np.concatenate([i1, i0])
-            boots.append(roc_auc_score(y[i], s[i]))
-            for f in fpr_levels:
-                tprs[f].append(tpr_at_fpr(y[i], s[i], f))
 
-        def ci(v):
-            return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v else [float("nan")] * 2
-
-        out["auc_ci"] = ci(boots)
-        for f in fpr_levels:
+        def stat(i):  # members and non-members resampled separately (stratified)
+            return [roc_auc_score(y[i], s[i])] + [tpr_at_fpr(y[i], s[i], f) for f in fpr_levels]
+        boots = stratified_bootstrap(stat, [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot,
+                                     np.random.default_rng(seed))
+        out["auc_ci"] = percentile_interval(boots[:, 0])
+        for j, f in enumerate(fpr_levels, 1):
             out[f"tpr_at_{f:g}_fpr"] = tpr_at_fpr(y, s, f)
-            out[f"tpr_at_{f:g}_fpr_ci"] = ci(tprs[f])
+            out[f"tpr_at_{f:g}_fpr_ci"] = percentile_interval(boots[:, j] if boots.shape[1] > j else [])
         return out
 
     res = {"overall": one(d)}
@@ -145,21 +93,6 @@ def _fmt_ci(ci) -> str:
 def roc_points(d: pd.DataFrame) -> pd.DataFrame:
     fpr, tpr, _ = roc_curve(d["member"], d["score"])
     return pd.DataFrame({"fpr": fpr, "tpr": tpr})
-
-
-def task_configs(task: dict, profile: str, seed: int, methods, shadow_seeds, batch_size: int, n_boot: int):
-    """Run configurations of one attacked task: a target per method and the LoRA shadows."""
-    from .experiments import classification_config
-
-    def cfg(method, run_seed, design, select):
-        return classification_config(
-            "membership_inference", profile, task["dataset"], task["dataset_kwargs"], task["model"], method,
-            run_seed, task["epochs"], task["lrs"][method], batch_size, n_boot=n_boot,
-            max_length=task.get("max_length"), split_design=design, select=select)
-
-    targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in methods}
-    shadows = [cfg("lora", s, {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds]
-    return targets, shadows
 
 
 def attack_table(results: dict, attribute: str) -> pd.DataFrame:
@@ -185,11 +118,7 @@ def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, 
         raise ValueError("paired AUC difference needs the same attacked examples and membership labels")
     y, sa, sb = m["member_a"].to_numpy(), m["score_a"].to_numpy(), m["score_b"].to_numpy()
     diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boots = []
-    for _ in range(n_boot):
-        i = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        boots.append(roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]))
-    ci = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+    boots = stratified_bootstrap(lambda i: roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]),
+                                 [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
+    ci = percentile_interval(boots[:, 0])
     return {"difference": diff, "ci": ci, "n": int(len(m)), "verdict": verdict(ci)}

@@ -1,15 +1,14 @@
-"""Model registry (name -> builder) and ``adapt(model, method, ...)`` on top of peft.
+"""The model registry (name -> ``ModelSpec``) and ``adapt(model, spec, method, ...)`` on top of peft.
 
-Methods (book/methods.md):
-- ``head`` (= rank 0, a linear probe): only the new classification head trains; the backbone is frozen
-  and its normalisation statistics stay fixed.
-- ``base``: no training of the backbone. For classification a new head is needed, so ``base`` is
-  the same run as ``head`` (resolved before hashing, so both names share one run record).
-- ``lora``: peft LoRA of rank ``rank`` and scaling ``alpha / rank`` on ``target_modules`` (the
-  architecture's default when None), placed on a fraction ``layer_fraction`` of the layers
-  (``placement`` front / back / random); the head trains fully. Normalisation statistics stay fixed.
-  A rank below 1 follows the original study's "fractional rank": rank 1 on that fraction of layers.
-- ``full``: every parameter trains.
+A ``ModelSpec`` holds a classifier builder (``builder(num_labels)``), optionally a causal-LM builder
+(``causal_lm()``, for the generation experiments), the name of the new head, the default adapter
+target modules, the input settings and the per-model speed choices (``cpu_bf16``,
+``channels_last``). Adding a model is one ``register(ModelSpec(...))`` call.
+
+``adapt`` applies any method of ``lorafair.methods`` to a classifier or a causal LM. Adapter methods
+are placed on a fraction ``layer_fraction`` of the layers (``placement`` front / back / random); a
+rank below 1 follows the original study's "fractional rank": rank 1 on that fraction of layers.
+Normalisation statistics stay fixed for every method but full fine-tuning.
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ import torch
 from torch import nn
 
 from . import assets
+from . import methods as methods_mod
 from .errors import LorafairError, choose
 
-METHODS = ("base", "head", "lora", "full")
 PLACEMENTS = ("front", "back", "random")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,6 +58,9 @@ class ModelSpec:
     #: dropout probability applied to the head's input in training (head-only runs train the head on
     #: cached features and apply it there); None: the architecture has no dropout before its head
     head_dropout: Callable[[nn.Module], float] | None = None
+    #: the causal-LM form of the model (generation experiments): ``causal_lm()`` -> model, tokenizer
+    #: from ``tokenizer``
+    causal_lm: Callable[[], nn.Module] | None = None
 
 
 class ImageClassifier(nn.Module):
@@ -394,45 +396,24 @@ def _hf_clm(repo_id: str, tokenizer: Callable):
     return build
 
 
-#: name -> (builder, tokenizer) of the causal LMs used by the generation experiments.
-CAUSAL_LMS: dict[str, tuple[Callable[[], nn.Module], Callable[[], object]]] = {
-    "smollm2_135m": (_smollm2_clm, _smollm2_tokenizer),
-    "llama_tiny_random": (_tiny_clm("Llama"), _smollm2_tokenizer),
-    "mistral_tiny_random": (_tiny_clm("Mistral"), _smollm2_tokenizer),
-    "llama2_7b": (_hf_clm("meta-llama/Llama-2-7b-hf", _llama_tok), _llama_tok),
-    "mistral_7b": (_hf_clm("mistralai/Mistral-7B-v0.1", _mistral_tok), _mistral_tok),
-}
+for _name, _build in (("smollm2_135m", _smollm2_clm), ("llama_tiny_random", _tiny_clm("Llama")),
+                     ("mistral_tiny_random", _tiny_clm("Mistral")),
+                     ("llama2_7b", _hf_clm("meta-llama/Llama-2-7b-hf", _llama_tok)),
+                     ("mistral_7b", _hf_clm("mistralai/Mistral-7B-v0.1", _mistral_tok))):
+    MODELS[_name].causal_lm = _build
+
+
+def causal_lm_names() -> list[str]:
+    return [n for n, s in MODELS.items() if s.causal_lm is not None]
 
 
 def build_causal_lm(name: str, seed: int = 0) -> tuple[nn.Module, object]:
     """A causal LM and its tokenizer (pad token set explicitly)."""
-    name = get_spec(name).name
-    if name not in CAUSAL_LMS:
-        raise LorafairError(f"model {name!r} has no causal-LM form; valid choices: {', '.join(CAUSAL_LMS)}")
-    build_fn, tok_fn = CAUSAL_LMS[name]
+    spec = get_spec(name)
+    if spec.causal_lm is None:
+        raise LorafairError(f"model {name!r} has no causal-LM form; valid choices: {', '.join(causal_lm_names())}")
     torch.manual_seed(seed)
-    return build_fn(), tok_fn()
-
-
-def adapt_causal_lm(model: nn.Module, method: str, rank: int = 8, alpha: float = 16,
-                    target_modules=("q_proj", "v_proj")) -> tuple[nn.Module, dict]:
-    """``base`` (nothing trains), ``lora`` (peft CAUSAL_LM on the query/value projections, no extra
-    trainable modules, as the original study) or ``full``."""
-    choose("method", method, ("base", "lora", "full"))
-    info: dict = {"method": method}
-    if method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        cfg = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, lora_dropout=0.0,
-                         target_modules=list(target_modules), bias="none")
-        model = get_peft_model(model, cfg)
-        info.update({"rank": int(rank), "alpha": float(alpha), "target_modules": list(target_modules)})
-    else:
-        for p in model.parameters():
-            p.requires_grad_(method == "full")
-    info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    info["total_params"] = int(sum(p.numel() for p in model.parameters()))
-    return model, info
+    return spec.causal_lm(), spec.tokenizer()
 
 
 def prepare(name: str) -> None:
@@ -465,8 +446,8 @@ def set_channels_last(model: nn.Module, on: bool = True) -> nn.Module:
 
 # ---------------------------------------------------------------- adaptation
 def resolve_method(method: str) -> str:
-    choose("method", method, METHODS)
-    return "head" if method == "base" else method
+    """The method a classification run trains (``base`` -> ``head``); errors name the valid methods."""
+    return methods_mod.for_classification(method).name
 
 
 def layer_key(name: str) -> str:
@@ -515,46 +496,60 @@ def rank_and_fraction(rank: float, layer_fraction: float) -> tuple[int, float]:
     return int(rank), layer_fraction
 
 
+def adapter_targets(model: nn.Module, spec: ModelSpec, target_modules=None, layer_fraction: float = 1.0,
+                    placement: str = "front", seed: int = 0) -> list[str]:
+    """The modules an adapter is placed on: the architecture's defaults (or those whose name ends in
+    one of ``target_modules``), restricted to a fraction of the layers."""
+    available = spec.lora_targets(model)
+    if target_modules:
+        chosen = [n for n in available if n.split(".")[-1] in target_modules] or \
+                 [n for n, _ in model.named_modules() if n.split(".")[-1] in target_modules]
+        if not chosen:
+            raise LorafairError(f"target_modules {target_modules} match no module of {spec.name}; "
+                                f"default targets end in: {sorted({n.split('.')[-1] for n in available})}")
+    else:
+        chosen = available
+    return select_layers(chosen, layer_fraction, placement, seed)
+
+
 def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = None,
           alpha: float | None = None, target_modules: list[str] | None = None,
           layer_fraction: float = 1.0, placement: str = "front", dropout: float = 0.0,
-          seed: int = 0) -> tuple[nn.Module, dict]:
-    """Prepare ``model`` for ``method``; returns the model to train and a description of what trains."""
-    method = resolve_method(method)
-    info: dict = {"method": method}
-    if method == "full":
+          seed: int = 0, causal_lm: bool = False) -> tuple[nn.Module, dict]:
+    """Prepare ``model`` (a classifier, or with ``causal_lm`` a causal LM) for ``method``; returns
+    the model to train and a description of what trains (with the peft config as peft serialises it)."""
+    m = methods_mod.get(method) if causal_lm else methods_mod.for_classification(method)
+    if causal_lm and m.trains == "head":
+        raise LorafairError(f"method {m.name!r} trains a classification head; a causal LM has none "
+                            f"(valid: {', '.join(methods_mod.names(('nothing', 'adapter', 'all')))})")
+    info: dict = {"method": m.name}
+    if m.trains in ("all", "nothing"):
         for p in model.parameters():
-            p.requires_grad_(True)
-    elif method == "head":
+            p.requires_grad_(m.trains == "all")
+    elif m.trains == "head":
         head = model.get_submodule(spec.head)
         for p in model.parameters():
             p.requires_grad_(False)
         for p in head.parameters():
             p.requires_grad_(True)
     else:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        r, fraction = rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
-        available = spec.lora_targets(model)
-        if target_modules:
-            chosen = [n for n in available if n.split(".")[-1] in target_modules] or \
-                     [n for n, _ in model.named_modules() if n.split(".")[-1] in target_modules]
-            if not chosen:
-                raise LorafairError(f"target_modules {target_modules} match no module of {spec.name}; "
-                                    f"default targets end in: {sorted({n.split('.')[-1] for n in available})}")
-        else:
-            chosen = available
-        chosen = select_layers(chosen, fraction, placement, seed)
-        cfg = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else spec.default_alpha,
-                         lora_dropout=dropout, target_modules=chosen, modules_to_save=[spec.head],
-                         bias="none")
+        settings: dict = {}
+        fraction = layer_fraction
+        if m.uses_rank:
+            r, fraction = rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
+            settings = {"rank": r, "alpha": alpha if alpha is not None else spec.default_alpha}
+        chosen = adapter_targets(model, spec, target_modules, fraction, placement, seed)
+        cfg = m.peft_config(settings, chosen, None if causal_lm else [spec.head],
+                            "CAUSAL_LM" if causal_lm else None, dropout)
         model = get_peft_model(model, cfg)
-        info.update({"rank": r, "alpha": cfg.lora_alpha, "layer_fraction": fraction,
-                     "placement": placement, "lora_modules": len(chosen),
-                     "lora_layers": len({layer_key(c) for c in chosen})})
+        info.update({k: (float(v) if k == "alpha" else v) for k, v in settings.items()})
+        info.update({"layer_fraction": fraction, "placement": placement, "adapter_modules": len(chosen),
+                     "adapter_layers": len({layer_key(c) for c in chosen}), "peft_config": methods_mod.peft_dict(cfg)})
     info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     info["total_params"] = int(sum(p.numel() for p in model.parameters()))
-    info["freeze_norm_stats"] = method != "full"
+    info["freeze_norm_stats"] = m.trains != "all"
     if spec.channels_last:
         set_channels_last(model)
     return model, info

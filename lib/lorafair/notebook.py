@@ -17,7 +17,9 @@ from pathlib import Path
 
 from .assets import REPO_ROOT
 from .errors import LorafairError, choose
-from .profiles import PROFILE_NAMES, parameter_names
+from . import plots
+from .profiles import PROFILE_NAMES, parameter_names, resolve_from
+from .runs import RunStore
 
 NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
              "findings", "performance")
@@ -112,9 +114,6 @@ def setup_chapter(name: str, namespace: dict):
 
     import torch
 
-    from . import plots
-    from .profiles import resolve_from
-    from .runs import RunStore
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(2)

@@ -1,11 +1,13 @@
 """The seaborn figures the notebooks share.
 
-Conventions: methods are always ordered head, lora, full with fixed colours *and* markers/line
-styles (figures stay readable in grey-scale); groups keep one order across chapters (skin tones light
+Conventions: methods keep the order, colour *and* marker/line style of their entry in
+``lorafair.methods`` (figures stay readable in grey-scale; a new method brings its own style); groups keep one order across chapters (skin tones light
 to dark); every figure says in its title which profile produced it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,11 +15,37 @@ import pandas as pd
 import seaborn as sns
 from sklearn.calibration import calibration_curve
 
-METHOD_ORDER = ["head", "lora", "full"]
-METHOD_LABEL = {"head": "head-only (rank 0)", "lora": "LoRA", "full": "full fine-tuning"}
-METHOD_COLOR = {"head": "#9e9e9e", "lora": "#0072B2", "full": "#D55E00"}
-METHOD_MARKER = {"head": "s", "lora": "o", "full": "^"}
-METHOD_DASH = {"head": ":", "lora": "-", "full": "--"}
+from . import methods as methods_mod
+from .metrics import wilson_interval
+
+
+class _MethodAttr(Mapping):
+    """A read-only view of one attribute of every registered method (label, color, marker, dash)."""
+
+    def __init__(self, attr: str):
+        self.attr = attr
+
+    def __getitem__(self, name: str):
+        return getattr(methods_mod.get(name), self.attr)
+
+    def __iter__(self):
+        return iter(methods_mod.METHODS)
+
+    def __len__(self) -> int:
+        return len(methods_mod.METHODS)
+
+
+METHOD_LABEL = _MethodAttr("label")
+METHOD_COLOR = _MethodAttr("color")
+METHOD_MARKER = _MethodAttr("marker")
+METHOD_DASH = _MethodAttr("dash")
+
+
+def method_offsets(methods: list[str], span: float = 0.22) -> dict:
+    """Horizontal offsets that keep any number of methods' points apart within one x position."""
+    if len(methods) < 2:
+        return {m: 0.0 for m in methods}
+    return dict(zip(methods, np.linspace(-span, span, len(methods))))
 GROUP_ORDER = {
     "skin_tone": ["light", "medium-light", "medium", "medium-dark", "dark"],
     "race": ["White", "Black", "Asian", "Indian", "Others"],
@@ -37,8 +65,6 @@ def order_groups(attribute: str, groups) -> list[str]:
 
 def pooled_group_accuracy(preds: pd.DataFrame, attribute: str, by: list[str]) -> pd.DataFrame:
     """Per-group test accuracy pooled over seeds (each seed's own test split) with Wilson intervals."""
-    from .metrics import wilson_interval
-
     col = f"group_{attribute}"
     d = preds[preds["split"] == "test"].assign(correct=lambda x: x["label"] == x["pred"])
     rows = []
@@ -55,10 +81,10 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
     facets = list(dict.fromkeys(table[facet]))
     groups = order_groups(attribute, table["group"])
     fig, axes = plt.subplots(1, len(facets), figsize=(4.6 * len(facets), 3.8), sharey=True, squeeze=False)
-    offsets = dict(zip(METHOD_ORDER, (-0.22, 0.0, 0.22)))
+    offsets = method_offsets(methods_mod.order(table["method"]))
     for ax, f in zip(axes[0], facets):
         sub = table[table[facet] == f]
-        for m in [m for m in METHOD_ORDER if m in set(sub["method"])]:
+        for m in methods_mod.order(sub["method"]):
             s = sub[sub["method"] == m].set_index("group").reindex(groups)
             x = np.arange(len(groups)) + offsets[m]
             ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
@@ -81,7 +107,7 @@ def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int =
     one line per group; test predictions pooled over seeds."""
     d = preds[preds["split"] == "test"]
     models = list(dict.fromkeys(d["model"]))
-    methods = [m for m in METHOD_ORDER if m in set(d["method"])]
+    methods = methods_mod.order(d["method"])
     groups = order_groups(attribute, d[f"group_{attribute}"])
     palette = dict(zip(groups, sns.color_palette("viridis", len(groups))))
     styles = dict(zip(groups, ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 3))
@@ -181,15 +207,15 @@ def group_auc(tables: dict, attributes: dict, profile: str):
     titles = list(tables)
     attacks = list(dict.fromkeys(tables[titles[0]]["attack"]))
     fig, axes = plt.subplots(len(titles), len(attacks), figsize=(5.2 * len(attacks), 3.7 * len(titles)), squeeze=False)
-    offsets = {"lora": -0.12, "full": 0.12, "head": 0.0}
+    offsets = {t: method_offsets(methods_mod.order(tables[t]["method"]), 0.12) for t in titles}
     for row, title in enumerate(titles):
         table, attribute = tables[title], attributes[title]
         groups = ["all"] + order_groups(attribute, [g for g in table["group"] if g != "all"])
         for ax, attack in zip(axes[row], attacks):
             sub = table[table["attack"] == attack]
-            for m in [m for m in METHOD_ORDER if m in set(sub["method"])]:
+            for m in methods_mod.order(sub["method"]):
                 s_ = sub[sub["method"] == m].set_index("group").reindex(groups)
-                x = np.arange(len(groups)) + offsets[m]
+                x = np.arange(len(groups)) + offsets[title][m]
                 ax.errorbar(x, s_["auc"], yerr=[s_["auc"] - s_["auc_lo"], s_["auc_hi"] - s_["auc"]],
                             fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3)
             n = sub.drop_duplicates("group").set_index("group").reindex(groups)
@@ -234,10 +260,6 @@ def forest(cases: pd.DataFrame, profile: str):
 
 
 # ---------------------------------------------------------------- generation fairness
-METHOD_LABEL["base"] = "base (not fine-tuned)"
-METHOD_COLOR["base"] = METHOD_COLOR["head"]
-METHOD_MARKER["base"] = "s"
-METHOD_DASH["base"] = ":"
 CATEGORY_STYLE = {  # colour and hatch, so the stacks stay readable in grey-scale
     "pro": ("#D55E00", ""), "anti": ("#0072B2", "//"), "neutral": ("#F0E442", ".."), "unknown": ("#bdbdbd", "xx"),
     "male": ("#8c510a", ""), "female": ("#56B4E9", "//"), "yes": ("#009E73", ""), "no": ("#CC79A7", "//"),
@@ -261,8 +283,9 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
     per predisposition of the source's entity. ``table``: rows of run predictions with columns method,
     train_set, predisposition, category."""
     t = table[table["test_set"] == test_set]
-    rows = [k for k in [("base", "-"), ("lora", "balanced"), ("lora", "pro"), ("full", "balanced"), ("full", "pro")]
-            if ((t["method"] == k[0]) & (t["train_set"] == k[1])).any()]
+    candidates = [(m, ts) for m in methods_mod.order(t["method"])
+                  for ts in (["-"] if methods_mod.get(m).trains == "nothing" else ["balanced", "pro"])]
+    rows = [k for k in candidates if ((t["method"] == k[0]) & (t["train_set"] == k[1])).any()]
     labels = [METHOD_LABEL[m] if ts == "-" else f"{METHOD_LABEL[m]}, {ts} refs" for m, ts in rows]
     preds = ["male", "female"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8), sharey=True)
@@ -283,7 +306,7 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
 
 def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
     """Stacked bars of chosen contents per prompt variant (rows) and model (panels)."""
-    methods = [m for m in ("base", "lora", "full") if m in set(rows["method"])]
+    methods = methods_mod.order(rows["method"])
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 0.4 * len(prompt_ids) + 1.8),
                              sharey=True, squeeze=False)
     shown = rows[rows["prompt_id"].isin(prompt_ids)]
@@ -305,9 +328,9 @@ def bias_index_plot(bi: pd.DataFrame, profile: str):
     """Total-variation distance between a prompt's and its variant's choice distributions, per model,
     with 95% bootstrap intervals over texts."""
     pairs = list(dict.fromkeys(bi["prompt_id"]))
-    methods = [m for m in ("base", "lora", "full") if m in set(bi["method"])]
+    methods = methods_mod.order(bi["method"])
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(pairs) + 1.5))
-    offsets = dict(zip(methods, np.linspace(-0.22, 0.22, len(methods))))
+    offsets = method_offsets(methods)
     y0 = np.arange(len(pairs))[::-1]
     for m in methods:
         s = bi[bi["method"] == m].set_index("prompt_id").reindex(pairs)

@@ -60,7 +60,7 @@ VISION = {
         "models": ["vit_base", "swinv2_large"],
         "methods": ["head", "lora", "full"],
         "seeds": [13, 1337, 42, 666, 888],
-        # the original study's selected (epochs, lr) for UTK gender (paper-study.md B.3); head: ours
+        # the original study's selected (epochs, lr) for UTK gender (its appendix of hyper-parameters); head: ours
         "epochs": {"vit_base": {"head": 2, "lora": 2, "full": 2}, "swinv2_large": {"head": 2, "lora": 2, "full": 6}},
         "lrs": {"vit_base": {"head": 1e-3, "lora": 3e-4, "full": 3e-5},
                 "swinv2_large": {"head": 1e-3, "lora": 1e-3, "full": 3e-6}},
@@ -106,7 +106,7 @@ LLM = {
         "models": ["minilm", "smollm2_135m"],
         "methods": ["head", "lora", "full"],
         "seeds": [13, 1337, 42],
-        # SmolLM2 costs ~10x MiniLM per example on a CPU (cpu-costs.md): one seed, stated in the chapter
+        # SmolLM2 costs ~10x MiniLM per example on a CPU (lorafair bench --cpu): one seed, stated in the chapter
         "seeds_by_model": {"smollm2_135m": [13]},
         "epochs": {"minilm": {"head": 3, "lora": 3, "full": 3}, "smollm2_135m": {"head": 2, "lora": 2, "full": 2}},
         # chosen on the validation split of seed 13 (book/methods.md, "Training and selection"; the
@@ -132,7 +132,7 @@ LLM = {
         "methods": ["head", "lora", "full"],
         "seeds": [13, 1337, 42, 666, 888],
         "seeds_by_model": {},
-        # the original study's selected (epochs, lr) for D-Lab religion (paper-study.md B.3); head: ours
+        # the original study's selected (epochs, lr) for D-Lab religion (its appendix of hyper-parameters); head: ours
         "epochs": {"llama2_7b": {"head": 2, "lora": 6, "full": 2}, "mistral_7b": {"head": 2, "lora": 4, "full": 2}},
         "lrs": {"llama2_7b": {"head": 1e-3, "lora": 3e-4, "full": 1e-5},
                 "mistral_7b": {"head": 1e-3, "lora": 3e-4, "full": 1e-5}},
@@ -211,7 +211,7 @@ MIA = {
         "workers": 1,
     },
 }
-#: The original study's 16 LiRA shadow seeds (paper-study.md C.3).
+#: The original study's 16 LiRA shadow seeds (its membership-inference code's seed list).
 SHADOW_SEEDS = [2044, 776, 1885, 2094, 55, 2142, 1895, 2157, 762, 1390, 1481, 472, 1712, 2008, 1719, 101]
 
 #: Generation fairness: the pronoun task (fine-tuning on balanced vs pro-stereotypical references)
@@ -244,7 +244,7 @@ GENERATION = {
     },
     "offline": {
         "train_options": {},
-        # sized by cpu-costs.md: SmolLM2 CLM ~0.2 s (LoRA) / 0.33 s (full) per 36-token example on 2 cores
+        # sized by measurement: SmolLM2 CLM ~0.2 s (LoRA) / 0.33 s (full) per 36-token example on 2 cores
         "pronoun_task": "winobias",
         "pronoun_task_kwargs": {"max_groups": {"train": 120, "val": 24, "test": None}},
         "models": ["smollm2_135m"],
@@ -278,7 +278,7 @@ GENERATION = {
         "train_sets": ["balanced", "pro"],
         "rank": 8,
         "seeds": [13, 1337, 42, 666, 888],
-        # the original study's selected settings for MT general (paper-study.md B.3), used for both training
+        # the original study's selected settings for MT general (its appendix of hyper-parameters), used for both training
         # sets (its pro-set picks differ: Llama-2 full 4 epochs, LoRA 12; Mistral full 2, LoRA 3)
         "epochs": {"llama2_7b": {"lora": 6, "full": 2}, "mistral_7b": {"lora": 2, "full": 1}},
         "lrs": {"llama2_7b": {"lora": 3e-3, "full": 1e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-6}},
@@ -354,7 +354,8 @@ def per_model(value, model: str, method: str):
         value = value.get(model, value)
         if isinstance(value, dict):
             if method not in value:
-                raise LorafairError(f"no setting for method {method!r} in {value}")
+                raise LorafairError(f"no setting for method {method!r} in this profile (it sets {', '.join(value)}); "
+                                    f"add it with -p, e.g. -p lrs \"{{{method}: 1e-3}}\"")
             value = value[method]
     return value
 

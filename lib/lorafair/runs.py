@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .precision import cpu_info
+
 #: Packages whose versions are recorded with every run.
 RECORDED_PACKAGES = (
     "torch", "torchvision", "transformers", "peft", "accelerate", "timm", "fairlearn",
@@ -54,8 +56,6 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         rev = None
     import torch
-
-    from .precision import cpu_info
 
     # the precision a training run used is added by the run itself (lorafair.precision)
     device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,153 @@
+"""Every chapter's grid of run configurations, built from its resolved parameters (``profiles``).
+
+``configs(chapter, P)`` returns the chapter's named groups of configurations (for example
+``main``, ``rank_sweep`` and ``second_task`` for the vision chapter); ``runs(chapter, P)`` all of them
+once. So a chapter's runs can be listed, counted and launched without executing its notebook
+(``lorafair plan``), and the notebooks only read the records. The findings chapter trains nothing.
+"""
+
+from __future__ import annotations
+
+from . import estimate
+from . import methods as methods_mod
+from .errors import LorafairError, choose
+from .experiments import classification_config
+from .generation.runs import probe_config, pronoun_config
+from .profiles import SHADOW_SEEDS, per_model, seeds_for
+from .runs import run_id
+
+CHAPTERS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
+            "performance", "findings")
+
+
+def _classification(P: dict, experiment: str, max_length=None):
+    def config(model, method, seed, dataset_kwargs=None, dataset=None, **adapter):
+        return classification_config(experiment, P["profile"], dataset or P["dataset"],
+                                     dataset_kwargs or P["dataset_kwargs"], model, method, seed,
+                                     per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
+                                     P["batch_size"], n_boot=P["n_boot"], max_length=max_length, **adapter)
+    return config
+
+
+def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, with_head: bool = True) -> list[dict]:
+    """A LoRA rank sweep: rank 0 (head-only), integer ranks, and each fractional rank (rank 1 on a
+    fraction of the layers) at every placement."""
+    cfgs = [make_config(model, "head", seed)] if with_head else []
+    for r in ranks:
+        if r >= 1:
+            cfgs.append(make_config(model, "lora", seed, rank=r))
+        else:
+            cfgs += [make_config(model, "lora", seed, rank=r, placement=pl) for pl in placements]
+    return cfgs
+
+
+PLACEMENT_ORDER = {"front": 0, "back": 0.001, "random": 0.002}
+
+
+def rank_sweep_label(cfg: dict) -> tuple[str, float]:
+    """The x-axis label and sort key of a rank-sweep run, read from its configuration."""
+    if methods_mod.get(cfg["method"]).trains == "head":
+        return "0 (head)", 0.0
+    frac = cfg.get("layer_fraction", 1.0)
+    if frac < 1:
+        return f"1 on {frac:g} of layers ({cfg['placement']})", frac / 10 + PLACEMENT_ORDER[cfg["placement"]]
+    return f"{int(cfg['rank'])}", float(cfg["rank"])
+
+
+def vision_classification(P: dict) -> dict[str, list[dict]]:
+    config = _classification(P, "vision_classification")
+    s0 = P["seeds"][0]
+    second = dict(P["dataset_kwargs"], task=P["second_task"])
+    if P["second_task_n"]:
+        second["n"] = P["second_task_n"]
+    return {"main": [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in P["seeds"]],
+            "rank_sweep": rank_sweep_configs(config, P["rank_sweep_model"], s0, P["ranks"], P["placements"],
+                                             "head" in P["methods"]),
+            "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]]}
+
+
+def llm_classification(P: dict) -> dict[str, list[dict]]:
+    config = _classification(P, "llm_classification", P["max_length"])
+    mo = P["rank_sweep_model"]
+    m0 = P["models"][0]
+    return {"main": [config(m, me, s) for m in P["models"] for me in P["methods"] for s in seeds_for(P, m)],
+            "rank_sweep": rank_sweep_configs(config, mo, seeds_for(P, mo)[0], P["ranks"], P["placements"],
+                                             "head" in P["methods"]),
+            "second_dataset": [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
+                               for me in P["methods"]]}
+
+
+def shadow_seeds(P: dict) -> list[int]:
+    if P["n_shadows"] > len(SHADOW_SEEDS):
+        raise LorafairError(f"n_shadows is at most {len(SHADOW_SEEDS)} (the original study's shadow seeds), "
+                            f"got {P['n_shadows']}")
+    return SHADOW_SEEDS[: P["n_shadows"]]
+
+
+def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, list[dict]]:
+    """One attacked task and seed: a target per method (best-validation checkpoint) and the LoRA
+    shadows (last checkpoint), each on its membership-inference split (``lorafair.splits``)."""
+    def cfg(method, run_seed, design, select):
+        return classification_config(
+            "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
+            run_seed, task["epochs"], task["lrs"][method], P["batch_size"], n_boot=P["n_boot"],
+            max_length=task.get("max_length"), split_design=design, select=select)
+
+    targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in P["methods"]}
+    shadows = [cfg("lora", s, {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds(P)]
+    return targets, shadows
+
+
+def membership_inference(P: dict) -> dict[str, list[dict]]:
+    out = []
+    for task in P["tasks"]:
+        for seed in P["seeds"]:
+            targets, shadows = mia_task_configs(task, P, seed)
+            out += list(targets.values()) + shadows
+    return {"runs": out}
+
+
+def generation_fairness(P: dict) -> dict[str, list[dict]]:
+    pronoun, probe = [], []
+    for model in P["models"]:
+        for seed in P["seeds"]:
+            for method in P["methods"]:
+                trains = methods_mod.get(method).trains != "nothing"
+                for ts in (P["train_sets"] if trains else [None]):
+                    pronoun.append(pronoun_config(
+                        P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method, ts, seed,
+                        per_model(P["epochs"], model, method) if trains else 0,
+                        per_model(P["lrs"], model, method) if trains else 0.0,
+                        P["batch_size"], P["max_length"], P["max_new_tokens"], rank=P["rank"]))
+                probe.append(probe_config(
+                    P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, seed,
+                    per_model(P["probe_epochs"], model, method) if trains else 0,
+                    per_model(P["probe_lrs"], model, method) if trains else 0.0,
+                    P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"], P["max_text_tokens"],
+                    rank=P["rank"], n_boot=P["n_boot"]))
+    return {"pronoun": pronoun, "probe": probe}
+
+
+def performance(P: dict) -> dict[str, list[dict]]:
+    return {"estimates": [estimate.estimate_config(P["profile"], s["workload"], s["precision"], s["batch"],
+                                                   s["checkpointing"], seq=P["seq"], scale=P["scale"], gpu=P["gpu"])
+                          for s in P["steps"]]}
+
+
+def findings(P: dict) -> dict[str, list[dict]]:
+    return {}
+
+
+def configs(chapter: str, P: dict) -> dict[str, list[dict]]:
+    """The chapter's named groups of configurations for the resolved parameters ``P``."""
+    choose("chapter", chapter, CHAPTERS)
+    return globals()[chapter](P)
+
+
+def runs(chapter: str, P: dict) -> list[dict]:
+    """Every configuration of a chapter once, in grid order."""
+    seen: dict = {}
+    for group in configs(chapter, P).values():
+        for c in group:
+            seen.setdefault(run_id(c), c)
+    return list(seen.values())

@@ -1,0 +1,128 @@
+"""Generation runs: the hashed configuration and the computation of one pronoun or probe run.
+
+Both use the shared model registry and ``models.adapt(..., causal_lm=True)`` (any method of
+``lorafair.methods`` that trains nothing, an adapter or everything), ``train.fit_lm`` and the
+per-model precision of ``lorafair.precision``; the sweep runner (``lorafair.sweep``) stores them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import methods as methods_mod
+from .. import models as models_mod
+from ..errors import choose
+from ..precision import choose_precision
+from ..train import TrainConfig, fit_lm, merged_for_inference
+from .lm import encode_translation, generate, pack_corpus
+from .probe import bias_index, gender_preference, load_probe_corpus, probe_prompt_ids, run_probe
+from .pronoun import load_pronoun_task, pronoun_category, pronoun_ratios, scored_text, training_lines
+
+
+#: methods a causal LM can be adapted with (a head-only run has no meaning for generation)
+def lm_methods() -> tuple[str, ...]:
+    return methods_mod.names(("nothing", "adapter", "all"))
+
+
+def _trains(method: str) -> bool:
+    return methods_mod.get(method).trains != "nothing"
+
+
+def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: list, cfg: dict,
+                     progress: bool, train_options: dict | None = None):
+    model, tok = models_mod.build_causal_lm(model_name, seed)
+    model, info = models_mod.adapt(model, models_mod.get_spec(model_name), method, rank=cfg.get("rank"),
+                                   alpha=cfg.get("alpha"), seed=seed, causal_lm=True)
+    options = dict(train_options or {})
+    precision, why = choose_precision(model_name, options.pop("precision", None))
+    history: dict = {}
+    if _trains(method):
+        tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                           eval_batch_size=cfg["batch_size"], select="best_val", seed=seed, precision=precision,
+                           **options)
+        history = fit_lm(model, train, val, tok.pad_token_id, tcfg, progress=progress)
+    info["environment"] = {"precision": precision, "precision_reason": why}
+    model = merged_for_inference(model)  # an adapter merged: the same function, faster decoding and scoring
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model, tok, info, history
+
+
+def pronoun_config(profile: str, task: str, task_kwargs: dict, model: str, method: str, train_set: str | None,
+                   seed: int, epochs: int, lr: float, batch_size: int, max_length: int, max_new_tokens: int,
+                   rank: int = 8, alpha: float = 16) -> dict:
+    choose("method", method, lm_methods())
+    cfg = {"experiment": "generation_fairness", "part": "pronoun", "profile": profile, "task": task,
+           "task_kwargs": dict(sorted(task_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
+           "seed": int(seed), "max_length": int(max_length), "max_new_tokens": int(max_new_tokens)}
+    if _trains(method):
+        choose("train_set", train_set, ("balanced", "pro"))
+        cfg.update({"train_set": train_set, "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size)})
+    if methods_mod.get(method).uses_rank:
+        cfg.update({"rank": int(rank), "alpha": float(alpha)})
+    return cfg
+
+
+def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | None = None):
+    """Fine-tune (unless base) and generate for every test prompt; returns the run-record triple."""
+    task = load_pronoun_task(cfg["task"], cfg["seed"], **cfg["task_kwargs"])
+    tok = models_mod.get_spec(cfg["model"]).tokenizer()
+    train, val = [], []
+    if _trains(cfg["method"]):
+        train = [encode_translation(tok, task.prompt(r.source), r.target, cfg["max_length"])
+                 for r in training_lines(task, cfg["train_set"], "train").itertuples()]
+        val = [encode_translation(tok, task.prompt(r.source), r.target, cfg["max_length"])
+               for r in training_lines(task, cfg["train_set"], "val").itertuples()]
+    model, tok, info, history = _adapt_and_train(cfg["model"], cfg["method"], cfg["seed"], train, val, cfg, progress,
+                                                 train_options)
+    prompts = task.prompts.copy()
+    prompts["prompt"] = [task.prompt(s) for s in prompts["source"]]
+    prompts["generation"] = generate(model, tok, prompts["prompt"].tolist(), cfg["max_new_tokens"], progress=progress,
+                                     stop=("\n", *task.cues))
+    prompts["scored"] = [scored_text(g, task.cues) for g in prompts["generation"]]
+    prompts["category"] = [pronoun_category(t, p) for t, p in zip(prompts["scored"], prompts["predisposition"])]
+    metrics = {ts: pronoun_ratios(g) for ts, g in prompts.groupby("test_set")}
+    extra = {"adaptation": info, "history": history, "task": task.description,
+             "n_train": len(train), "n_val": len(val), "environment": info.pop("environment")}
+    return prompts, metrics, extra
+
+
+def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, method: str, seed: int,
+                 epochs: int, lr: float, batch_size: int, block: int, n_probe: int, prompt_ids, max_text_tokens: int,
+                 rank: int = 8, alpha: float = 16, n_boot: int = 1000) -> dict:
+    choose("method", method, lm_methods())
+    cfg = {"experiment": "generation_fairness", "part": "token_bias", "profile": profile, "corpus": corpus,
+           "corpus_kwargs": dict(sorted(corpus_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
+           "seed": int(seed), "n_probe": int(n_probe), "prompt_ids": probe_prompt_ids(prompt_ids),
+           "max_text_tokens": int(max_text_tokens), "n_boot": int(n_boot)}
+    if _trains(method):
+        cfg.update({"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "block": int(block)})
+    if methods_mod.get(method).uses_rank:
+        cfg.update({"rank": int(rank), "alpha": float(alpha)})
+    return cfg
+
+
+def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | None = None):
+    """Language-model fine-tuning on the corpus (unless base), then the probe on its first
+    ``n_probe`` training texts (the original probed the fine-tuning texts)."""
+    corpus = load_probe_corpus(cfg["corpus"], **cfg["corpus_kwargs"])
+    n_val = max(1, len(corpus) // 10)
+    train_texts, val_texts = corpus.iloc[n_val:], corpus.iloc[:n_val]
+    tok = models_mod.get_spec(cfg["model"]).tokenizer()
+    train, val = [], []
+    if _trains(cfg["method"]):
+        train = pack_corpus(tok, train_texts["text"].tolist(), cfg["block"])
+        val = pack_corpus(tok, val_texts["text"].tolist(), cfg["block"])
+    model, tok, info, history = _adapt_and_train(cfg["model"], cfg["method"], cfg["seed"], train, val, cfg, progress,
+                                                 train_options)
+    rows = run_probe(model, tok, train_texts.iloc[:cfg["n_probe"]], cfg["prompt_ids"], cfg["max_text_tokens"],
+                     progress=progress)
+    bi = bias_index(rows, cfg["n_boot"], cfg["seed"])
+    metrics = {"n_texts": int(min(cfg["n_probe"], len(train_texts))),
+               "mean_tv_distance": float(bi["tv_distance"].mean()) if len(bi) else float("nan"),
+               "mean_flip_rate": float(bi["flip_rate"].mean()) if len(bi) else float("nan"),
+               "bias_index": bi.to_dict("records"),
+               "preference": gender_preference(rows).to_dict("records")}
+    extra = {"adaptation": info, "history": history, "n_train_chunks": len(train), "n_val_chunks": len(val),
+             "environment": info.pop("environment")}
+    return rows, metrics, extra

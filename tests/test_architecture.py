@@ -1,0 +1,282 @@
+"""The registries and seams every experiment shares (models, methods, datasets, metrics, chapters,
+the sweep runner), tested over the registries themselves: a new model, method or dataset is tested
+here with no new test code."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from lorafair import chapters, data, findings, methods, metrics, models, plots, profiles, splits, sweep
+from lorafair.runs import RunStore, run_id
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "lib" / "lorafair"
+RANDOM_MODELS = [n for n, s in models.MODELS.items() if s.source == "random"]
+CLASSIFICATION_METHODS = list(methods.METHODS)
+
+
+def _inputs(spec, n=3):
+    if spec.kind == "image":
+        return {"pixel_values": torch.randn(n, 3, spec.image_size, spec.image_size)}
+    ids = torch.randint(5, 100, (n, 12))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _adapter_params(model: nn.Module, spec, method: methods.Method, rank: int) -> int:
+    """Trainable parameters an adapter adds, from the layer shapes alone (not from peft)."""
+    total = 0
+    for name in spec.lora_targets(model):
+        layer = model.get_submodule(name)
+        if method.name in ("lora", "dora"):
+            total += rank * (layer.in_features + layer.out_features)
+            if method.name == "dora":
+                total += layer.out_features  # the magnitude vector
+        elif method.name == "ia3":
+            total += layer.out_features      # one scale per output
+    return total
+
+
+@pytest.mark.parametrize("method", CLASSIFICATION_METHODS)
+@pytest.mark.parametrize("name", RANDOM_MODELS)
+def test_every_model_adapts_with_every_method(name, method):
+    model, spec = models.build(name, 3, seed=0)
+    head = sum(p.numel() for p in model.get_submodule(spec.head).parameters())
+    total = sum(p.numel() for p in model.parameters())
+    m = methods.for_classification(method)
+    expected = {"head": head, "all": total}.get(m.trains)
+    if m.trains == "adapter":
+        expected = head + _adapter_params(model, spec, m, spec.default_rank)
+    adapted, info = models.adapt(model, spec, method)
+    assert info["method"] == m.name and info["trainable_params"] == expected
+    if m.trains == "adapter":  # the record keeps the peft config as peft serialises it
+        assert info["peft_config"]["peft_type"] == {"lora": "LORA", "dora": "LORA", "ia3": "IA3"}[m.name]
+        assert info["peft_config"].get("use_dora", False) == (m.name == "dora")
+    logits = adapted(**_inputs(spec))
+    assert logits.shape == (3, 3)
+    logits.sum().backward()
+    for n, p in adapted.named_parameters():
+        assert (p.grad is not None) == p.requires_grad, n
+
+
+@pytest.mark.parametrize("method", methods.names(("nothing", "adapter", "all")))
+@pytest.mark.parametrize("name", [n for n in models.causal_lm_names() if models.MODELS[n].source == "random"])
+def test_every_causal_lm_adapts_with_every_generation_method(name, method):
+    lm, tok = models.build_causal_lm(name, seed=0)
+    total = sum(p.numel() for p in lm.parameters())
+    m = methods.get(method)
+    expected = {"nothing": 0, "all": total}.get(m.trains)
+    if m.trains == "adapter":
+        expected = _adapter_params(lm, models.get_spec(name), m, 4)
+    lm, info = models.adapt(lm, models.get_spec(name), method, rank=4, alpha=8, causal_lm=True)
+    assert info["trainable_params"] == expected
+    if m.trains != "nothing":
+        ids = torch.randint(5, 100, (2, 10))
+        lm(input_ids=ids, labels=ids).loss.backward()
+        assert all((p.grad is not None) == p.requires_grad for p in lm.parameters())
+
+
+def test_head_only_has_no_meaning_for_a_causal_lm():
+    lm, _ = models.build_causal_lm("llama_tiny_random")
+    with pytest.raises(Exception, match="trains a classification head; a causal LM has none"):
+        models.adapt(lm, models.get_spec("llama_tiny_random"), "head", causal_lm=True)
+
+
+def test_dora_and_ia3_run_through_a_chapter_from_their_registry_entries(smoke_kwargs, tmp_path):
+    """DoRA and IA3 are one registry entry each: with learning rates in the profile they run
+    through the chapter grid, the sweep runner, the record and the plots with no other change."""
+    P = profiles.resolve("vision_classification", "smoke", results_dir=str(tmp_path))
+    P.update(dataset_kwargs=smoke_kwargs, models=["vit_tiny_random"], methods=["head", "lora", "full", "dora", "ia3"],
+             lrs={"head": 1e-2, "lora": 1e-3, "full": 1e-3, "dora": 1e-3, "ia3": 1e-2})
+    grid = chapters.configs("vision_classification", P)["main"]
+    assert [c["method"] for c in grid] == P["methods"] and len({run_id(c) for c in grid}) == 5
+    assert grid[3]["rank"] == grid[1]["rank"] and "rank" not in grid[4]
+    recs = sweep.run(RunStore(tmp_path), grid, progress=False)
+    peft_types = [r.meta["adaptation"].get("peft_config", {}).get("peft_type") for r in recs]
+    assert peft_types == [None, "LORA", None, "LORA", "IA3"]
+    assert recs[3].meta["adaptation"]["peft_config"]["use_dora"] is True
+    from lorafair import experiments as ex
+
+    preds = ex.predictions(recs)
+    fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, "skin_tone", ["model", "method"]), "skin_tone",
+                               "smoke")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == [methods.label(m) for m in P["methods"]]
+    plots.plt.close(fig)
+
+
+def test_a_new_method_is_one_register_call(smoke_kwargs, tmp_path):
+    """A method defined only here (rank-stabilised LoRA) trains a classifier and a causal LM."""
+    def rslora(settings, targets, modules_to_save, task_type, dropout=0.0):
+        return methods._lora(settings, targets, modules_to_save, task_type, dropout, use_rslora=True)
+
+    methods.register(methods.Method("rslora_test", "rsLoRA", "adapter", "#000000", "x", "-",
+                                    settings=("rank", "alpha"), peft_config=rslora))
+    try:
+        from lorafair import experiments as ex
+
+        cfg = ex.classification_config("vision_classification", "smoke", "openmoji_people", smoke_kwargs,
+                                       "vit_tiny_random", "rslora_test", 13, 1, 1e-3, 16, n_boot=10)
+        rec = sweep.run_one(RunStore(tmp_path), cfg)
+        assert rec.meta["adaptation"]["peft_config"]["use_rslora"] is True
+        assert plots.METHOD_LABEL["rslora_test"] == "rsLoRA"
+        lm, _ = models.build_causal_lm("llama_tiny_random")
+        _, info = models.adapt(lm, models.get_spec("llama_tiny_random"), "rslora_test", rank=2, alpha=4,
+                               causal_lm=True)
+        assert info["peft_config"]["use_rslora"] is True
+    finally:
+        del methods.METHODS["rslora_test"]
+
+
+def _utk(d: Path) -> dict:
+    for i, n in enumerate(["25_0_0_1.jpg.chip.jpg", "31_1_1_2.jpg.chip.jpg", "8_1_2_3.jpg.chip.jpg"]):
+        Image.new("RGB", (40, 40), (i * 60, 90, 90)).save(d / n)
+    return {"utkface_dir": str(d)}
+
+
+def _mhs(d: Path) -> dict:
+    rng = np.random.default_rng(0)
+    rows = [{"comment_id": c, "annotator_id": a, "text": f"comment {c}", "hate_speech_score": float(rng.normal()),
+             "target_religion": True, **{f"target_religion_{g}": bool(rng.random() < 0.3)
+                                         for g in data.MHS_AXES["religion"]}}
+            for c in range(12) for a in range(2)]
+    pd.DataFrame(rows).to_parquet(d / "mhs.parquet")
+    return {"source": str(d / "mhs.parquet")}
+
+
+#: one small case per registered dataset (fixtures for the paper datasets that need downloads)
+DATASET_CASES = {
+    "openmoji_people": lambda d: {"task": "gender", "n": 20, "data_seed": 0, "render": {"size": 32},
+                                  "cache_dir": str(d)},
+    "utkface": _utk,
+    "identity_attack": lambda d: {"n": 30, "data_seed": 0},
+    "stereoset": lambda d: {"n_pairs": 8, "data_seed": 0},
+    "crows_pairs": lambda d: {"n_pairs": 8, "data_seed": 0},
+    "measuring_hate_speech": _mhs,
+}
+
+
+def test_every_registered_dataset_has_a_contract_case():
+    assert set(DATASET_CASES) == set(data.DATASETS)
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_every_dataset_loader_meets_the_table_contract(name, tmp_path):
+    ds = data.load(name, **DATASET_CASES[name](tmp_path))
+    t = ds.table
+    assert {"example_id", "input", "label"} <= set(t.columns) and len(t) > 0
+    assert t["example_id"].is_unique and t["example_id"].map(type).eq(str).all()
+    assert set(t["label"]) <= set(range(ds.num_labels)) and ds.kind in ("image", "text")
+    assert ds.attributes and all(f"group_{a}" in t for a in ds.attributes)
+    split = splits.split_for(ds, 13)
+    assert set(split) <= set(data.SPLITS) and split.notna().all() and len(split) == len(t)
+
+
+def test_every_compared_metric_declares_its_direction():
+    for key in ("accuracy", "worst_group_accuracy", "lira_auc", "loss_auc", "flip_rate", "stereotype_excess"):
+        m = metrics.get_metric(key)
+        assert isinstance(m.higher_is_better, bool) and m.per_example and m.aggregation
+    assert findings._verdict("accuracy", "higher") == "LoRA better"
+    assert findings._verdict("lira_auc", "higher") == "LoRA worse"
+    with pytest.raises(KeyError, match="unknown metric 'recall'; valid choices: accuracy"):
+        findings._verdict("recall", "higher")
+
+
+def test_stratified_bootstrap_keeps_each_stratum_size():
+    boots = metrics.stratified_bootstrap(lambda i: [len(i), (i < 5).sum()], [np.arange(5), np.arange(5, 12)], 20,
+                                         np.random.default_rng(0))
+    sizes = set(map(tuple, boots.astype(int)))
+    assert sizes == {(12, 5)}  # 5 draws from the first stratum, 7 from the second, every time
+    lo, hi = metrics.percentile_interval(boots[:, 0])
+    assert lo == hi == 12
+    assert np.isnan(metrics.percentile_interval([])[0])
+
+
+def test_offline_chapter_grids_are_exactly_the_committed_records():
+    """Run ids stay as they are: the grids the library builds for the offline profile name exactly
+    the committed records (the learning-rate pilots aside), so no notebook is needed to list them."""
+    built: dict = {}
+    for chapter in chapters.CHAPTERS:
+        for c in chapters.runs(chapter, profiles.resolve(chapter, "offline")):
+            built.setdefault(c["experiment"], set()).add(run_id(c))
+    committed = {p.name: {r.name for r in p.iterdir() if (r / "DONE").exists()}
+                 for p in (ROOT / "results").iterdir() if p.is_dir() and not p.name.startswith("pilot_")}
+    assert built == committed
+
+
+def _imports(path: Path) -> tuple[set, set]:
+    """(module-level, function-level) lorafair modules imported by a source file."""
+    tree = ast.parse(path.read_text())
+    pkg = path.relative_to(LIB.parent).with_suffix("").parts
+    pkg = pkg[:-1] if pkg[-1] != "__init__" else pkg[:-1]
+
+    def targets(node):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(pkg[: len(pkg) - node.level + 1])
+            mod = base + (node.module.split(".") if node.module else [])
+            if node.module:
+                return {".".join(mod)}
+            return {".".join(base + [a.name]) for a in node.names}
+        if isinstance(node, ast.Import):
+            return {a.name for a in node.names if a.name.startswith("lorafair")}
+        return set()
+
+    top = set().union(*[targets(n) for n in tree.body]) if tree.body else set()
+    inner = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for m in ast.walk(n):
+                inner |= targets(m)
+    return top, inner
+
+
+def _modules() -> dict:
+    out = {}
+    for p in sorted(LIB.rglob("*.py")):
+        name = ".".join(p.relative_to(LIB.parent).with_suffix("").parts).removesuffix(".__init__")
+        out[name] = p
+    return out
+
+
+def test_no_import_cycles_and_no_hidden_local_imports():
+    mods = _modules()
+    graph = {}
+    for name, path in mods.items():
+        top, inner = _imports(path)
+        if name != "lorafair.cli":  # the CLI imports per command, for a fast start; nothing imports it
+            assert not inner, f"{name} imports {sorted(inner)} inside a function"
+        graph[name] = {m for m in top | inner if m in mods and m != name}
+    state: dict = {}
+
+    def visit(n, stack):
+        state[n] = "open"
+        for m in graph[n]:
+            assert state.get(m) != "open", "import cycle: " + " -> ".join(stack + [n, m])
+            if m not in state:
+                visit(m, stack + [n])
+        state[n] = "done"
+    for n in graph:
+        if n not in state:
+            visit(n, [])
+
+
+def test_every_module_imports_on_its_own_in_any_order():
+    names = [n for n in _modules() if n != "lorafair.__main__"]
+    # each module from a state with no lorafair module loaded, so no import depends on an earlier one;
+    # with an acyclic graph of module-level imports (above), any order then works
+    code = ("import importlib, sys\n"
+            "for n in sys.argv[1:]:\n"
+            "    for k in [k for k in sys.modules if k.startswith('lorafair')]:\n"
+            "        del sys.modules[k]\n"
+            "    importlib.import_module(n)\n")
+    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=240,
+                       env={**os.environ, "PYTHONPATH": str(LIB.parent)})
+    assert r.returncode == 0, r.stderr[-2000:]
