@@ -61,6 +61,8 @@ class ModelSpec:
     #: the causal-LM form of the model (generation experiments): ``causal_lm()`` -> model, tokenizer
     #: from ``tokenizer``
     causal_lm: Callable[[], nn.Module] | None = None
+    #: a one-time conversion the model needs before parallel workers build it (e.g. a GGUF de-quantised)
+    prepare: Callable[[], object] | None = None
 
 
 class ImageClassifier(nn.Module):
@@ -360,6 +362,8 @@ for _name in ("mobilenet_v2", "efficientnet_lite0"):
     MODELS[_name].channels_last = True
 for _name in ("minilm", "bert_tiny_random"):  # BertForSequenceClassification: dropout, then the classifier
     MODELS[_name].head_dropout = _bert_head_dropout
+for _name in ("smollm2_135m", "llama_tiny_random", "mistral_tiny_random"):  # SmolLM2's tokenizer (and weights)
+    MODELS[_name].prepare = smollm2_dir
 
 # ---------------------------------------------------------------- causal language models (generation)
 def _smollm2_clm() -> nn.Module:
@@ -418,8 +422,9 @@ def build_causal_lm(name: str, seed: int = 0) -> tuple[nn.Module, object]:
 
 def prepare(name: str) -> None:
     """One-time conversions a model needs (run before parallel workers start)."""
-    if get_spec(name).name in ("smollm2_135m", "llama_tiny_random", "mistral_tiny_random"):
-        smollm2_dir()
+    spec = get_spec(name)
+    if spec.prepare is not None:
+        spec.prepare()
 
 
 def get_spec(name: str) -> ModelSpec:
