@@ -89,3 +89,25 @@ def test_paired_auc_difference():
     assert d["verdict"] == "higher" and d["ci"][0] <= d["difference"] <= d["ci"][1]
     same = mia.paired_auc_difference(lira, lira, n_boot=50)
     assert same["difference"] == 0 and same["verdict"] == "indistinguishable"
+
+
+def test_global_variance_pools_the_within_example_variance():
+    """With per-example means far apart, the global SD must be the within-example SD (about the
+    shadows' noise, 0.3 here), not the SD of the whole matrix (dominated by the 3.0 spread of means)."""
+    target, shadows = synthetic(n=500, signal=0.0, seed=2)
+    d = mia.lira_scores(target, shadows, global_variance=True)
+    assert d["shadow_std"].nunique() == 1
+    assert d["shadow_std"].iloc[0] == pytest.approx(0.3, abs=0.03)
+    per_example = mia.lira_scores(target, shadows)
+    assert per_example["shadow_std"].mean() == pytest.approx(0.3, abs=0.03)
+
+
+def test_low_fpr_is_flagged_when_non_members_cannot_resolve_it():
+    assert mia.resolves(100, 0.01) and not mia.resolves(99, 0.01)
+    assert mia.resolves(1000, 0.001) and not mia.resolves(999, 0.001)
+    target, shadows = synthetic(n=300, signal=1.0, seed=3)
+    res = {("lora", "lira"): mia.attack_metrics(mia.lira_scores(target, shadows), "g", n_boot=10)}
+    t = mia.attack_table(res, "g").set_index("group")
+    for g, row in t.iterrows():
+        assert row["tpr_at_1%_resolved"] == (row["non_members"] >= 100)
+        assert not row["tpr_at_0.1%_resolved"]  # ~150 non-members cannot resolve 0.1%

@@ -8,7 +8,8 @@ own stored ``split`` column, i.e. its real training set.
 
 Scores (higher = "member"): loss attack ``-loss``; LiRA the one-sided z-score
 ``(phi_target - mean(phi_shadows)) / std(phi_shadows)`` of the logit-scaled confidence
-``phi = log p_y - log(1 - p_y)`` (per-example variance, or one global variance). ROC metrics are
+``phi = log p_y - log(1 - p_y)`` (per-example variance, or one global variance: the mean over
+examples of the per-example variance, as Carlini et al.'s offline LiRA pools it). ROC metrics are
 invariant to monotone transforms, so z stands for ``Phi(z)``.
 """
 
@@ -47,7 +48,10 @@ def lira_scores(target: pd.DataFrame, shadows: list[pd.DataFrame], global_varian
         phis.append(s.loc[d["example_id"], "confidence_logit"].to_numpy())
     phi = np.stack(phis)  # (shadows, examples)
     mu = phi.mean(axis=0)
-    sd = np.full(phi.shape[1], phi.std(ddof=1)) if global_variance else phi.std(axis=0, ddof=1)
+    if global_variance:  # one variance for all examples: the mean of the per-example (within) variances
+        sd = np.full(phi.shape[1], np.sqrt(np.mean(phi.var(axis=0, ddof=1))))
+    else:
+        sd = phi.std(axis=0, ddof=1)
     d["shadow_mean"], d["shadow_std"] = mu, sd
     d["score"] = (d["confidence_logit"].to_numpy() - mu) / np.maximum(sd, 1e-8)
     return d
@@ -95,8 +99,15 @@ def roc_points(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr, "tpr": tpr})
 
 
+def resolves(non_members: int, fpr_level: float) -> bool:
+    """Whether ``non_members`` can resolve a false-positive rate: at least 1 / FPR of them (below
+    that, "TPR at this FPR" is the TPR at zero false positives)."""
+    return non_members * fpr_level >= 1 - 1e-9
+
+
 def attack_table(results: dict, attribute: str) -> pd.DataFrame:
-    """Rows (method, attack, group) from {(method, attack): attack_metrics(...)}."""
+    """Rows (method, attack, group) from {(method, attack): attack_metrics(...)}; ``tpr_at_*_resolved``
+    says whether the group's non-members can resolve that FPR (``resolves``)."""
     rows = []
     for (method, attack), m in results.items():
         for g, v in [("all", m["overall"])] + sorted(m.get("groups", {}).items()):
@@ -105,7 +116,9 @@ def attack_table(results: dict, attribute: str) -> pd.DataFrame:
                          "auc_hi": v["auc_ci"][1], "tpr_at_1%_fpr": v.get("tpr_at_0.01_fpr"),
                          "tpr_at_1%_ci": _fmt_ci(v.get("tpr_at_0.01_fpr_ci")),
                          "tpr_at_0.1%_fpr": v.get("tpr_at_0.001_fpr"),
-                         "tpr_at_0.1%_ci": _fmt_ci(v.get("tpr_at_0.001_fpr_ci"))})
+                         "tpr_at_0.1%_ci": _fmt_ci(v.get("tpr_at_0.001_fpr_ci")),
+                         "tpr_at_1%_resolved": resolves(v["non_members"], 0.01),
+                         "tpr_at_0.1%_resolved": resolves(v["non_members"], 0.001)})
     return pd.DataFrame(rows)
 
 
