@@ -200,6 +200,27 @@ display(rates["ece"].unstack("group").round(3))
 # ```
 
 # %% [markdown]
+# ## Positive control: can this chapter see a group being left out?
+#
+# A per-group comparison that finds "no difference" is informative only if the experiment could
+# have found one. The control plants an effect of known direction: the same model and method are
+# trained on every seed's split with one group's training examples thinned to a small fraction
+# (validation and test unchanged), and the group's test accuracy is compared with the run on the
+# full split, paired over the same test examples. If the drop is not detected, the per-group
+# results of this chapter say nothing about equal treatment at this scale.
+
+# %% tags=["hide-input"]
+control_records = run("control", "positive control")
+if control_records:
+    C = P["control"]
+    effect = ex.control_effect(run("control_reference", "control references"), control_records, C["attribute"],
+                               C["group"], P["n_boot"])
+    display(Markdown(f"**{C['model']}, {C['method']}**: " + ex.control_reading(effect, C["attribute"], C["keep"], glue,
+                                                                              "llm")))
+else:
+    display(Markdown(ex.control_reading(None, ATTR, 0)))
+
+# %% [markdown]
 # ## Rank sweep and layer placement
 #
 # LoRA on one model and the first seed at several ranks (alpha fixed), rank 0 (head-only), and rank 1

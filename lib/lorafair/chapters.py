@@ -21,11 +21,12 @@ CHAPTERS = ("vision_classification", "llm_classification", "membership_inference
 
 
 def _classification(P: dict, experiment: str, max_length=None):
-    def config(model, method, seed, dataset_kwargs=None, dataset=None, **adapter):
+    def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, **adapter):
         return classification_config(experiment, P["profile"], dataset or P["dataset"],
                                      dataset_kwargs or P["dataset_kwargs"], model, method, seed,
                                      per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
-                                     P["batch_size"], n_boot=P["n_boot"], max_length=max_length, **adapter)
+                                     P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
+                                     split_design=split_design, **adapter)
     return config
 
 
@@ -54,6 +55,22 @@ def rank_sweep_label(cfg: dict) -> tuple[str, float]:
     return f"{int(cfg['rank'])}", float(cfg["rank"])
 
 
+def control_configs(config, P: dict, seeds) -> list[dict]:
+    """The positive control (``P["control"]``): the named group thinned to ``keep`` of its training
+    examples, one run per seed, for comparison with the same model, method and seed on the full split."""
+    c = P.get("control")
+    if not c:
+        return []
+    design = {"kind": "downsample", "attribute": c["attribute"], "group": str(c["group"]), "keep": float(c["keep"])}
+    return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
+
+
+def control_references(config, P: dict, seeds) -> list[dict]:
+    """The runs the control is compared with (the same model, method and seeds, standard split)."""
+    c = P.get("control")
+    return [config(c["model"], c["method"], s) for s in seeds] if c else []
+
+
 def vision_classification(P: dict) -> dict[str, list[dict]]:
     config = _classification(P, "vision_classification")
     s0 = P["seeds"][0]
@@ -63,7 +80,9 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
     return {"main": [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in P["seeds"]],
             "rank_sweep": rank_sweep_configs(config, P["rank_sweep_model"], s0, P["ranks"], P["placements"],
                                              "head" in P["methods"]),
-            "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]]}
+            "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]],
+            "control": control_configs(config, P, P["seeds"]),
+            "control_reference": control_references(config, P, P["seeds"])}
 
 
 def llm_classification(P: dict) -> dict[str, list[dict]]:
@@ -74,7 +93,10 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
             "rank_sweep": rank_sweep_configs(config, mo, seeds_for(P, mo)[0], P["ranks"], P["placements"],
                                              "head" in P["methods"]),
             "second_dataset": [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
-                               for me in P["methods"]]}
+                               for me in P["methods"]],
+            "control": control_configs(config, P, seeds_for(P, P["control"]["model"]) if P.get("control") else []),
+            "control_reference": control_references(config, P, seeds_for(P, P["control"]["model"])
+                                                    if P.get("control") else [])}
 
 
 def shadow_seeds(P: dict) -> list[int]:

@@ -26,13 +26,15 @@ import time
 import torch
 from torch import nn
 
+from . import methods as methods_mod
 from . import models as models_mod
 from .errors import LorafairError, choose
 from .precision import choose_precision, cpu_info
 from .train import HeadOnFeatures, head_features, merged_for_inference
 
-#: the registered methods, plus head_per_step (head-only without cached features, for comparison)
-METHODS = ("head", "head_per_step", "lora", "full")
+#: head-only (on cached features), head_per_step (head-only through the backbone every step, for
+#: comparison), and every registered method that trains an adapter or everything
+METHODS = ("head", "head_per_step", *methods_mod.names(("adapter", "all")))
 VARIANTS = ("fp32", "bf16", "channels_last", "compile")
 OFFLINE_MODELS = ("mobilenet_v2", "efficientnet_lite0", "minilm", "smollm2_135m")
 

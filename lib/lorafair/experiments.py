@@ -29,7 +29,7 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
                           rank=None, alpha=None, layer_fraction: float = 1.0, placement: str = "front",
                           target_modules=None, split_fractions=(0.6, 0.2, 0.2), select: str = "best_val",
                           n_boot: int = 1000, max_length: int | None = None,
-                          split_design: dict | None = None) -> dict:
+                          split_design: dict | None = None, settings: dict | None = None) -> dict:
     """The resolved, hashed configuration of one classification run."""
     spec = models_mod.get_spec(model)
     m = methods_mod.for_classification(method)
@@ -41,13 +41,14 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
            "n_boot": int(n_boot)}
     if spec.kind == "text":
         cfg["max_length"] = int(max_length or spec.max_length)
-    if split_design:  # membership inference (lorafair.mia): target or shadow split of a seed
+    if split_design:  # lorafair.splits: a unit split, a positive control, or a membership-inference split
         cfg["split_design"] = dict(sorted(split_design.items()))
     if m.trains == "adapter":  # the method's own settings, then where the adapter is placed
         frac = layer_fraction
         if m.uses_rank:
             r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
             cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha)})
+        cfg.update(m.resolve_settings(settings))  # the method's other settings (none for LoRA)
         cfg.update({"layer_fraction": float(frac), "placement": placement if frac < 1 else "front",
                     "target_modules": sorted(target_modules) if target_modules else None})
     return cfg
@@ -101,7 +102,9 @@ class ClassificationRunner:
         table = ds.table.copy()
         table["split"] = splits.split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
         model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
+        m = methods_mod.get(cfg["method"])
         model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),
+                                       settings={k: cfg[k] for k in m.extra_settings},
                                        target_modules=cfg.get("target_modules"),
                                        layer_fraction=cfg.get("layer_fraction", 1.0),
                                        placement=cfg.get("placement", "front"), seed=cfg["seed"])
@@ -120,6 +123,9 @@ class ClassificationRunner:
                                        table["split"], tcfg, progress=self.progress)
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
         preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
+        unit = splits.unit_column(ds, cfg.get("split_design"))
+        if unit:  # the unit the split keeps together, so disjointness can be checked from the record
+            preds.insert(2, "split_unit", table[unit].astype(str).to_numpy())
         metrics = all_metrics(preds, cfg["n_boot"], cfg["seed"])
         extra = {"adaptation": info, "history": history, "skipped_records": ds.skipped,
                  "environment": {"precision": precision, "precision_reason": why}}
@@ -152,6 +158,57 @@ def all_metrics(preds: pd.DataFrame, n_boot: int, seed: int) -> dict:
             m[split] = {"n": int(len(d)), "accuracy": float((d["label"] == d["pred"]).mean()),
                         "mean_loss": float(d["loss"].mean())}
     return m
+
+
+def control_effect(reference: list[RunRecord], control: list[RunRecord], attribute: str, group: str,
+                   n_boot: int = 1000) -> dict | None:
+    """The positive control's planted effect: the group's test accuracy with its training examples
+    thinned (``control``) minus with the full split (``reference``: the same model, method and seed),
+    paired over the same test examples and seeds; and the same for worst-group accuracy. ``detected``:
+    the group's interval lies below zero. None if no control has its reference."""
+    ref = {(r.config["model"], r.config["method"], r.config["seed"]): r for r in reference}
+    col = f"group_{attribute}"
+    a, b, g, blocks = [], [], [], []
+    seeds = []
+    for c in control:
+        key = (c.config["model"], c.config["method"], c.config["seed"])
+        if key not in ref:
+            continue
+        pc, pr = c.predictions(), ref[key].predictions()
+        tc = pc[pc["split"] == "test"].set_index("example_id")
+        tr = pr[pr["split"] == "test"].set_index("example_id").loc[tc.index]
+        a.append((tc["label"] == tc["pred"]).to_numpy())
+        b.append((tr["label"] == tr["pred"]).to_numpy())
+        g.append(tc[col].astype(str).to_numpy())
+        blocks.append(np.full(len(tc), key[2]))
+        seeds.append(key[2])
+    if not seeds:
+        return None
+    a, b, g, blocks = map(np.concatenate, (a, b, g, blocks))
+    in_group = g == str(group)
+    d_group = metrics_mod.paired_difference(a[in_group], b[in_group], n_boot)
+    d_worst = metrics_mod.paired_worst_group_difference(a, b, g, blocks=blocks, n_boot=n_boot)
+    return {"group": str(group), "group_test_examples": int(in_group.sum()), "seeds": seeds,
+            "group_accuracy": d_group, "worst_group_accuracy": d_worst, "detected": d_group["verdict"] == "lower"}
+
+
+def control_reading(effect: dict | None, attribute: str, keep: float, glue=None, prefix: str = "") -> str:
+    """One paragraph on the positive control, with its numbers glued."""
+    if effect is None:
+        return "No positive control ran on this profile (parameter `control`)."
+    d, w = effect["group_accuracy"], effect["worst_group_accuracy"]
+    if glue:
+        glue(f"{prefix}_control_group_difference", round(d["difference"], 4), display=False)
+        glue(f"{prefix}_control_detected", "detected" if effect["detected"] else "not detected", display=False)
+    verdict = ("**detected**: the interval lies below zero" if effect["detected"] else
+               "**not detected**: the interval does not exclude zero, so at this scale this chapter cannot "
+               f"show a group-level accuracy effect of this size, and its per-group comparisons are not evidence "
+               "of equal treatment")
+    return (f"Training with only {keep:.0%} of the `{effect['group']}` group's training examples changes that group's "
+            f"test accuracy by {d['difference']:+.3f} (95% paired interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
+            f"{effect['group_test_examples']} test examples of the group over seeds {effect['seeds']}); worst-group "
+            f"accuracy ({attribute.replace('_', ' ')}) changes by {w['difference']:+.3f} "
+            f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]. The planted effect is {verdict}.")
 
 
 def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str) -> pd.DataFrame:

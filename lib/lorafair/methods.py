@@ -4,8 +4,10 @@ A ``Method`` says what trains (``nothing``, the new ``head``, an ``adapter``, or
 parameters), how it is labelled and drawn, which of its settings enter a run's hashed
 configuration, and, for adapters, the peft config that builds it (``peft.get_peft_model`` does the
 rest). ``lorafair.models.adapt`` applies any entry to a classifier or a causal language model; the
-chapters, findings and plots read labels, styles and order from here. Adding a PEFT method is one
-``register(Method(...))`` call plus its learning rates in ``lorafair.profiles``.
+chapter tables and plots read labels, styles and order from here. Adding a PEFT method is one
+``register(Method(...))`` call plus its learning rates in ``lorafair.profiles``. Register it in
+this module (or a module imported by ``lorafair``): a method registered only in a notebook exists in
+that process, not in the sweep's spawned worker processes (use ``workers=1`` there).
 
 The study's methods:
 
@@ -43,8 +45,11 @@ class Method:
     marker: str
     dash: str
     description: str = ""
-    #: settings of this method that enter the hashed configuration (besides model, seed, lr, ...)
+    #: settings of this method that enter the hashed configuration (besides model, seed, lr, ...);
+    #: ``rank`` and ``alpha`` default to the model's (``ModelSpec.default_rank``/``default_alpha``), any
+    #: other setting to its value in ``defaults``
     settings: tuple[str, ...] = ()
+    defaults: dict = field(default_factory=dict)
     #: (settings, target module names, modules to save, peft task type, dropout) -> a peft config
     peft_config: Callable[..., object] | None = None
     #: for classification this method is run as another one (``base`` -> ``head``)
@@ -54,6 +59,23 @@ class Method:
     @property
     def uses_rank(self) -> bool:
         return "rank" in self.settings
+
+    @property
+    def extra_settings(self) -> tuple[str, ...]:
+        """The settings besides rank and alpha (e.g. a decomposition factor)."""
+        return tuple(s for s in self.settings if s not in ("rank", "alpha"))
+
+    def resolve_settings(self, given: dict | None = None) -> dict:
+        """The extra settings of a run: given values, else this method's defaults (errors name the valid ones)."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.extra_settings))
+        if unknown:
+            raise LorafairError(f"method {self.name!r} has no setting {unknown[0]!r}; its settings: "
+                                f"{', '.join(self.settings) or 'none'}")
+        missing = [s for s in self.extra_settings if s not in given and s not in self.defaults]
+        if missing:
+            raise LorafairError(f"method {self.name!r} needs a value for {missing[0]!r} (no default)")
+        return {s: given.get(s, self.defaults.get(s)) for s in self.extra_settings}
 
 
 METHODS: dict[str, Method] = {}

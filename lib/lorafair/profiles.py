@@ -32,6 +32,7 @@ VISION = {
         "placements": ["front", "back"],
         "second_task": "role",
         "second_task_n": 45,
+        "control": {"model": "vit_tiny_random", "method": "lora", "attribute": "skin_tone", "group": "dark", "keep": 0.05},
         "n_boot": 100,
         "workers": 1,
     },
@@ -50,6 +51,7 @@ VISION = {
         "placements": ["front", "back"],
         "second_task": "role",
         "second_task_n": 2000,
+        "control": {"model": "mobilenet_v2", "method": "lora", "attribute": "skin_tone", "group": "dark", "keep": 0.05},
         "n_boot": 1000,
         "workers": 2,
     },
@@ -70,6 +72,7 @@ VISION = {
         "placements": ["front", "back", "random"],
         "second_task": "age",
         "second_task_n": None,
+        "control": {"model": "vit_base", "method": "lora", "attribute": "race", "group": "Black", "keep": 0.05},
         "n_boot": 1000,
         "workers": 1,
     },
@@ -93,6 +96,7 @@ LLM = {
         "placements": ["front", "back", "random"],
         "second_dataset": "stereoset",
         "second_dataset_kwargs": {"n_pairs": 30, "data_seed": 0},
+        "control": {"model": "bert_tiny_random", "method": "lora", "attribute": "target", "group": "gender", "keep": 0.05},
         "n_boot": 100,
         "workers": 1,
         "pilots": None,
@@ -120,6 +124,7 @@ LLM = {
         "placements": ["front", "back"],
         "second_dataset": "stereoset",
         "second_dataset_kwargs": {"n_pairs": 600, "data_seed": 0},
+        "control": {"model": "minilm", "method": "lora", "attribute": "target", "group": "gender", "keep": 0.05},
         "n_boot": 1000,
         "workers": 2,
         "pilots": "pilot_llm",
@@ -143,11 +148,16 @@ LLM = {
         "placements": ["front", "back", "random"],
         "second_dataset": "measuring_hate_speech",
         "second_dataset_kwargs": {"axis": "gender", "aggregation": "majority", "threshold": 0.5},
+        "control": {"model": "llama2_7b", "method": "lora", "attribute": "muslim", "group": "True", "keep": 0.05},
         "n_boot": 1000,
         "workers": 1,
         "pilots": None,
     },
 }
+
+#: ``control`` (classification chapters): the positive control. The named group keeps only ``keep`` of its
+#: training examples, for ``model`` and ``method`` on every seed; the chapter must detect the drop in that
+#: group's test accuracy against the same model, method and seed trained on the full split. None: no control.
 
 #: Membership inference: each task is attacked with LoRA and full fine-tuned targets and LoRA shadows.
 MIA = {
@@ -351,6 +361,9 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
 def per_model(value, model: str, method: str):
     """A setting given as a scalar, a {method: v} dict, or a {model: {method: v}} dict."""
     if isinstance(value, dict):
+        if model not in value and value and all(isinstance(v, dict) for v in value.values()):
+            raise LorafairError(f"no setting for model {model!r} in this profile (it sets {', '.join(value)}); "
+                                f"add it with -p, e.g. -p lrs \"{{{model}: {{lora: 1e-3}}}}\"")
         value = value.get(model, value)
         if isinstance(value, dict):
             if method not in value:

@@ -2,12 +2,17 @@
 
 - ``standard``: a stratified train / val / test split per seed (``assign_splits``): strata are the
   label and the first sensitive attribute's groups (for boolean group columns, whether the example
-  is in any group); pairs (``pair_id``) stay together.
+  is in any group); pairs (``pair_id``) stay together, and a pair is stratified by the group only
+  (its two sentences have different labels).
 - ``mia_target``: the membership-inference data design of a seed: ``train`` (25%, the target's
   members), ``val`` (10%, checkpoint selection, not attacked), ``test`` (25%, its non-members) and
   ``pool`` (40%, the shadow models' data).
 - ``mia_shadow``: a shadow model of a seed trains on a random half of that seed's pool; every
   other example is evaluated (``test``), so shadows never see an attacked example.
+- ``by_unit``: a standard split in which whole units (e.g. all renderings of one glyph) stay on one
+  side, so test examples show units the model never saw.
+- ``downsample``: a positive control on top of another design: a group keeps only a small
+  fraction of its training examples.
 - ``group_split``: whole units (e.g. the sentences sharing one source in the pronoun task) are
   assigned, with an optional cap on the number of units per split.
 
@@ -27,24 +32,27 @@ from .errors import LorafairError, choose
 
 MIA_SPLITS = ("train", "val", "test", "pool")
 MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
-DESIGNS = ("standard", "mia_target", "mia_shadow")
+DESIGNS = ("standard", "by_unit", "downsample", "mia_target", "mia_shadow")
 
 
 def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
-                  stratify: list[str] | None = None, unit: str | None = None) -> pd.Series:
+                  stratify: list[str] | None = None, unit: str | None = None,
+                  unit_stratify: list[str] | None = None) -> pd.Series:
     """Deterministic train/val/test assignment from ``seed``, stratified by ``stratify`` columns.
 
     Within each stratum the examples (sorted by id) are permuted with ``numpy.default_rng(seed)`` and
     cut at the cumulative fractions, so every stratum with at least 3 examples appears in every
     split. The result depends only on the ids, the strata and the seed. With ``unit`` (e.g.
     ``pair_id``) whole units are assigned, so the members of a unit never straddle splits; the
-    strata are then taken from each unit's first row."""
+    strata are then taken from each unit's first row: ``unit_stratify`` where given, else the
+    ``stratify`` columns without the label (the two sentences of a pair have different labels)."""
     if abs(sum(fractions) - 1) > 1e-9 or len(fractions) != 3 or min(fractions) <= 0:
         raise LorafairError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
     if unit is not None:
         units = (table.sort_values("example_id").drop_duplicates(unit)
                  .assign(example_id=lambda u: u[unit].astype(str)).set_index(unit, drop=False))
-        unit_split = assign_splits(units, seed, fractions, [c for c in (stratify or []) if c != "label"])
+        strata = unit_stratify if unit_stratify is not None else [c for c in (stratify or []) if c != "label"]
+        unit_split = assign_splits(units, seed, fractions, strata)
         return table[unit].map(unit_split).rename("split")
     stratify = stratify or []
     order = table.sort_values("example_id").index
@@ -116,16 +124,69 @@ def mia_shadow_split(ds, seed: int, shadow_seed: int) -> pd.Series:
     return out
 
 
+def unit_split(ds, seed: int, fractions, unit: str) -> pd.Series:
+    """Whole units (e.g. every rendering of one glyph) on one side, stratified by label and the
+    first attribute's group, which must be constant within a unit (checked)."""
+    t = ds.table
+    if unit not in t:
+        raise LorafairError(f"split unit {unit!r} is not a column of {ds.name}; columns: {', '.join(t.columns)}")
+    strata = ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes else [])
+    mixed = [c for c in strata if (t.groupby(unit)[c].nunique() > 1).any()]
+    if mixed:
+        raise LorafairError(f"{', '.join(mixed)} vary within a {unit} unit of {ds.name}: a unit split cannot "
+                            "stratify by them")
+    return assign_splits(t, seed, fractions, strata, unit=unit, unit_stratify=strata)
+
+
+def downsample(ds, split: pd.Series, attribute: str, group: str, keep: float, seed: int) -> pd.Series:
+    """A positive control: only a fraction ``keep`` of the group's training examples stay in
+    training (seeded choice, at least one); the others become ``unused`` (neither trained on nor
+    evaluated). Validation and test are untouched, so the control and the run it controls are
+    compared on the same test examples."""
+    col = f"group_{attribute}"
+    if col not in ds.table:
+        raise LorafairError(f"{ds.name} has no attribute {attribute!r}; attributes: {', '.join(ds.attributes)}")
+    values = sorted(ds.table[col].astype(str).unique())
+    choose(f"{attribute} group", str(group), values)
+    if not 0 < keep < 1:
+        raise LorafairError(f"downsample keep must be in (0, 1), got {keep}")
+    out = split.copy()
+    idx = np.flatnonzero(((split == "train") & (ds.table[col].astype(str) == str(group))).to_numpy())
+    idx = idx[np.argsort(ds.table["example_id"].to_numpy()[idx], kind="stable")]
+    n_keep = max(1, int(round(keep * len(idx))))
+    drop = idx[np.random.default_rng(seed).permutation(len(idx))[n_keep:]]
+    out.iloc[drop] = "unused"
+    return out
+
+
 def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = None) -> pd.Series:
-    """The split a configuration asks for: ``design`` None is the standard split of ``seed``;
-    ``{"kind": "mia_target", "seed": s}`` or ``{"kind": "mia_shadow", "seed": s, "shadow_seed": t}``
-    a membership-inference split."""
-    if not design:
+    """The split a configuration asks for. ``design`` None is the standard split of ``seed``;
+    ``{"kind": "by_unit", "unit": col}`` keeps units together; ``{"kind": "downsample", "attribute":
+    a, "group": g, "keep": f, "base": design-or-None}`` thins a group's training examples (a
+    positive control); ``{"kind": "mia_target", "seed": s}`` or ``{"kind": "mia_shadow", "seed": s,
+    "shadow_seed": t}`` is a membership-inference split."""
+    if not design or design.get("kind") == "standard":
         return standard_split(ds, seed, fractions)
-    choose("split design", design.get("kind"), DESIGNS[1:])
-    if design["kind"] == "mia_target":
+    choose("split design", design.get("kind"), DESIGNS)
+    kind = design["kind"]
+    if kind == "by_unit":
+        return unit_split(ds, seed, fractions, design["unit"])
+    if kind == "downsample":
+        base = split_for(ds, seed, fractions, design.get("base"))
+        return downsample(ds, base, design["attribute"], design["group"], design["keep"], seed)
+    if kind == "mia_target":
         return mia_target_split(ds, design["seed"])
     return mia_shadow_split(ds, design["seed"], design["shadow_seed"])
+
+
+def unit_column(ds, design: dict | None) -> str | None:
+    """The column whose values a split keeps together (stored with every prediction), or None when
+    single examples are split."""
+    while design and design.get("kind") == "downsample":
+        design = design.get("base")
+    if design and design.get("kind") == "by_unit":
+        return design["unit"]
+    return "pair_id" if "pair_id" in ds.table and not (design and design.get("kind", "").startswith("mia")) else None
 
 
 def cap_units(split: pd.Series, caps: dict | None, seed: int) -> pd.Series:

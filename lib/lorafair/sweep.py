@@ -7,7 +7,10 @@ finishes, so an interrupted sweep resumes where it stopped.
 
 What a configuration computes is its *kind* (``kind_of``): ``classification`` (vision, text and
 membership-inference runs: ``experiments.ClassificationRunner``), ``pronoun`` and ``token_bias``
-(``generation.runs``) or ``estimate`` (``estimate``). A new kind is one ``Kind`` entry in ``KINDS``.
+(``generation.runs``) or ``estimate`` (``estimate``). A new kind is one ``Kind`` entry in ``KINDS``
+(which configurations it matches, how it computes one, what it prepares before workers start).
+Methods or models registered outside the library's modules exist only in the process that registered
+them, not in spawned workers: run such sweeps with ``workers=1``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from .runs import RunRecord, RunStore, map_in_workers, run_id
 
 @dataclass(frozen=True)
 class Kind:
+    #: whether a configuration is of this kind
+    matches: Callable[[dict], bool]
     #: (config, progress, train_options) -> (predictions, metrics, extra meta)
     compute: Callable[[dict, bool, dict], tuple]
     #: one-time preparation in the parent process before workers start (render data, convert models)
@@ -80,22 +85,26 @@ def _estimate(cfg: dict, progress: bool, train_options: dict):
     return estimate_mod.compute_estimate(cfg)
 
 
+def _generation(part: str) -> Callable[[dict], bool]:
+    return lambda c: c.get("experiment") == "generation_fairness" and c.get("part") == part
+
+
+#: the first kind that matches a configuration computes it (classification last: it takes the rest)
 KINDS: dict[str, Kind] = {
-    "classification": Kind(_classification, _prepare_classification, inner_progress=True),
-    "pronoun": Kind(lambda c, p, o: compute_pronoun_run(c, p, o), _prepare_models),
-    "token_bias": Kind(lambda c, p, o: compute_probe_run(c, p, o), _prepare_models),
-    "estimate": Kind(_estimate, lambda configs: None),
+    "estimate": Kind(lambda c: c.get("experiment") == "performance", _estimate, lambda configs: None),
+    "pronoun": Kind(_generation("pronoun"), lambda c, p, o: compute_pronoun_run(c, p, o), _prepare_models),
+    "token_bias": Kind(_generation("token_bias"), lambda c, p, o: compute_probe_run(c, p, o), _prepare_models),
+    "classification": Kind(lambda c: "dataset" in c and c.get("experiment") != "generation_fairness",
+                           _classification, _prepare_classification, inner_progress=True),
 }
 
 
 def kind_of(cfg: dict) -> str:
-    if cfg.get("experiment") == "performance":
-        return "estimate"
-    if cfg.get("experiment") == "generation_fairness":
-        if cfg.get("part") not in KINDS:
-            raise LorafairError(f"unknown generation part {cfg.get('part')!r}; valid choices: pronoun, token_bias")
-        return cfg["part"]
-    return "classification"
+    for name, kind in KINDS.items():
+        if kind.matches(cfg):
+            return name
+    raise LorafairError(f"no run kind computes configuration of experiment {cfg.get('experiment')!r} "
+                        f"(part {cfg.get('part')!r}); kinds: {', '.join(KINDS)}")
 
 
 def run_one(store: RunStore | str, cfg: dict, force: bool = False, train_options: dict | None = None,

@@ -31,8 +31,9 @@ def _trains(method: str) -> bool:
 def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: list, cfg: dict,
                      progress: bool, train_options: dict | None = None):
     model, tok = models_mod.build_causal_lm(model_name, seed)
+    extra = {k: cfg[k] for k in methods_mod.get(method).extra_settings}
     model, info = models_mod.adapt(model, models_mod.get_spec(model_name), method, rank=cfg.get("rank"),
-                                   alpha=cfg.get("alpha"), seed=seed, causal_lm=True)
+                                   alpha=cfg.get("alpha"), seed=seed, causal_lm=True, settings=extra)
     options = dict(train_options or {})
     precision, why = choose_precision(model_name, options.pop("precision", None))
     history: dict = {}
@@ -50,7 +51,7 @@ def _adapt_and_train(model_name: str, method: str, seed: int, train: list, val: 
 
 def pronoun_config(profile: str, task: str, task_kwargs: dict, model: str, method: str, train_set: str | None,
                    seed: int, epochs: int, lr: float, batch_size: int, max_length: int, max_new_tokens: int,
-                   rank: int = 8, alpha: float = 16) -> dict:
+                   rank: int = 8, alpha: float = 16, settings: dict | None = None) -> dict:
     choose("method", method, lm_methods())
     cfg = {"experiment": "generation_fairness", "part": "pronoun", "profile": profile, "task": task,
            "task_kwargs": dict(sorted(task_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
@@ -60,6 +61,7 @@ def pronoun_config(profile: str, task: str, task_kwargs: dict, model: str, metho
         cfg.update({"train_set": train_set, "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size)})
     if methods_mod.get(method).uses_rank:
         cfg.update({"rank": int(rank), "alpha": float(alpha)})
+    cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
 
@@ -89,7 +91,7 @@ def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | 
 
 def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, method: str, seed: int,
                  epochs: int, lr: float, batch_size: int, block: int, n_probe: int, prompt_ids, max_text_tokens: int,
-                 rank: int = 8, alpha: float = 16, n_boot: int = 1000) -> dict:
+                 rank: int = 8, alpha: float = 16, n_boot: int = 1000, settings: dict | None = None) -> dict:
     choose("method", method, lm_methods())
     cfg = {"experiment": "generation_fairness", "part": "token_bias", "profile": profile, "corpus": corpus,
            "corpus_kwargs": dict(sorted(corpus_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
@@ -99,6 +101,7 @@ def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, met
         cfg.update({"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "block": int(block)})
     if methods_mod.get(method).uses_rank:
         cfg.update({"rank": int(rank), "alpha": float(alpha)})
+    cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
 

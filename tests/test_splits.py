@@ -1,0 +1,76 @@
+"""Split designs: units kept together, the down-sampling positive control, and the analysis that
+must detect the control's planted effect."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lorafair import data, splits
+from lorafair import experiments as ex
+from lorafair.errors import LorafairError
+from lorafair.runs import RunRecord
+
+
+def _ds(n_units=60, per_unit=5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_units):
+        label, tone = int(rng.random() < 0.5), rng.choice(["a", "b", "c"])
+        for k in range(per_unit):
+            rows.append({"example_id": f"e{u:03d}{k}", "input": "", "label": label, "group_tone": tone,
+                         "glyph": f"g{u:03d}"})
+    return data.Dataset("toy", pd.DataFrame(rows), ["x", "y"], "image", ["tone"])
+
+
+def test_unit_split_keeps_every_unit_on_one_side_and_stratifies():
+    ds = _ds()
+    s = splits.split_for(ds, 13, design={"kind": "by_unit", "unit": "glyph"})
+    assert set(s) == {"train", "val", "test"}
+    assert (ds.table.assign(split=s).groupby("glyph")["split"].nunique() == 1).all()
+    assert splits.unit_column(ds, {"kind": "by_unit", "unit": "glyph"}) == "glyph"
+    assert splits.unit_column(ds, None) is None
+    bad = _ds()
+    bad.table.loc[0, "group_tone"] = "z" if bad.table.loc[0, "group_tone"] != "z" else "y"
+    with pytest.raises(LorafairError, match="vary within a glyph unit"):
+        splits.split_for(bad, 13, design={"kind": "by_unit", "unit": "glyph"})
+
+
+def test_downsample_thins_only_the_groups_training_examples():
+    ds = _ds(n_units=100, per_unit=4)
+    base = splits.split_for(ds, 7)
+    design = {"kind": "downsample", "attribute": "tone", "group": "a", "keep": 0.1}
+    s = splits.split_for(ds, 7, design=design)
+    g = ds.table["group_tone"] == "a"
+    n_train = int(((base == "train") & g).sum())
+    assert int(((s == "train") & g).sum()) == max(1, round(0.1 * n_train))
+    assert (s[~g] == base[~g]).all()                              # other groups untouched
+    assert (s[base != "train"] == base[base != "train"]).all()    # validation and test untouched
+    assert set(s[(base == "train") & g]) == {"train", "unused"}
+    with pytest.raises(LorafairError, match="unknown tone group 'q'; valid choices: a, b, c"):
+        splits.split_for(ds, 7, design={**design, "group": "q"})
+
+
+def _record(seed, correct, groups, tag):
+    preds = pd.DataFrame({"example_id": [f"x{i}" for i in range(len(correct))], "split": "test",
+                          "label": 1, "pred": np.asarray(correct, dtype=int), "group_t": groups})
+    r = RunRecord(path=None, config={"model": "m", "method": "lora", "seed": seed}, metrics={}, meta={})
+    r.predictions = lambda p=preds: p  # an in-memory record
+    return r
+
+
+def test_control_effect_detects_a_planted_drop_and_not_a_null():
+    rng = np.random.default_rng(0)
+    groups = np.array(["a"] * 60 + ["b"] * 140)
+    refs, drops, nulls = [], [], []
+    for seed in (1, 2, 3):
+        base = rng.random(200) < 0.85
+        dropped = base & ~((groups == "a") & (rng.random(200) < 0.4))    # group a loses ~40% of its hits
+        refs.append(_record(seed, base, groups, "ref"))
+        drops.append(_record(seed, dropped, groups, "ctl"))
+        nulls.append(_record(seed, base, groups, "null"))
+    eff = ex.control_effect(refs, drops, "t", "a", n_boot=300)
+    assert eff["detected"] and eff["group_accuracy"]["difference"] < -0.2 and eff["group_test_examples"] == 180
+    assert eff["worst_group_accuracy"]["difference"] < 0
+    null = ex.control_effect(refs, nulls, "t", "a", n_boot=300)
+    assert not null["detected"] and null["group_accuracy"]["difference"] == 0
+    assert "not detected" in ex.control_reading(null, "t", 0.05)
