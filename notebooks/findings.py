@@ -102,6 +102,21 @@ for exp in ("vision_classification", "llm_classification", "membership_inference
 display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
+# ## Positive controls
+#
+# Each experiment must show that it can detect the kind of effect it reports on. A control plants
+# an effect of known direction and checks that the chapter's own paired analysis finds it (95%
+# interval excluding zero). An experiment whose control is not detected cannot support "no
+# difference" claims at this scale; one with no control yet is listed as such.
+
+# %% tags=["hide-input", "full-width"]
+ctrl = findings.controls(store, P["profile"], P["n_boot"])
+glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)
+glue("findings_controls_total", int((ctrl["detected"] != "no control").sum()), display=False)
+display(ctrl.rename(columns={"effect": "planted effect", "n": "group test examples"})
+        .style.format(precision=3, na_rep="").hide(axis="index"))
+
+# %% [markdown]
 # ## Reading
 #
 # Generated from the table above.

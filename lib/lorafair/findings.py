@@ -138,6 +138,45 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
+
+
+def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+    """Every experiment's positive control: the planted effect, its paired interval and whether it
+    was detected; experiments without a control in the records get a row that says so."""
+    rows = []
+    for exp in CONTROL_EXPERIMENTS:
+        recs = [r for r in store.records(exp) if r.config.get("profile") == profile]
+        ctrl = [r for r in recs if (r.config.get("split_design") or {}).get("kind") == "downsample"]
+        if not ctrl:
+            rows.append({"experiment": exp, "control": "none in the records", "model": "", "method": "",
+                         "effect": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "seeds": 0,
+                         "detected": "no control"})
+            continue
+        by_case: dict = {}
+        for r in ctrl:
+            c = r.config
+            key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"],
+                   json.dumps(c["split_design"], sort_keys=True))
+            by_case.setdefault(key, []).append(r)
+        for (dataset, kw, model, method, design), cs in sorted(by_case.items()):
+            d = json.loads(design)
+            refs = [r for r in recs if not r.config.get("split_design") and r.config["dataset"] == dataset
+                    and json.dumps(r.config["dataset_kwargs"], sort_keys=True) == kw and r.config["model"] == model
+                    and r.config["method"] == method and r.config.get("layer_fraction", 1) == 1
+                    and r.config.get("rank") == cs[0].config.get("rank")]
+            eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot)
+            if eff is None:
+                continue
+            g = eff["group_accuracy"]
+            rows.append({"experiment": exp, "control": f"{d['attribute']} group '{d['group']}' thinned to {d['keep']:.0%} "
+                         f"of its training examples: its test accuracy", "model": model, "method": method,
+                         "effect": g["difference"], "lo": g["ci"][0], "hi": g["ci"][1],
+                         "n": eff["group_test_examples"], "seeds": len(eff["seeds"]),
+                         "detected": "detected" if eff["detected"] else "NOT detected"})
+    return pd.DataFrame(rows)
+
+
 def all_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
     frames = [classification_cases(store, e, profile, n_boot) for e in ("vision_classification", "llm_classification")]
     frames.append(mia_cases(store, profile, n_boot))
