@@ -132,6 +132,13 @@ for comp, sub in cases.groupby("comparison", sort=False):
         for _, r in part.iterrows():
             lines.append(f"  - LoRA {label}: {r['case']} ({r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], "
                          f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}).")
+missed = ctrl[ctrl["detected"] == "NOT detected"]["experiment"].tolist()
+absent = ctrl[ctrl["detected"] == "no control"]["experiment"].tolist()
+if missed or absent:
+    lines.append("- **Power.** " + (f"The positive control was not detected in {', '.join(f'`{e}`' for e in missed)}: "
+                 "there, an indistinguishable per-group difference is no evidence of equal treatment. " if missed else "")
+                 + (f"{', '.join(f'`{e}`' for e in absent)} ha{'s' if len(absent) == 1 else 've'} no positive control yet, "
+                    "so their verdicts carry no demonstrated power." if absent else ""))
 lines.append(f"- These are the `{P['profile']}` profile's models: small pretrained networks (at most 135M "
              "parameters) on stand-in tasks. They show how the comparison behaves and that the machinery detects "
              "differences when they exist. They are not measurements of 7B-parameter models, and cases with one seed "

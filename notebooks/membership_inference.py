@@ -21,8 +21,9 @@
 # Llama-2 and Mistral) per subgroup with two attacks:
 #
 # - the **loss-threshold attack** (Yeom et al.): a low loss on an example suggests it was trained on;
-# - **offline LiRA** (Carlini et al.): LoRA *shadow* models are trained on random halves of a pool
-#   of data that the target never saw. For each attacked example a Gaussian is fitted to the shadows'
+# - **offline LiRA** (Carlini et al.): *shadow* models are trained on random halves of a pool
+#   of data that the target never saw, with the same method as the target they calibrate (the
+#   original study used LoRA shadows for every target). For each attacked example a Gaussian is fitted to the shadows'
 #   logit-scaled confidence $\phi = \log p_y - \log(1 - p_y)$. The target's $\phi$ is then scored
 #   by how far it lies above that Gaussian (one-sided). This calibrates away how easy each example
 #   is, which the loss attack cannot do.
@@ -67,7 +68,9 @@ shadow_seeds = chapters.shadow_seeds(P)
 display(Markdown(
     f"**Profile `{P['profile']}`**: targets {', '.join(P['methods'])} on "
     + "; ".join(f"`{t['name']}` (`{t['dataset']}`, `{t['model']}`, subgroup `{t['attribute']}`)" for t in P["tasks"])
-    + f"; {P['n_shadows']} LoRA shadow models per task and seed; seeds {P['seeds']}; "
+    + f"; {P['n_shadows']} shadow models per task, seed and target "
+    + ("(trained with the target's own method)" if P["shadow_methods"] == "matched" else "(LoRA for every target)")
+    + f"; seeds {P['seeds']}; "
     f"{'global' if P['global_variance'] else 'per-example'} variance in LiRA; run records in "
     f"`{P['results_dir']}/membership_inference/`."))
 
@@ -83,10 +86,10 @@ all_results, all_curves, all_scores, paired, tables, fit_rows = {}, {}, {}, {}, 
 for task in P["tasks"]:
     for seed in P["seeds"]:
         targets, shadows = chapters.mia_task_configs(task, P, seed)
-        recs = sweep.run(store, list(targets.values()) + shadows, force=force, desc=f"{task['name']} seed {seed}",
-                         workers=P["workers"], train_options=P["train_options"])
+        recs = sweep.run(store, list(targets.values()) + [c for m in shadows for c in shadows[m]], force=force,
+                         desc=f"{task['name']} seed {seed}", workers=P["workers"], train_options=P["train_options"])
         target_recs = dict(zip(targets, recs[: len(targets)]))
-        shadow_preds = [r.predictions() for r in recs[len(targets):]]
+        shadow_recs = dict(zip([(m, i) for m in shadows for i in range(len(shadows[m]))], recs[len(targets):]))
         for method, rec in target_recs.items():
             fit_rows.append({"task": task["name"], "seed": seed, "method": method,
                              "train accuracy": rec.metrics["train"]["accuracy"],
@@ -94,6 +97,7 @@ for task in P["tasks"]:
                              "generalisation gap": rec.metrics["train"]["accuracy"] - rec.metrics["accuracy"]["value"],
                              "trainable params": rec.meta["adaptation"]["trainable_params"]})
             t = rec.predictions()
+            shadow_preds = [shadow_recs[(method, i)].predictions() for i in range(len(shadows[method]))]
             for attack, scores in (("loss", mia.loss_scores(t)),
                                    ("lira", mia.lira_scores(t, shadow_preds, P["global_variance"]))):
                 key = (task["name"], seed, method, attack)
@@ -204,10 +208,14 @@ for task in P["tasks"]:
                              f"[{hi['auc_lo']:.3f}, {hi['auc_hi']:.3f}]).")
 lines.append(f"- {P['n_shadows']} shadow models per task and seed; profile `{P['profile']}`. Small groups have "
              "wide intervals: a group's higher AUC is evidence only when its interval clears the others'.")
-lines.append(f"- **Limits of these comparisons.** The shadows are LoRA models for both targets, so LiRA against the "
-             f"fully fine-tuned target is not method-matched; each comparison rests on {len(P['seeds'])} seed(s) "
-             "(one training run per method), and a target that learned less (lower test accuracy in the table above) "
-             "is expected to leak less. They describe these runs, not the methods.")
+lines.append("- **Limits of these comparisons.** "
+             + ("LiRA attacks each target with shadows of its own method (LoRA shadows for the LoRA target, fully "
+                "fine-tuned shadows for the fully fine-tuned one). " if P["shadow_methods"] == "matched" else
+                "The shadows are LoRA models for both targets, so LiRA against the fully fine-tuned target is not "
+                "method-matched. ")
+             + f"Each comparison rests on {len(P['seeds'])} seed(s) (one training run per method), and a target that "
+             "learned less (lower test accuracy in the table above) is expected to leak less. They describe these runs, "
+             "not the methods.")
 display(Markdown("\n".join(lines)))
 
 

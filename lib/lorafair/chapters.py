@@ -106,17 +106,23 @@ def shadow_seeds(P: dict) -> list[int]:
     return SHADOW_SEEDS[: P["n_shadows"]]
 
 
-def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, list[dict]]:
-    """One attacked task and seed: a target per method (best-validation checkpoint) and the LoRA
-    shadows (last checkpoint), each on its membership-inference split (``lorafair.splits``)."""
+def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
+    """One attacked task and seed: a target per method (best-validation checkpoint) and, per target
+    method, the shadows LiRA uses against it (last checkpoint): trained with the target's own method
+    (``shadow_methods: matched``) or LoRA for every target (``lora``); each run on its
+    membership-inference split (``lorafair.splits``). The shadows of different methods train on the
+    same halves of the pool."""
     def cfg(method, run_seed, design, select):
         return classification_config(
             "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
             run_seed, task["epochs"], task["lrs"][method], P["batch_size"], n_boot=P["n_boot"],
             max_length=task.get("max_length"), split_design=design, select=select)
 
+    choose("shadow_methods", P.get("shadow_methods", "lora"), ("matched", "lora"))
     targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in P["methods"]}
-    shadows = [cfg("lora", s, {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds(P)]
+    shadows = {m: [cfg(m if P.get("shadow_methods") == "matched" else "lora", s,
+                       {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds(P)]
+               for m in P["methods"]}
     return targets, shadows
 
 
@@ -125,7 +131,7 @@ def membership_inference(P: dict) -> dict[str, list[dict]]:
     for task in P["tasks"]:
         for seed in P["seeds"]:
             targets, shadows = mia_task_configs(task, P, seed)
-            out += list(targets.values()) + shadows
+            out += list(targets.values()) + [c for m in shadows for c in shadows[m]]
     return {"runs": out}
 
 

@@ -75,12 +75,17 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
     rows = []
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
-        if not {"lora", "full"} <= set(t) or len(sh) < 2:
+
+        def shadows_for(method, sh=sh):  # the target's own method's shadows where they exist, else LoRA's
+            own = [s for s in sh if s.config["method"] == method]
+            return own if len(own) >= 2 else [s for s in sh if s.config["method"] == "lora"]
+        if not {"lora", "full"} <= set(t) or len(shadows_for("lora")) < 2:
             continue
-        sp = [s.predictions() for s in sh]
-        for key, fn in (("lira_auc", lambda p, sp=sp: mia.lira_scores(p, sp)), ("loss_auc", mia.loss_scores)):
+        sp = {m: [s.predictions() for s in shadows_for(m)] for m in ("lora", "full")}
+        for key, fn in (("lira_auc", lambda p, m: mia.lira_scores(p, sp[m])), ("loss_auc", lambda p, m: mia.loss_scores(p))):
             attack = get_metric(key).label
-            d = mia.paired_auc_difference(fn(t["lora"].predictions()), fn(t["full"].predictions()), n_boot, seed)
+            d = mia.paired_auc_difference(fn(t["lora"].predictions(), "lora"), fn(t["full"].predictions(), "full"),
+                                          n_boot, seed)
             rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
                          "attribute": "(all examples)", "comparison": "LoRA - full", "metric": attack,
                          "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,

@@ -174,6 +174,7 @@ MIA = {
         "methods": ["lora", "full"],
         "seeds": [13],
         "n_shadows": 3,
+        "shadow_methods": "matched",
         "batch_size": 16,
         "global_variance": False,
         "n_boot": 50,
@@ -191,6 +192,7 @@ MIA = {
         "methods": ["lora", "full"],
         "seeds": [13],
         "n_shadows": 8,
+        "shadow_methods": "matched",
         "batch_size": 32,
         "global_variance": False,
         "n_boot": 500,
@@ -215,12 +217,16 @@ MIA = {
         "methods": ["lora", "full"],
         "seeds": [13, 1337, 42, 666, 888],
         "n_shadows": 16,
+        "shadow_methods": "matched",
         "batch_size": 32,
         "global_variance": False,
         "n_boot": 1000,
         "workers": 1,
     },
 }
+#: ``shadow_methods``: "matched" trains the shadows with each target's own method (LoRA shadows for the
+#: LoRA target, fully fine-tuned shadows for the fully fine-tuned one), so LiRA compares like with like;
+#: "lora" attacks every target with LoRA shadows, as the original study did.
 #: The original study's 16 LiRA shadow seeds (its membership-inference code's seed list).
 SHADOW_SEEDS = [2044, 776, 1885, 2094, 55, 2142, 1895, 2157, 762, 1390, 1481, 472, 1712, 2008, 1719, 101]
 
