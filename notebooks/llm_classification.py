@@ -57,6 +57,7 @@ ranks = None
 placements = None
 second_dataset = None
 second_dataset_kwargs = None
+control = None             # the positive control: {model, method, attribute, group, keep}
 n_boot = None
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}

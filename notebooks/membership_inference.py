@@ -30,7 +30,9 @@
 #
 # **Data design** (per seed, stratified by label and group): 25% are the target's training set
 # (members), 10% its validation split, 25% are never seen by the target (non-members), and 40% form
-# the shadow pool; each shadow trains on a random half of the pool. **Fix over the original study:**
+# the shadow pool; each shadow trains on a random half of the pool. For the vision task whole
+# glyphs are assigned (`split_unit`), so a non-member is never another rendering of a member's
+# glyph: the attack must tell *trained-on images* apart, not recognise the person. **Fix over the original study:**
 # the membership labels are read from the target's own stored split, i.e. its real training set.
 # The original trained its targets on another split than the one its attack assumed.
 #
@@ -46,6 +48,7 @@ tasks = None
 methods = None
 seeds = None
 n_shadows = None
+shadow_methods = None      # matched (each target's own method) | lora (LoRA shadows for every target)
 batch_size = None
 global_variance = None
 n_boot = None

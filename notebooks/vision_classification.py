@@ -51,6 +51,8 @@ ranks = None
 placements = None
 second_task = None
 second_task_n = None
+split_unit = None          # a table column whose units stay on one side of every split (the glyph)
+control = None             # the positive control: {model, method, attribute, group, keep}
 n_boot = None
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
@@ -82,9 +84,20 @@ display(Markdown(
 # %% [markdown]
 # ## The data
 #
-# Each seed draws its own stratified 60/20/20 train / validation / test split (strata: label x group),
-# stored with every prediction. Models are selected on validation accuracy (the best epoch) and
-# reported on test. The group sizes below show the deliberate imbalance.
+# The images are renderings of a few hundred person glyphs (one glyph per gender, skin tone and
+# role), each rendered several times with different backgrounds, poses and noise. Each seed draws
+# its own stratified 60/20/20 train / validation / test split **of glyphs** (strata: label x group),
+# so every rendering of a glyph is on one side and the test set shows people the model never saw in
+# training; the glyph of every prediction is stored in its record (`split_unit`). Models are selected
+# on validation accuracy (the best epoch) and reported on test. The group sizes below show the
+# deliberate imbalance.
+#
+# What the skin-tone groups can stand for: a glyph's skin tone is a flat fill colour of its face and
+# hands, drawn from the five emoji tones, so a group differs from another in colour and in its
+# contrast with the background, not in facial features, lighting on skin or photographic bias. A gap
+# between tones here says how a model's errors depend on that colour at this scale; it is not a
+# measurement of racial bias in face classification, which is what the `paper` profile's UTKFace
+# task addresses.
 
 # %% tags=["hide-input"]
 counts = (ds.table.assign(label=ds.table["label"].map(dict(enumerate(ds.label_names))))
@@ -94,6 +107,11 @@ counts["share"] = (counts.sum(axis=1) / len(ds.table)).round(3)
 counts.index.name = ATTR.replace("_", " ")
 display(counts)
 glue("vision_n_examples", len(ds.table), display=False)
+if P["split_unit"]:
+    n_units = ds.table[P["split_unit"]].nunique()
+    glue("vision_n_glyphs", n_units, display=False)
+    display(Markdown(f"{len(ds.table)} images of {n_units} glyphs ({len(ds.table) / n_units:.1f} renderings per glyph); "
+                     f"splits are drawn by glyph."))
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])

@@ -74,3 +74,26 @@ def test_control_effect_detects_a_planted_drop_and_not_a_null():
     null = ex.control_effect(refs, nulls, "t", "a", n_boot=300)
     assert not null["detected"] and null["group_accuracy"]["difference"] == 0
     assert "not detected" in ex.control_reading(null, "t", 0.05)
+
+
+def test_mia_unit_split_keeps_members_non_members_and_pool_apart():
+    ds = _ds(n_units=80, per_unit=4)
+    t = ds.table.assign(split=splits.split_for(ds, 13, design={"kind": "mia_target", "seed": 13, "unit": "glyph"}))
+    assert (t.groupby("glyph")["split"].nunique() == 1).all() and set(t["split"]) == set(splits.MIA_SPLITS)
+    sh = ds.table.assign(split=splits.split_for(ds, 13, design={"kind": "mia_shadow", "seed": 13, "shadow_seed": 5,
+                                                                "unit": "glyph"}))
+    trained = set(sh.loc[sh["split"] == "train", "glyph"])
+    assert trained and trained <= set(t.loc[t["split"] == "pool", "glyph"])  # shadows train on pool units only
+    assert splits.unit_column(ds, {"kind": "mia_target", "seed": 13, "unit": "glyph"}) == "glyph"
+    # without a unit the design is the one every committed membership-inference record used
+    plain = splits.split_for(ds, 13, design={"kind": "mia_target", "seed": 13})
+    assert plain.equals(splits.mia_target_split(ds, 13))
+
+
+def test_unit_split_falls_back_to_label_strata_when_groups_are_too_small():
+    ds = _ds(n_units=30, per_unit=2)  # ~5 units per (label, tone) stratum at most; some have fewer than 3
+    s = splits.split_for(ds, 3, design={"kind": "by_unit", "unit": "glyph"})
+    t = ds.table.assign(split=s)
+    assert (t.groupby("glyph")["split"].nunique() == 1).all()
+    for _, g in t.groupby("label"):
+        assert set(g["split"]) == {"train", "val", "test"}

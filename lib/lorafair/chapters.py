@@ -22,6 +22,7 @@ CHAPTERS = ("vision_classification", "llm_classification", "membership_inference
 
 def _classification(P: dict, experiment: str, max_length=None):
     def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, **adapter):
+        split_design = split_design or unit_design(P)
         return classification_config(experiment, P["profile"], dataset or P["dataset"],
                                      dataset_kwargs or P["dataset_kwargs"], model, method, seed,
                                      per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
@@ -55,6 +56,12 @@ def rank_sweep_label(cfg: dict) -> tuple[str, float]:
     return f"{int(cfg['rank'])}", float(cfg["rank"])
 
 
+def unit_design(P: dict) -> dict | None:
+    """The split design of a chapter whose examples come in units (``split_unit``, e.g. the glyph an
+    image renders): whole units on one side of every split. None: examples are split one by one."""
+    return {"kind": "by_unit", "unit": P["split_unit"]} if P.get("split_unit") else None
+
+
 def control_configs(config, P: dict, seeds) -> list[dict]:
     """The positive control (``P["control"]``): the named group thinned to ``keep`` of its training
     examples, one run per seed, for comparison with the same model, method and seed on the full split."""
@@ -62,6 +69,8 @@ def control_configs(config, P: dict, seeds) -> list[dict]:
     if not c:
         return []
     design = {"kind": "downsample", "attribute": c["attribute"], "group": str(c["group"]), "keep": float(c["keep"])}
+    if unit_design(P):
+        design["base"] = unit_design(P)
     return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
 
 
@@ -113,6 +122,8 @@ def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
     membership-inference split (``lorafair.splits``). The shadows of different methods train on the
     same halves of the pool."""
     def cfg(method, run_seed, design, select):
+        if task.get("split_unit"):
+            design = {**design, "unit": task["split_unit"]}
         return classification_config(
             "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
             run_seed, task["epochs"], task["lrs"][method], P["batch_size"], n_boot=P["n_boot"],

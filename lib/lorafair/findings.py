@@ -34,7 +34,7 @@ def classification_cases(store: RunStore, experiment: str, profile: str, n_boot:
     groups: dict = {}
     for r in store.records(experiment):
         c = r.config
-        if c.get("profile") != profile or c.get("split_design"):
+        if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
             continue
         if c["method"] == "lora" and (c.get("layer_fraction", 1) != 1 or c.get("rank") != get_spec(c["model"]).default_rank
                                       or c.get("target_modules")):
@@ -166,7 +166,7 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             by_case.setdefault(key, []).append(r)
         for (dataset, kw, model, method, design), cs in sorted(by_case.items()):
             d = json.loads(design)
-            refs = [r for r in recs if not r.config.get("split_design") and r.config["dataset"] == dataset
+            refs = [r for r in recs if r.config.get("split_design") == d.get("base") and r.config["dataset"] == dataset
                     and json.dumps(r.config["dataset_kwargs"], sort_keys=True) == kw and r.config["model"] == model
                     and r.config["method"] == method and r.config.get("layer_fraction", 1) == 1
                     and r.config.get("rank") == cs[0].config.get("rank")]

@@ -21,6 +21,7 @@ VISION = {
         "train_options": {},
         "dataset": "openmoji_people",
         "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
+        "split_unit": "sequence",
         "models": ["vit_tiny_random", "swinv2_tiny_random"],
         "methods": ["head", "lora", "full"],
         "seeds": [13],
@@ -40,6 +41,8 @@ VISION = {
         "train_options": {},
         "dataset": "openmoji_people",
         "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
+        # every rendering of one glyph (emoji sequence) on one side of the split: test people are unseen
+        "split_unit": "sequence",
         "models": ["mobilenet_v2", "efficientnet_lite0"],
         "methods": ["head", "lora", "full"],
         "seeds": [13, 1337, 42],
@@ -59,6 +62,7 @@ VISION = {
         "train_options": {},
         "dataset": "utkface",
         "dataset_kwargs": {"task": "gender", "utkface_dir": "data/UTKFace"},
+        "split_unit": None,  # UTKFace names no person: images are split one by one, as in the original
         "models": ["vit_base", "swinv2_large"],
         "methods": ["head", "lora", "full"],
         "seeds": [13, 1337, 42, 666, 888],
@@ -166,7 +170,8 @@ MIA = {
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people",
              "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
-             "model": "vit_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone"},
+             "model": "vit_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone",
+             "split_unit": "sequence"},
             {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"n": 60, "data_seed": 0},
              "model": "bert_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "target",
              "max_length": 32},
@@ -184,7 +189,8 @@ MIA = {
         "train_options": {},
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people", "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
-             "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone"},
+             "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone",
+             "split_unit": "sequence"},
             {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"threshold": 0.5},
              "model": "minilm", "epochs": 3, "lrs": {"lora": 5e-3, "full": 2e-4}, "attribute": "target",
              "max_length": 32},

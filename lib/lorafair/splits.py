@@ -110,15 +110,34 @@ def _mia_strata(ds) -> list[str]:
                         ds.table[f"group_{ds.attributes[0]}"].dtype != bool else [])
 
 
-def mia_target_split(ds, seed: int) -> pd.Series:
-    return stratified_cut(ds.table, seed, MIA_FRACTIONS, MIA_SPLITS, _mia_strata(ds))
+def _unit_table(table: pd.DataFrame, unit: str, strata: list[str]) -> pd.DataFrame:
+    """One row per unit (its id as ``example_id``), with the unit's strata (checked constant)."""
+    mixed = [c for c in strata if (table.groupby(unit)[c].nunique() > 1).any()]
+    if mixed:
+        raise LorafairError(f"{', '.join(mixed)} vary within a {unit} unit: a unit split cannot stratify by them")
+    return (table.sort_values("example_id").drop_duplicates(unit)
+            .assign(example_id=lambda u: u[unit].astype(str)).set_index(unit, drop=False))
 
 
-def mia_shadow_split(ds, seed: int, shadow_seed: int) -> pd.Series:
+def _cut(table: pd.DataFrame, seed: int, fractions, names, strata: list[str], unit: str | None) -> pd.Series:
+    """``stratified_cut`` of examples, or of whole units mapped back to their examples."""
+    if unit is None:
+        return stratified_cut(table, seed, fractions, names, strata)
+    units = _unit_table(table, unit, strata)
+    return table[unit].map(stratified_cut(units, seed, fractions, names, strata)).astype(object)
+
+
+def mia_target_split(ds, seed: int, unit: str | None = None) -> pd.Series:
+    """The membership-inference design of a seed; with ``unit``, whole units (e.g. glyphs) are
+    members, non-members or pool, so a non-member never shares a unit with a member."""
+    return _cut(ds.table, seed, MIA_FRACTIONS, MIA_SPLITS, _mia_strata(ds), unit)
+
+
+def mia_shadow_split(ds, seed: int, shadow_seed: int, unit: str | None = None) -> pd.Series:
     """A shadow trains on a random half of the pool; everything else is evaluated ("test")."""
-    base = mia_target_split(ds, seed)
+    base = mia_target_split(ds, seed, unit)
     pool = base[base == "pool"]
-    half = stratified_cut(ds.table.loc[pool.index], shadow_seed, (0.5, 0.5), ("train", "test"), _mia_strata(ds))
+    half = _cut(ds.table.loc[pool.index], shadow_seed, (0.5, 0.5), ("train", "test"), _mia_strata(ds), unit)
     out = pd.Series("test", index=ds.table.index, dtype=object)
     out.loc[half.index] = half
     return out
@@ -126,15 +145,16 @@ def mia_shadow_split(ds, seed: int, shadow_seed: int) -> pd.Series:
 
 def unit_split(ds, seed: int, fractions, unit: str) -> pd.Series:
     """Whole units (e.g. every rendering of one glyph) on one side, stratified by label and the
-    first attribute's group, which must be constant within a unit (checked)."""
+    first attribute's group, which must be constant within a unit (checked). Where some (label,
+    group) stratum has fewer than 3 units, the units are stratified by label only, so that every
+    label still reaches train, validation and test."""
     t = ds.table
     if unit not in t:
         raise LorafairError(f"split unit {unit!r} is not a column of {ds.name}; columns: {', '.join(t.columns)}")
     strata = ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes else [])
-    mixed = [c for c in strata if (t.groupby(unit)[c].nunique() > 1).any()]
-    if mixed:
-        raise LorafairError(f"{', '.join(mixed)} vary within a {unit} unit of {ds.name}: a unit split cannot "
-                            "stratify by them")
+    units = _unit_table(t, unit, strata)
+    if units.groupby(strata).size().min() < 3:
+        strata = ["label"]
     return assign_splits(t, seed, fractions, strata, unit=unit, unit_stratify=strata)
 
 
@@ -175,8 +195,8 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
         base = split_for(ds, seed, fractions, design.get("base"))
         return downsample(ds, base, design["attribute"], design["group"], design["keep"], seed)
     if kind == "mia_target":
-        return mia_target_split(ds, design["seed"])
-    return mia_shadow_split(ds, design["seed"], design["shadow_seed"])
+        return mia_target_split(ds, design["seed"], design.get("unit"))
+    return mia_shadow_split(ds, design["seed"], design["shadow_seed"], design.get("unit"))
 
 
 def unit_column(ds, design: dict | None) -> str | None:
@@ -184,7 +204,7 @@ def unit_column(ds, design: dict | None) -> str | None:
     single examples are split."""
     while design and design.get("kind") == "downsample":
         design = design.get("base")
-    if design and design.get("kind") == "by_unit":
+    if design and design.get("unit"):
         return design["unit"]
     return "pair_id" if "pair_id" in ds.table and not (design and design.get("kind", "").startswith("mia")) else None
 
