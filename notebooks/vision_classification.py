@@ -269,6 +269,13 @@ task2_records = run("second_task", "second task")
 ds2 = sweep.dataset(P["dataset"], task2_records[0].config["dataset_kwargs"])
 task2 = ex.summary_table(task2_records, ATTR)
 display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
+t2 = task2_records[0].predictions()
+if "split_unit" in t2:
+    n_test_units = t2.loc[t2["split"] == "test", "split_unit"].nunique()
+    glue("vision_second_task_test_glyphs", n_test_units, display=False)
+    display(Markdown(f"This task has {ds2.table[P['split_unit']].nunique()} glyphs in all; the test split shows "
+                     f"{n_test_units} unseen glyphs ({(t2['split'] == 'test').sum()} images), so each role and skin "
+                     "tone is represented by very few people, and its per-group numbers describe those glyphs only."))
 p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
 fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({ds2.num_labels} classes)")

@@ -138,7 +138,7 @@ def test_bench_cpu_on_tiny_models_interleaves_every_variant(capsys):
 
 
 def test_bench_cpu_errors_name_valid_choices(capsys):
-    with pytest.raises(LorafairError, match="valid choices: head, head_per_step, lora, full"):
-        cpubench.measure("bert_tiny_random", "ia3")
+    with pytest.raises(LorafairError, match="valid choices: head, head_per_step, lora, full, dora, ia3"):
+        cpubench.measure("bert_tiny_random", "qlora")
     assert cli.main(["bench", "--cpu", "--variants", "fp16"]) == 2
     assert "valid choices: fp32, bf16, channels_last, compile" in capsys.readouterr().err

@@ -178,7 +178,7 @@ MIA = {
         ],
         "methods": ["lora", "full"],
         "seeds": [13],
-        "n_shadows": 3,
+        "n_shadows": 2,
         "shadow_methods": "matched",
         "batch_size": 16,
         "global_variance": False,
