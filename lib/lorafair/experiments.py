@@ -170,7 +170,7 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
     col = f"group_{attribute}"
     a, b, g, blocks = [], [], [], []
     seeds = []
-    for c in control:
+    for c in sorted(control, key=lambda r: r.config["seed"]):  # one order, so every reader gets one interval
         key = (c.config["model"], c.config["method"], c.config["seed"])
         if key not in ref:
             continue
