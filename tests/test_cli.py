@@ -61,3 +61,15 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert [r["workload"] for r in d["rows"]] == ["vit_base:lora", "llama_7b:full"]
     assert d["environment"]["device"] == "cpu" and d["environment"]["packages"]["torch"]
+
+
+def test_cli_run_uses_the_chapter_split_and_reads_the_committed_record(capsys):
+    """`lorafair run vision` builds the same configuration as the chapter (glyph-unit split), so a
+    committed run is read back, not recomputed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert cli.main(["run", "vision", "--model", "mobilenet_v2", "--method", "head", "--seed", "42",
+                     "--results-dir", str(root / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "results/vision_classification/" in out and "test accuracy" in out

@@ -109,8 +109,8 @@ def cmd_run_generation(a) -> None:
 
 
 def cmd_run(a) -> None:
+    from . import chapters, sweep
     from . import experiments as ex
-    from . import sweep
     from .errors import choose
     from .models import get_spec, resolve_method
     from .profiles import per_model, resolve
@@ -131,7 +131,7 @@ def cmd_run(a) -> None:
         name, a.profile, P["dataset"], kw, model, method, a.seed,
         a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
-        n_boot=P["n_boot"], max_length=P.get("max_length"))
+        n_boot=P["n_boot"], max_length=P.get("max_length"), split_design=chapters.unit_design(P))
     rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
                         progress=True)
     if not is_main_process():
