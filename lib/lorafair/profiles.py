@@ -196,7 +196,7 @@ MIA = {
              "max_length": 32},
         ],
         "methods": ["lora", "full"],
-        "seeds": [13],
+        "seeds": [13, 1337, 42],
         "n_shadows": 8,
         "shadow_methods": "matched",
         "batch_size": 32,
