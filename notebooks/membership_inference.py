@@ -216,9 +216,10 @@ lines.append("- **Limits of these comparisons.** "
                 "fine-tuned shadows for the fully fine-tuned one). " if P["shadow_methods"] == "matched" else
                 "The shadows are LoRA models for both targets, so LiRA against the fully fine-tuned target is not "
                 "method-matched. ")
-             + f"Each comparison rests on {len(P['seeds'])} seed(s) (one training run per method), and a target that "
-             "learned less (lower test accuracy in the table above) is expected to leak less. They describe these runs, "
-             "not the methods.")
+             + f"Each line above is one seed: one training run per method ({len(P['seeds'])} seed(s) in all, not pooled "
+             "here). The targets are not matched in utility: a target that fits its training set less (lower train "
+             "accuracy in the table above) is expected to leak less, so a lower AUC is not by itself a property of the "
+             "method.")
 display(Markdown("\n".join(lines)))
 
 
