@@ -212,14 +212,8 @@ display(rates["ece"].unstack("group").round(3))
 
 # %% tags=["hide-input"]
 control_records = run("control", "positive control")
-if control_records:
-    C = P["control"]
-    effect = ex.control_effect(run("control_reference", "control references"), control_records, C["attribute"],
-                               C["group"], P["n_boot"])
-    display(Markdown(f"**{C['model']}, {C['method']}**: " + ex.control_reading(effect, C["attribute"], C["keep"], glue,
-                                                                              "llm")))
-else:
-    display(Markdown(ex.control_reading(None, ATTR, 0)))
+references = run("control_reference", "control references") if control_records else []
+display(Markdown(ex.control_report(control_records, references, P["control"], P["n_boot"], glue, "llm")))
 
 # %% [markdown]
 # ## Rank sweep and layer placement

@@ -211,6 +211,16 @@ def control_reading(effect: dict | None, attribute: str, keep: float, glue=None,
             f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]. The planted effect is {verdict}.")
 
 
+def control_report(control: list[RunRecord], reference: list[RunRecord], C: dict | None, n_boot: int,
+                   glue=None, prefix: str = "") -> str:
+    """A chapter's positive-control paragraph from its control runs and their references (``C``: the
+    profile's ``control`` parameter; None or no runs: says that no control ran)."""
+    if not C or not control:
+        return control_reading(None, "", 0)
+    effect = control_effect(reference, control, C["attribute"], C["group"], n_boot)
+    return f"**{C['model']}, {C['method']}**: " + control_reading(effect, C["attribute"], C["keep"], glue, prefix)
+
+
 def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str) -> pd.DataFrame:
     """The learning-rate pilots of ``dataset`` and the chapter's own runs of the same models, with
     the validation accuracy of every epoch and of the selected one (lowest learning rate first)."""
