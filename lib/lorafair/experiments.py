@@ -307,7 +307,7 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
                 ca, cb, A[f"group_{attribute}"].astype(str).to_numpy(), blocks=A["seed"].to_numpy(), n_boot=n_boot)}
 
 
-def _direction(metric: str, verdict: str) -> str:
+def direction(metric: str, verdict: str) -> str:
     """"better" / "worse" from a difference's sign and the metric's registered direction."""
     if verdict not in ("higher", "lower"):
         return "indistinguishable"
@@ -328,7 +328,7 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str, n_boot:
                 rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " "),
                              "difference [95% CI]": f"{v['difference']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]",
                              "pairs": v["n"],
-                             "LoRA is": _direction(metric, v["verdict"])})
+                             "LoRA is": direction(metric, v["verdict"])})
     return pd.DataFrame(rows), diffs
 
 

@@ -24,10 +24,8 @@ from .runs import RunStore
 def _verdict(metric: str, v: str) -> str:
     """"LoRA better" / "LoRA worse" from a difference's direction and the metric's registered
     direction (``metrics.METRICS``), or "indistinguishable"."""
-    if v == "indistinguishable":
-        return "indistinguishable"
-    good = (v == "higher") == get_metric(metric).higher_is_better
-    return "LoRA better" if good else "LoRA worse"
+    d = ex.direction(metric, v)
+    return d if d == "indistinguishable" else f"LoRA {d}"
 
 
 def classification_cases(store: RunStore, experiment: str, profile: str, n_boot: int) -> pd.DataFrame:

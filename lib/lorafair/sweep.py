@@ -92,8 +92,8 @@ def _generation(part: str) -> Callable[[dict], bool]:
 #: the first kind that matches a configuration computes it (classification last: it takes the rest)
 KINDS: dict[str, Kind] = {
     "estimate": Kind(lambda c: c.get("experiment") == "performance", _estimate, lambda configs: None),
-    "pronoun": Kind(_generation("pronoun"), lambda c, p, o: compute_pronoun_run(c, p, o), _prepare_models),
-    "token_bias": Kind(_generation("token_bias"), lambda c, p, o: compute_probe_run(c, p, o), _prepare_models),
+    "pronoun": Kind(_generation("pronoun"), compute_pronoun_run, _prepare_models),
+    "token_bias": Kind(_generation("token_bias"), compute_probe_run, _prepare_models),
     "classification": Kind(lambda c: "dataset" in c and c.get("experiment") != "generation_fairness",
                            _classification, _prepare_classification, inner_progress=True),
 }
