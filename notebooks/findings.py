@@ -45,8 +45,12 @@ P, store = setup_chapter("findings", globals())
 cases = findings.all_cases(store, P["profile"], P["n_boot"])
 if cases.empty:
     raise RuntimeError(f"no run records of profile {P['profile']!r} in {P['results_dir']}: run the other chapters first")
+ctrl = findings.controls(store, P["profile"], P["n_boot"])
+cases = findings.apply_count_rules(cases, ctrl, findings.learned_tasks(store, P["profile"]))
+glue("findings_cases_total", len(cases), display=False)
+glue("findings_cases_counted", int(cases["counted"].sum()), display=False)
 display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons from the run records in "
-                 f"`{P['results_dir']}/`."))
+                 f"`{P['results_dir']}/`, {int(cases['counted'].sum())} of which enter the count (below)."))
 
 # %% [markdown]
 # ## Every case
@@ -67,7 +71,12 @@ plots.plt.close(fig)
 # %% [markdown]
 # ## The count
 #
-# How many cases fall on each side, per comparison:
+# A case enters the count only if it can carry a verdict: it rests on at least 3 seeds (independent
+# training runs), a positive control of its experiment (for membership inference, of its attacked
+# task; for generation, of its part) was detected, and, in classification, both compared methods
+# learned the task (pooled test accuracy with a 95% lower bound above the majority-class rate). The
+# other cases are shown in the table with the reason; they are results, but not evidence either way.
+# How many counted cases fall on each side, per comparison:
 
 # %% tags=["hide-input"]
 table = findings.counts(cases)
@@ -81,8 +90,8 @@ if vs_full is not None:
 # %% tags=["hide-input", "full-width"]
 show = cases.assign(**{"difference [95% CI]": lambda d: d.apply(
     lambda r: f"{r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]", axis=1)})
-display(show[["experiment", "dataset", "model", "metric", "comparison", "difference [95% CI]", "seeds", "verdict"]]
-        .style.format(precision=3).hide(axis="index"))
+display(show[["experiment", "dataset", "model", "metric", "comparison", "difference [95% CI]", "seeds", "verdict",
+              "counted", "not counted because"]].style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## What the records cost
@@ -110,7 +119,6 @@ display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
 # difference" claims at this scale; one with no control yet is listed as such.
 
 # %% tags=["hide-input", "full-width"]
-ctrl = findings.controls(store, P["profile"], P["n_boot"])
 glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)
 glue("findings_controls_total", int((ctrl["detected"] != "no control").sum()), display=False)
 display(ctrl.rename(columns={"effect": "planted effect", "n": "group test examples"})
@@ -122,8 +130,8 @@ display(ctrl.rename(columns={"effect": "planted effect", "n": "group test exampl
 # Generated from the table above.
 
 # %% tags=["hide-input"]
-lines = []
-for comp, sub in cases.groupby("comparison", sort=False):
+lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases enter the count; the verdicts below are theirs."]
+for comp, sub in cases[cases["counted"]].groupby("comparison", sort=False):
     worse = sub[sub["verdict"] == "LoRA worse"]
     better = sub[sub["verdict"] == "LoRA better"]
     lines.append(f"- **{comp}**: {len(sub)} cases; LoRA worse in {len(worse)}, better in {len(better)}, "

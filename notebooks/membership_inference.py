@@ -224,6 +224,78 @@ display(Markdown("\n".join(lines)))
 
 
 # %% [markdown]
+# ## Positive control: an over-fitted target
+#
+# The attacks must be able to see leakage of a known size. Per task and seed, one more LoRA target is
+# trained on the same members for many more epochs and kept at its last epoch (no selection), so it
+# fits its members more closely than the main LoRA target. The loss attack (which needs no shadows)
+# is run on the same members and non-members against both targets; the control is **detected** when
+# the paired AUC difference (over-fitted minus main) has its 95% interval above zero at every seed.
+
+# %% tags=["hide-input", "full-width"]
+variant_rows, control_lines, matched_lines = [], [], []
+for task in P["tasks"]:
+    ctrl_diffs = []
+    for seed in P["seeds"]:
+        for name, (vcfg, vshadows) in chapters.mia_variant_configs(task, P, seed).items():
+            role = next(v["role"] for v in task["variants"] if v["name"] == name)
+            vrecs = sweep.run(store, [vcfg] + vshadows, force=force, desc=f"{task['name']} {name} seed {seed}",
+                              workers=P["workers"], train_options=P["train_options"])
+            vt = vrecs[0].predictions()
+            h = vrecs[0].meta["history"]
+            variant_rows.append({"task": task["name"], "seed": seed, "target": name, "role": role,
+                                 "method": vcfg["method"], "epochs": vcfg["epochs"],
+                                 "val accuracy": h["val_accuracy"][h["epoch"].index(h["selected_epoch"])],
+                                 "train accuracy": vrecs[0].metrics["train"]["accuracy"],
+                                 "test accuracy": vrecs[0].metrics["accuracy"]["value"]})
+            if role == "control":
+                d = mia.paired_auc_difference(mia.loss_scores(vt), all_scores[(task["name"], seed, vcfg["method"], "loss")],
+                                              resolve("findings", P["profile"])["n_boot"], seed)
+                ctrl_diffs.append(d)
+                control_lines.append(f"- **{task['name']}**, seed {seed}: loss-attack AUC of the over-fitted "
+                                     f"{vcfg['method']} target ({vcfg['epochs']} epochs) minus the main one "
+                                     f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] over {d['n']} "
+                                     "attacked examples.")
+            else:
+                other = next(m for m in P["methods"] if m != vcfg["method"])
+                for attack in ("loss", "lira"):
+                    vs = (mia.loss_scores(vt) if attack == "loss" else
+                          mia.lira_scores(vt, [r.predictions() for r in vrecs[1:]], P["global_variance"]))
+                    d = mia.paired_auc_difference(all_scores[(task["name"], seed, other, attack)], vs,
+                                                  resolve("findings", P["profile"])["n_boot"], seed)
+                    verdict = {"lower": f"{other} leaks less", "higher": f"{other} leaks more"}.get(d["verdict"],
+                                                                                                  "inconclusive")
+                    matched_lines.append(f"- **{task['name']}**, seed {seed}, {attack} attack: {other} target minus "
+                                         f"the {vcfg['epochs']}-epoch {vcfg['method']} target {d['difference']:+.3f} "
+                                         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
+    if ctrl_diffs:
+        detected = all(d["verdict"] == "higher" for d in ctrl_diffs)
+        glue(f"mia_{task['name']}_control", "detected" if detected else "not detected", display=False)
+        control_lines.append(f"  - **{task['name']}: the planted leakage is "
+                             + ("detected** at every seed." if detected else
+                                "not detected** at every seed, so this task's attacks cannot show a leakage "
+                                "difference of this size."))
+main_fit = pd.DataFrame(fit_rows).assign(target="main", role="main")
+if variant_rows:
+    display(pd.concat([main_fit, pd.DataFrame(variant_rows)], ignore_index=True)
+            [["task", "seed", "target", "role", "method", "train accuracy", "test accuracy", "val accuracy"]]
+            .sort_values(["task", "seed", "role"]).round(3).style.format(precision=3).hide(axis="index"))
+display(Markdown("\n".join(control_lines) or "No positive control on this profile (a task's `variants`)."))
+
+# %% [markdown]
+# ## At matched utility
+#
+# A target that learns less is expected to leak less, so a leakage difference between methods can be a
+# difference in how well they fit. Where the profile names a utility-matched target (a task's
+# `variants` with role `matched`), the other method's main target is compared with it on the same
+# members and non-members; its shadows are trained the same way (same method and epochs, last
+# checkpoint). The table above gives its validation, train and test accuracy next to the main targets',
+# so the reader can check how close the match is.
+
+# %% tags=["hide-input"]
+display(Markdown("\n".join(matched_lines) or "No utility-matched target on this profile."))
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **More shadows.** `lorafair notebook membership_inference -p n_shadows 16 --out /tmp/nb`. Does

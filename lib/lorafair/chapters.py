@@ -74,6 +74,21 @@ def control_configs(config, P: dict, seeds) -> list[dict]:
     return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
 
 
+def relabel_control_configs(config, P: dict, seeds) -> list[dict]:
+    """The second positive control (``P["control"]["relabel"]``, optional): a planted label bias, a
+    fraction of the group's training examples of other classes relabelled ``to_label``, one run per
+    seed, compared with the same references as the down-sampling control."""
+    c = P.get("control")
+    if not c or not c.get("relabel"):
+        return []
+    r = c["relabel"]
+    design = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
+              "fraction": float(r["fraction"]), "to_label": int(r["to_label"])}
+    if unit_design(P):
+        design["base"] = unit_design(P)
+    return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
+
+
 def control_references(config, P: dict, seeds) -> list[dict]:
     """The runs the control is compared with (the same model, method and seeds, standard split)."""
     c = P.get("control")
@@ -91,6 +106,7 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
                                              "head" in P["methods"]),
             "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]],
             "control": control_configs(config, P, P["seeds"]),
+            "control_relabel": relabel_control_configs(config, P, P["seeds"]),
             "control_reference": control_references(config, P, P["seeds"])}
 
 
@@ -104,6 +120,8 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
             "second_dataset": [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
                                for me in P["methods"]],
             "control": control_configs(config, P, seeds_for(P, P["control"]["model"]) if P.get("control") else []),
+            "control_relabel": relabel_control_configs(config, P, seeds_for(P, P["control"]["model"])
+                                                       if P.get("control") else []),
             "control_reference": control_references(config, P, seeds_for(P, P["control"]["model"])
                                                     if P.get("control") else [])}
 
@@ -115,6 +133,39 @@ def shadow_seeds(P: dict) -> list[int]:
     return SHADOW_SEEDS[: P["n_shadows"]]
 
 
+def _mia_config(task: dict, P: dict, method: str, run_seed: int, design: dict, select: str, epochs=None) -> dict:
+    if task.get("split_unit"):
+        design = {**design, "unit": task["split_unit"]}
+    return classification_config(
+        "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
+        run_seed, task["epochs"] if epochs is None else epochs, task["lrs"][method], P["batch_size"],
+        n_boot=P["n_boot"], max_length=task.get("max_length"), split_design=design, select=select)
+
+
+def mia_variant_configs(task: dict, P: dict, seed: int) -> dict[str, tuple[dict, list[dict]]]:
+    """The task's extra targets (``task["variants"]``), each attacked on the same members and
+    non-members as the main targets: {name: (target, shadows)}. A variant sets ``method``,
+    ``epochs`` and ``select`` (``last``: no checkpoint selection); with ``shadows: true`` its LiRA
+    shadows are trained the same way (same method and epochs, last checkpoint), else it is attacked
+    by the shadow-free loss attack only (empty list).
+
+    - the positive control (``role: control``): a target trained to over-fit (more epochs, no
+      selection), which the attack must find leakier than the main target of its method;
+    - the utility-matched target (``role: matched``): trained for as long as makes its validation
+      accuracy comparable with the other method's main target."""
+    out = {}
+    for v in task.get("variants") or []:
+        choose("variant role", v.get("role"), ("control", "matched"))
+        choose("variant method", v["method"], P["methods"])
+        choose("variant select", v.get("select", "last"), ("last", "best_val"))
+        target = _mia_config(task, P, v["method"], seed, {"kind": "mia_target", "seed": seed},
+                             v.get("select", "last"), v["epochs"])
+        shadows = [_mia_config(task, P, v["method"], s, {"kind": "mia_shadow", "seed": seed, "shadow_seed": s},
+                               "last", v["epochs"]) for s in shadow_seeds(P)] if v.get("shadows") else []
+        out[v["name"]] = (target, shadows)
+    return out
+
+
 def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
     """One attacked task and seed: a target per method (best-validation checkpoint) and, per target
     method, the shadows LiRA uses against it (last checkpoint): trained with the target's own method
@@ -122,12 +173,7 @@ def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
     membership-inference split (``lorafair.splits``). The shadows of different methods train on the
     same halves of the pool."""
     def cfg(method, run_seed, design, select):
-        if task.get("split_unit"):
-            design = {**design, "unit": task["split_unit"]}
-        return classification_config(
-            "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
-            run_seed, task["epochs"], task["lrs"][method], P["batch_size"], n_boot=P["n_boot"],
-            max_length=task.get("max_length"), split_design=design, select=select)
+        return _mia_config(task, P, method, run_seed, design, select)
 
     choose("shadow_methods", P.get("shadow_methods", "lora"), ("matched", "lora"))
     targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in P["methods"]}
@@ -143,11 +189,24 @@ def membership_inference(P: dict) -> dict[str, list[dict]]:
         for seed in P["seeds"]:
             targets, shadows = mia_task_configs(task, P, seed)
             out += list(targets.values()) + [c for m in shadows for c in shadows[m]]
+            for target, vshadows in mia_variant_configs(task, P, seed).values():
+                out += [target] + vshadows
     return {"runs": out}
 
 
 def generation_fairness(P: dict) -> dict[str, list[dict]]:
-    pronoun, probe = [], []
+    """Pronoun runs (every method and training set per seed; the base model per seed too, since the
+    test frames are drawn per seed), probe runs (the base model once: its probe texts do not depend on
+    the seed) and the probe's positive control (``probe_plant`` planted answers, ``probe_control_method``)."""
+    pronoun, probe, probe_control = [], [], []
+
+    def probe_cfg(model, method, seed, plant=None):
+        trains = methods_mod.get(method).trains != "nothing"
+        return probe_config(P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, seed,
+                            per_model(P["probe_epochs"], model, method) if trains else 0,
+                            per_model(P["probe_lrs"], model, method) if trains else 0.0,
+                            P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"], P["max_text_tokens"],
+                            rank=P["rank"], n_boot=P["n_boot"], plant=plant)
     for model in P["models"]:
         for seed in P["seeds"]:
             for method in P["methods"]:
@@ -158,13 +217,11 @@ def generation_fairness(P: dict) -> dict[str, list[dict]]:
                         per_model(P["epochs"], model, method) if trains else 0,
                         per_model(P["lrs"], model, method) if trains else 0.0,
                         P["batch_size"], P["max_length"], P["max_new_tokens"], rank=P["rank"]))
-                probe.append(probe_config(
-                    P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, seed,
-                    per_model(P["probe_epochs"], model, method) if trains else 0,
-                    per_model(P["probe_lrs"], model, method) if trains else 0.0,
-                    P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"], P["max_text_tokens"],
-                    rank=P["rank"], n_boot=P["n_boot"]))
-    return {"pronoun": pronoun, "probe": probe}
+                if trains or seed == P["seeds"][0]:
+                    probe.append(probe_cfg(model, method, seed))
+            if P.get("probe_plant"):
+                probe_control.append(probe_cfg(model, P["probe_control_method"], seed, P["probe_plant"]))
+    return {"pronoun": pronoun, "probe": probe, "probe_control": probe_control}
 
 
 def performance(P: dict) -> dict[str, list[dict]]:

@@ -8,6 +8,8 @@ configurations are in ``lorafair.chapters``; ``lorafair.sweep`` runs them.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -112,7 +114,8 @@ class ClassificationRunner:
         precision, why = choose_precision(spec.name, options.pop("precision", None))
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                            select=cfg["select"], seed=cfg["seed"], precision=precision, **options)
-        labels = torch.from_numpy(np.array(table["label"], dtype=np.int64))
+        planted = splits.training_labels(ds, table["split"], cfg["split_seed"], cfg.get("split_design"))
+        labels = torch.from_numpy(np.array(table["label"] if planted is None else planted, dtype=np.int64))
         enc = self.encoder(spec, cfg.get("max_length"))
         if methods_mod.get(cfg["method"]).trains == "head":  # the frozen backbone runs once; the head trains on its features
             out, history = fit_predict_head(model, spec.head, spec.head_dropout(model) if spec.head_dropout else None,
@@ -123,6 +126,8 @@ class ClassificationRunner:
                                        table["split"], tcfg, progress=self.progress)
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
         preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
+        if planted is not None:  # "label" is what training saw; the dataset's label is kept beside it
+            preds.insert(2, "true_label", table["label"].to_numpy(dtype=np.int8))
         unit = splits.unit_column(ds, cfg.get("split_design"))
         if unit:  # the unit the split keeps together, so disjointness can be checked from the record
             preds.insert(2, "split_unit", table[unit].astype(str).to_numpy())
@@ -187,13 +192,26 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
     a, b, g, blocks = map(np.concatenate, (a, b, g, blocks))
     in_group = g == str(group)
     d_group = metrics_mod.paired_difference(a[in_group], b[in_group], n_boot)
-    d_worst = metrics_mod.paired_worst_group_difference(a, b, g, blocks=blocks, n_boot=n_boot)
+    eligible, _ = metrics_mod.claim_groups(g, blocks)
+    ok = np.isin(g, eligible)
+    d_worst = metrics_mod.paired_worst_group_difference(a[ok], b[ok], g[ok], blocks=blocks[ok], n_boot=n_boot)
     return {"group": str(group), "group_test_examples": int(in_group.sum()), "seeds": seeds,
-            "group_accuracy": d_group, "worst_group_accuracy": d_worst, "detected": d_group["verdict"] == "lower"}
+            "group_accuracy": d_group, "worst_group_accuracy": d_worst, "worst_groups": eligible,
+            "detected": d_group["verdict"] == "lower"}
 
 
-def control_reading(effect: dict | None, attribute: str, keep: float, glue=None, prefix: str = "") -> str:
-    """One paragraph on the positive control, with its numbers glued."""
+def control_intervention(C: dict, kind: str = "downsample") -> str:
+    """The words for a control's intervention (``C``: the profile's ``control``)."""
+    if kind == "relabel":
+        r = C["relabel"]
+        return (f"Relabelling {float(r['fraction']):.0%} of the `{C['group']}` group's training examples of other classes "
+                f"as class {int(r['to_label'])} (a planted label bias)")
+    return f"Training with only {float(C['keep']):.0%} of the `{C['group']}` group's training examples"
+
+
+def control_reading(effect: dict | None, attribute: str, keep, glue=None, prefix: str = "") -> str:
+    """One paragraph on a positive control, with its numbers glued. ``keep``: the down-sampling
+    fraction, or the intervention's words (``control_intervention``)."""
     if effect is None:
         return "No positive control ran on this profile (parameter `control`)."
     d, w = effect["group_accuracy"], effect["worst_group_accuracy"]
@@ -204,21 +222,27 @@ def control_reading(effect: dict | None, attribute: str, keep: float, glue=None,
                "**not detected**: the interval does not exclude zero, so at this scale this chapter cannot "
                f"show a group-level accuracy effect of this size, and its per-group comparisons are not evidence "
                "of equal treatment")
-    return (f"Training with only {keep:.0%} of the `{effect['group']}` group's training examples changes that group's "
-            f"test accuracy by {d['difference']:+.3f} (95% paired interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
+    what = keep if isinstance(keep, str) else f"Training with only {keep:.0%} of the `{effect['group']}` group's training examples"
+    return (f"{what} changes that group's test accuracy by {d['difference']:+.3f} (95% paired interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
             f"{effect['group_test_examples']} test examples of the group over seeds {effect['seeds']}); worst-group "
             f"accuracy ({attribute.replace('_', ' ')}) changes by {w['difference']:+.3f} "
             f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]. The planted effect is {verdict}.")
 
 
 def control_report(control: list[RunRecord], reference: list[RunRecord], C: dict | None, n_boot: int,
-                   glue=None, prefix: str = "") -> str:
-    """A chapter's positive-control paragraph from its control runs and their references (``C``: the
-    profile's ``control`` parameter; None or no runs: says that no control ran)."""
-    if not C or not control:
+                   glue=None, prefix: str = "", relabel: list[RunRecord] | None = None) -> str:
+    """A chapter's positive-control paragraphs from its control runs (down-sampling; ``relabel``: the
+    planted label bias, if it ran) and their references (``C``: the profile's ``control`` parameter;
+    None or no runs: says that no control ran)."""
+    if not C or not (control or relabel):
         return control_reading(None, "", 0)
-    effect = control_effect(reference, control, C["attribute"], C["group"], n_boot)
-    return f"**{C['model']}, {C['method']}**: " + control_reading(effect, C["attribute"], C["keep"], glue, prefix)
+    out = []
+    for kind, runs, pre in (("downsample", control, prefix), ("relabel", relabel or [], f"{prefix}_relabel")):
+        if runs:
+            effect = control_effect(reference, runs, C["attribute"], C["group"], n_boot)
+            out.append(f"- **{C['model']}, {C['method']}**: "
+                       + control_reading(effect, C["attribute"], control_intervention(C, kind), glue, pre))
+    return "\n".join(out)
 
 
 def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str) -> pd.DataFrame:
@@ -240,12 +264,44 @@ def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str)
     return t.sort_values(["model", "method", "tokens", "lr", "record"], ignore_index=True)
 
 
+def _task_key(c: dict) -> str:
+    return json.dumps([c.get("dataset"), c.get("dataset_kwargs"), (c.get("split_design") or {}).get("kind")],
+                      sort_keys=True, default=str)
+
+
+def claim_groups_of(records: list[RunRecord], attribute: str, min_n: int = metrics_mod.MIN_GROUP_N) -> dict:
+    """Per task (dataset, its arguments and split design): the groups with at least ``min_n`` test
+    examples in every seed's test split (``metrics.claim_groups``) and every group's smallest count."""
+    by_task: dict = {}
+    for r in records:
+        p = r.predictions()
+        t = p[p["split"] == "test"]
+        by_task.setdefault(_task_key(r.config), []).append(
+            pd.DataFrame({"g": t[f"group_{attribute}"].astype(str).to_numpy(), "b": r.config["seed"],
+                          "id": t["example_id"].to_numpy()}))
+    out = {}
+    for key, frames in by_task.items():
+        d = pd.concat(frames).drop_duplicates(["b", "id"])
+        out[key] = metrics_mod.claim_groups(d["g"], d["b"], min_n)
+    return out
+
+
 def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
-    """One row per run: configuration and headline metrics (test split)."""
+    """One row per run: configuration and headline metrics (test split). Worst group and accuracy gap
+    are over the groups with at least ``metrics.MIN_GROUP_N`` test examples in every seed of the task
+    (``claim_groups_of``); ``small_groups`` names the others with their smallest count."""
     rows = []
+    eligible = claim_groups_of(records, attribute)
     for r in records:
         c, m = r.config, r.metrics
-        a = m["attributes"][attribute]
+        a = dict(m["attributes"][attribute])
+        ok, smallest = eligible[_task_key(c)]
+        if set(ok) != set(a["groups"]):
+            p = r.predictions()
+            t = p[p["split"] == "test"]
+            a.update(metrics_mod.group_gap_summary((t["label"] == t["pred"]).to_numpy(),
+                                                   t[f"group_{attribute}"].to_numpy(), ok,
+                                                   c.get("n_boot", 1000), c["seed"]))
         row = {"run_id": r.run_id, "model": c["model"], "method": c["method"], "seed": c["seed"],
                "rank": c.get("rank", 0 if methods_mod.get(c["method"]).trains == "head" else None),
                "layer_fraction": c.get("layer_fraction", 1.0), "placement": c.get("placement"),
@@ -257,12 +313,24 @@ def summary_table(records: list[RunRecord], attribute: str) -> pd.DataFrame:
                "worst_group_accuracy": a["worst_group_accuracy"]["value"],
                "worst_group": a["worst_group"], "accuracy_gap": a["accuracy_gap"]["value"],
                "accuracy_gap_lo": a["accuracy_gap"]["ci"][0], "accuracy_gap_hi": a["accuracy_gap"]["ci"][1],
-               "ece": m["ece"]["value"], "ece_gap": a["ece_gap"], "wall_seconds": r.meta["wall_seconds"]}
+               "ece": m["ece"]["value"], "ece_gap": a["ece_gap"], "wall_seconds": r.meta["wall_seconds"],
+               "small_groups": ", ".join(f"{g} ({n})" for g, n in sorted(smallest.items()) if g not in ok) or "-"}
         if "demographic_parity_difference" in a:
             row["dp_difference"] = a["demographic_parity_difference"]
             row["eo_difference"] = a["equalized_odds_difference"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def group_size_note(summary: pd.DataFrame) -> str:
+    """One sentence on which groups the worst-group numbers of ``summary`` (``summary_table``) leave out."""
+    small = sorted(set(summary["small_groups"]) - {"-"})
+    rule = (f"Worst-group accuracy and accuracy gap are computed over the groups with at least "
+            f"{metrics_mod.MIN_GROUP_N} test examples in every seed")
+    if not small:
+        return rule + "; every group qualifies here."
+    return rule + "; left out (smallest test count in any seed): " + "; ".join(small) + \
+        ". Their accuracies are in the per-group figure, with their counts, and carry no claim."
 
 
 def mean_sd_table(summary: pd.DataFrame, cols: list[str], by=("model", "method")) -> pd.DataFrame:
@@ -302,9 +370,13 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
             and np.array_equal(A["seed"].to_numpy(), B["seed"].to_numpy())):
         return None
     ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
-    return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot),
-            "worst_group_accuracy": metrics_mod.paired_worst_group_difference(
-                ca, cb, A[f"group_{attribute}"].astype(str).to_numpy(), blocks=A["seed"].to_numpy(), n_boot=n_boot)}
+    g, blocks = A[f"group_{attribute}"].astype(str).to_numpy(), A["seed"].to_numpy()
+    eligible, smallest = metrics_mod.claim_groups(g, blocks)
+    ok = np.isin(g, eligible)
+    worst = metrics_mod.paired_worst_group_difference(ca[ok], cb[ok], g[ok], blocks=blocks[ok], n_boot=n_boot)
+    worst["groups"] = eligible
+    worst["small_groups"] = {k: v for k, v in smallest.items() if k not in eligible}
+    return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot), "worst_group_accuracy": worst}
 
 
 def direction(metric: str, verdict: str) -> str:

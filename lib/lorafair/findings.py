@@ -67,27 +67,37 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
         key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"] if design["kind"] == "mia_target"
                else None, design["seed"])
         if design["kind"] == "mia_target":
-            targets.setdefault(key, {})[c["method"]] = r
+            # main targets keep their best validation epoch; a target kept at its last epoch is a variant
+            # (the positive control or the utility-matched target), keyed by its method and epochs
+            name = c["method"] if c.get("select") == "best_val" else (c["method"], c["epochs"])
+            targets.setdefault(key, {})[name] = r
         else:
             shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
     rows = []
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
 
-        def shadows_for(method, sh=sh):  # the target's own method's shadows where they exist, else LoRA's
-            own = [s for s in sh if s.config["method"] == method]
-            return own if len(own) >= 2 else [s for s in sh if s.config["method"] == "lora"]
-        if not {"lora", "full"} <= set(t) or len(shadows_for("lora")) < 2:
+        def shadows_for(method, epochs, sh=sh):  # shadows of the target's method and epochs, else LoRA's
+            own = [s for s in sh if s.config["method"] == method and s.config["epochs"] == epochs]
+            lora = [s for s in sh if s.config["method"] == "lora" and s.config["epochs"] == t["lora"].config["epochs"]]
+            return own if len(own) >= 2 else lora
+        if not {"lora", "full"} <= set(t) or len(shadows_for("lora", t["lora"].config["epochs"])) < 2:
             continue
-        sp = {m: [s.predictions() for s in shadows_for(m)] for m in ("lora", "full")}
-        for key, fn in (("lira_auc", lambda p, m: mia.lira_scores(p, sp[m])), ("loss_auc", lambda p, m: mia.loss_scores(p))):
-            attack = get_metric(key).label
-            d = mia.paired_auc_difference(fn(t["lora"].predictions(), "lora"), fn(t["full"].predictions(), "full"),
-                                          n_boot, seed)
-            rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
-                         "attribute": "(all examples)", "comparison": "LoRA - full", "metric": attack,
-                         "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,
-                         "verdict": _verdict(key, d["verdict"])})
+        pairs = [("LoRA - full", t["full"], shadows_for("full", t["full"].config["epochs"]))]
+        # the utility-matched comparison: a full target trained for fewer epochs, with its own shadows
+        pairs += [("LoRA - full (utility-matched)", r, shadows_for("full", name[1])) for name, r in t.items()
+                  if isinstance(name, tuple) and name[0] == "full" and len(shadows_for("full", name[1])) >= 2
+                  and shadows_for("full", name[1])[0].config["method"] == "full"]
+        lora_sh = [s.predictions() for s in shadows_for("lora", t["lora"].config["epochs"])]
+        for comparison, other, other_sh in pairs:
+            osh = [s.predictions() for s in other_sh]
+            for key, fn in (("lira_auc", lambda p, s: mia.lira_scores(p, s)), ("loss_auc", lambda p, s: mia.loss_scores(p))):
+                d = mia.paired_auc_difference(fn(t["lora"].predictions(), lora_sh), fn(other.predictions(), osh),
+                                              n_boot, seed)
+                rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
+                             "attribute": "(all examples)", "comparison": comparison, "metric": get_metric(key).label,
+                             "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,
+                             "verdict": _verdict(key, d["verdict"])})
     return pd.DataFrame(rows)
 
 
@@ -109,19 +119,24 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
         for test_set in sorted(preds["test_set"].unique()):
             sub = preds[preds["test_set"] == test_set]
             for ts in sorted(set(sub["train_set"]) - {"-"}):
-                metric = f"{get_metric('stereotype_excess').label} ({ts} refs)"
-                for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
-                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel,
-                                                   gen.STEREOTYPE_EXCESS, n_boot)
+                # the base model writes few gendered pronouns, so it is compared only on the forced choice
+                # between the pro- and anti-stereotypical reference, which every model produces
+                readings = [("full", {"method": "full", "train_set": ts}, "stereotype_excess", gen.STEREOTYPE_EXCESS)]
+                if "loglik_pro" in sub:
+                    readings += [(o, sel, "pro_preference", "pro_preference") for o, sel in
+                                 (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"}))]
+                for other, sel, metric_key, score in readings:
+                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, n_boot)
                     if d is None:
                         continue
                     rows.append({"experiment": "generation_fairness", "dataset": f"{task} {test_set}", "settings": kw,
                                  "model": model, "attribute": "predisposition", "comparison": f"LoRA - {other}",
-                                 "metric": metric, "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1],
-                                 "seeds": len(set(sub["seed"])), "verdict": _verdict("stereotype_excess", d["verdict"])})
+                                 "metric": f"{get_metric(metric_key).label} ({ts} refs)", "difference": d["difference"],
+                                 "lo": d["ci"][0], "hi": d["ci"][1], "seeds": len(set(sub["seed"])),
+                                 "verdict": _verdict(metric_key, d["verdict"])})
     probes: dict = {}
     for r in recs:
-        if r.config["part"] == "token_bias":
+        if r.config["part"] == "token_bias" and not r.config.get("plant"):  # planted runs are the control
             key = (r.config["corpus"], json.dumps(r.config["corpus_kwargs"], sort_keys=True), r.config["model"])
             probes.setdefault(key, {}).setdefault(r.config["method"], []).append(r)
     for (corpus, kw, model), by_method in sorted(probes.items()):
@@ -144,15 +159,100 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
 CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
 
 
+def _row(exp, scope, control, model, method, d, n, seeds, detected):
+    return {"experiment": exp, "scope": scope, "control": control, "model": model, "method": method,
+            "effect": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "n": n, "seeds": seeds,
+            "detected": "detected" if detected else "NOT detected"}
+
+
+def mia_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
+    """The over-fitted target of each task and seed against the main target of its method: the
+    loss-attack AUC difference on the same members and non-members (must be above zero)."""
+    main, over = {}, {}
+    for r in store.records("membership_inference"):
+        c, design = r.config, r.config.get("split_design") or {}
+        if c.get("profile") != profile or design.get("kind") != "mia_target":
+            continue
+        key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], design["seed"], c["method"])
+        if c.get("select") == "best_val":
+            main[key] = r
+        else:
+            over.setdefault(key, []).append(r)
+    rows = []
+    for key, vs in sorted(over.items()):
+        if key not in main:
+            continue
+        for v in vs:
+            if v.config["epochs"] <= main[key].config["epochs"]:
+                continue  # a shorter run is the utility-matched target, not the control
+            d = mia.paired_auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()),
+                                          n_boot, key[3])
+            rows.append(_row("membership_inference", f"membership_inference:{key[0]}",
+                             f"{key[0]}, seed {key[3]}: target trained {v.config['epochs']} epochs without selection vs "
+                             f"{main[key].config['epochs']} with: loss-attack AUC", key[2], key[4], d, d["n"], 1,
+                             d["verdict"] == "higher"))
+    return rows
+
+
+def generation_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
+    """Pronoun task: the stereotype excess after pro-stereotypical minus after balanced references
+    (same method, seeds and test sources; must be above zero). Probe: the flip rate over the
+    order-only variants after fine-tuning with planted first-option answers minus without (same
+    method and seeds; must be above zero)."""
+    recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
+    rows = []
+    pron = [r for r in recs if r.config["part"] == "pronoun"]
+    for (task, model), rs in sorted(_group(pron, lambda c: (c["task"], c["model"])).items()):
+        preds = gen.pronoun_predictions(rs)
+        for method in sorted(set(preds["method"]) - {"base"}):
+            d = gen.paired_rate_difference(preds, {"method": method, "train_set": "pro"},
+                                           {"method": method, "train_set": "balanced"}, gen.STEREOTYPE_EXCESS, n_boot)
+            if d is not None:
+                seeds = len(set(preds[preds["method"] == method]["seed"]))
+                rows.append(_row("generation_fairness", "generation_fairness:pronoun",
+                                 f"{task}: pro-stereotypical minus balanced references: stereotype excess", model, method,
+                                 d, d["n"], seeds, d["verdict"] == "higher"))
+    probe = [r for r in recs if r.config["part"] == "token_bias"]
+    for (corpus, model, method), rs in sorted(_group(probe, lambda c: (c["corpus"], c["model"], c["method"])).items()):
+        planted = [r for r in rs if r.config.get("plant")]
+        plain = [r for r in rs if not r.config.get("plant")]
+        if not planted or not plain:
+            continue
+        rows_of = [pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in x]) for x in (planted, plain)]
+        d = gen.flip_rate_difference(*rows_of, n_boot, variants=gen.order_variants())
+        if d is not None:
+            rows.append(_row("generation_fairness", "generation_fairness:token_bias",
+                             f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "
+                             "order-only variants", model, method, d, d["n"], d["seeds"], d["verdict"] == "higher"))
+    return rows
+
+
+def _group(recs, key) -> dict:
+    out: dict = {}
+    for r in recs:
+        out.setdefault(key(r.config), []).append(r)
+    return out
+
+
 def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
-    """Every experiment's positive control: the planted effect, its paired interval and whether it
-    was detected; experiments without a control in the records get a row that says so."""
+    """Every experiment's positive controls: the planted effect, its paired interval and whether it
+    was detected; experiments without a control in the records get a row that says so. ``scope``:
+    the cases a control vouches for (``case_scope``)."""
     rows = []
     for exp in CONTROL_EXPERIMENTS:
         recs = [r for r in store.records(exp) if r.config.get("profile") == profile]
-        ctrl = [r for r in recs if (r.config.get("split_design") or {}).get("kind") == "downsample"]
+        if exp == "membership_inference":
+            found = mia_controls(store, profile, n_boot)
+        elif exp == "generation_fairness":
+            found = generation_controls(store, profile, n_boot)
+        else:
+            found = []
+        if found:
+            rows += found
+            continue
+        ctrl = [r for r in recs if (r.config.get("split_design") or {}).get("kind") in ("downsample", "relabel")]
         if not ctrl:
-            rows.append({"experiment": exp, "control": "none in the records", "model": "", "method": "",
+            rows.append({"experiment": exp, "scope": exp, "control": "none in the records", "model": "", "method": "",
                          "effect": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "seeds": 0,
                          "detected": "no control"})
             continue
@@ -172,8 +272,10 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             if eff is None:
                 continue
             g = eff["group_accuracy"]
-            rows.append({"experiment": exp, "control": f"{d['attribute']} group '{d['group']}' thinned to {d['keep']:.0%} "
-                         f"of its training examples: its test accuracy", "model": model, "method": method,
+            what = (f"{d['fraction']:.0%} of its other-class training examples relabelled {d['to_label']}"
+                    if d["kind"] == "relabel" else f"thinned to {d['keep']:.0%} of its training examples")
+            rows.append({"experiment": exp, "scope": exp, "control": f"{d['attribute']} group '{d['group']}' {what}: its test accuracy",
+                         "model": model, "method": method,
                          "effect": g["difference"], "lo": g["ci"][0], "hi": g["ci"][1],
                          "n": eff["group_test_examples"], "seeds": len(eff["seeds"]),
                          "detected": "detected" if eff["detected"] else "NOT detected"})
@@ -198,7 +300,66 @@ def _short(kw: str) -> str:
     return f" ({d['task']})" if "task" in d else ""
 
 
+def case_scope(case: pd.Series) -> str:
+    """The control scope a case falls under: the experiment, the attacked dataset (membership
+    inference) or the part (generation: pronoun task or token-bias probe)."""
+    if case["experiment"] == "membership_inference":
+        return f"membership_inference:{case['dataset']}"
+    if case["experiment"] == "generation_fairness":
+        return "generation_fairness:token_bias" if case["metric"] == get_metric("flip_rate").label \
+            else "generation_fairness:pronoun"
+    return case["experiment"]
+
+
+def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | None = None) -> pd.DataFrame:
+    """``counted`` and ``not counted because`` for every case. A case enters the count only if it
+    rests on at least 3 seeds, a positive control of its scope was detected, and (classification)
+    both compared methods learned the task (``learned``: {(dataset, settings, model, method): bool})."""
+    detected = set(ctrl.loc[ctrl["detected"] == "detected", "scope"])
+    tried = set(ctrl.loc[ctrl["detected"] != "no control", "scope"])
+    why = []
+    for _, c in cases.iterrows():
+        reasons = []
+        if c["seeds"] < 3:
+            reasons.append(f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''} (fewer than 3)")
+        scope = case_scope(c)
+        if scope not in detected:
+            reasons.append("its positive control was not detected" if scope in tried else "no positive control")
+        if learned is not None and c["experiment"].endswith("classification"):
+            other = c["comparison"].split(" - ", 1)[1]
+            for m in ("lora", other):
+                if not learned.get((c["dataset"], c["settings"], c["model"], m), True):
+                    reasons.append(f"{m} is at chance on this task")
+        why.append("; ".join(reasons))
+    return cases.assign(counted=[not w for w in why], **{"not counted because": why})
+
+
+def learned_tasks(store: RunStore, profile: str) -> dict:
+    """{(dataset, settings, model, method): bool}: did the method learn the task? Its test accuracy,
+    pooled over seeds, must have a 95% Wilson lower bound above the test split's majority-class rate."""
+    from .metrics import wilson_interval
+    pooled: dict = {}
+    for exp in ("vision_classification", "llm_classification"):
+        for r in store.records(exp):
+            c = r.config
+            if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
+                continue
+            if c["method"] == "lora" and (c.get("layer_fraction", 1) != 1 or c.get("rank") != get_spec(c["model"]).default_rank):
+                continue
+            p = r.predictions()
+            t = p[p["split"] == "test"]
+            key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"])
+            k, n, maj = pooled.get(key, (0, 0, 0))
+            pooled[key] = (k + int((t["label"] == t["pred"]).sum()), n + len(t), maj + int(t["label"].value_counts().max()))
+    return {key: wilson_interval(k, n)[0] > maj / n for key, (k, n, maj) in pooled.items()}
+
+
 def counts(cases: pd.DataFrame) -> pd.DataFrame:
+    """Verdicts per comparison over the counted cases (``apply_count_rules``; all cases if not applied)."""
+    if "counted" in cases:
+        cases = cases[cases["counted"]]
+    if cases.empty:
+        return pd.DataFrame(columns=["LoRA worse", "indistinguishable", "LoRA better"])
     t = cases.groupby(["comparison", "verdict"]).size().unstack(fill_value=0)
     for v in ("LoRA worse", "indistinguishable", "LoRA better"):
         if v not in t:

@@ -83,6 +83,8 @@ for _m in (
     Metric("flip_rate", "token-bias flip rate", False, "mean", "a text's flips, averaged over prompt variants"),
     Metric("stereotype_excess", "stereotype excess, pro - anti", False, "mean",
            "a generation's score: pro +1, anti -1, neutral and unknown 0"),
+    Metric("pro_preference", "pro-stereotypical preference (forced choice)", False, "mean",
+           "1 if the pro-stereotypical reference is more likely than the anti-stereotypical one"),
 ):
     register_metric(_m)
 
@@ -160,6 +162,43 @@ def _worst(*groups, axis=-1):
 def _gap(*groups, axis=-1):
     accs = np.stack([g.mean(axis=axis) for g in groups])
     return accs.max(axis=0) - accs.min(axis=0)
+
+
+#: The smallest number of test examples a group needs *in every seed* to enter a worst-group
+#: accuracy or an accuracy gap. Smaller groups are reported apart, with their counts: a worst-group
+#: number on a dozen examples is one or two errors.
+MIN_GROUP_N = 30
+
+
+def claim_groups(groups, blocks=None, min_n: int = MIN_GROUP_N) -> tuple[list[str], dict[str, int]]:
+    """The groups big enough to carry a worst-group claim and every group's smallest per-block count.
+
+    ``groups``: the group of each test row; ``blocks``: the seed (or run) of each row, when several
+    seeds' test sets are stacked. A group qualifies if it has at least ``min_n`` rows in every block
+    (a group missing from a block has 0 there). Returns (qualifying groups, {group: smallest count})."""
+    g = pd.Series(np.asarray(groups).astype(str))
+    b = pd.Series(np.zeros(len(g)) if blocks is None else np.asarray(blocks))
+    counts = pd.crosstab(g, b)  # groups x blocks, 0 where absent
+    smallest = {str(k): int(v) for k, v in counts.min(axis=1).items()}
+    return sorted(k for k, v in smallest.items() if v >= min_n), smallest
+
+
+def group_gap_summary(correct, groups, eligible, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Worst group, worst-group accuracy and accuracy gap over the ``eligible`` groups only (one run's
+    test rows), with percentile bootstrap intervals (groups resampled separately)."""
+    correct = np.asarray(correct, dtype=np.float64)
+    groups = np.asarray(groups).astype(str)
+    per = {g: correct[groups == g] for g in eligible if (groups == g).any()}
+    if not per:
+        nan = float("nan")
+        return {"worst_group": None, "worst_group_accuracy": {"value": nan, "ci": [nan, nan]},
+                "accuracy_gap": {"value": nan, "ci": [nan, nan]}}
+    acc = {g: float(v.mean()) for g, v in per.items()}
+    worst = min(acc, key=acc.get)
+    return {"worst_group": worst,
+            "worst_group_accuracy": {"value": acc[worst], "ci": _bootstrap(tuple(per.values()), _worst, n_boot, seed)},
+            "accuracy_gap": {"value": max(acc.values()) - acc[worst],
+                             "ci": _bootstrap(tuple(per.values()), _gap, n_boot, seed)}}
 
 
 def _binary_rates(df: pd.DataFrame, sensitive: pd.Series) -> pd.DataFrame:
@@ -273,6 +312,8 @@ def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, 
     worst-group accuracy, which is what the per-seed summaries average."""
     a = np.asarray(correct_a, dtype=np.float64)
     b = np.asarray(correct_b, dtype=np.float64)
+    if not len(a):  # no group large enough to carry a claim (claim_groups)
+        return {"difference": float("nan"), "ci": [float("nan"), float("nan")], "n": 0, "verdict": "indistinguishable"}
     blocks = np.zeros(len(a)) if blocks is None else np.asarray(blocks)
     cells = pd.Series(blocks.astype(str)) + "|" + pd.Series(np.asarray(groups).astype(str))
     codes, uniq = pd.factorize(cells)

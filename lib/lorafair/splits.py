@@ -13,6 +13,8 @@
   side, so test examples show units the model never saw.
 - ``downsample``: a positive control on top of another design: a group keeps only a small
   fraction of its training examples.
+- ``relabel``: a positive control that keeps its base design's split and relabels a fraction of
+  one group's training examples (``training_labels``): a planted label bias.
 - ``group_split``: whole units (e.g. the sentences sharing one source in the pronoun task) are
   assigned, with an optional cap on the number of units per split.
 
@@ -32,7 +34,7 @@ from .errors import LorafairError, choose
 
 MIA_SPLITS = ("train", "val", "test", "pool")
 MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
-DESIGNS = ("standard", "by_unit", "downsample", "mia_target", "mia_shadow")
+DESIGNS = ("standard", "by_unit", "downsample", "relabel", "mia_target", "mia_shadow")
 
 
 def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
@@ -179,11 +181,41 @@ def downsample(ds, split: pd.Series, attribute: str, group: str, keep: float, se
     return out
 
 
+def relabel(ds, split: pd.Series, attribute: str, group: str, fraction: float, to_label: int, seed: int) -> np.ndarray:
+    """A positive control of known direction: the labels a model trains on, with a seeded ``fraction``
+    of the group's *training* examples whose label is not ``to_label`` relabelled ``to_label`` (a
+    planted, group-specific label bias). Validation and test keep their true labels, so the control
+    is read on the same test examples as the run it controls, and must lower the group's accuracy."""
+    col = f"group_{attribute}"
+    if col not in ds.table:
+        raise LorafairError(f"{ds.name} has no attribute {attribute!r}; attributes: {', '.join(ds.attributes)}")
+    choose(f"{attribute} group", str(group), sorted(ds.table[col].astype(str).unique()))
+    choose("to_label", int(to_label), list(range(ds.num_labels)))
+    if not 0 < fraction <= 1:
+        raise LorafairError(f"relabel fraction must be in (0, 1], got {fraction}")
+    labels = ds.table["label"].to_numpy(dtype=np.int64).copy()
+    idx = np.flatnonzero(((split == "train") & (ds.table[col].astype(str) == str(group))
+                          & (ds.table["label"] != int(to_label))).to_numpy())
+    idx = idx[np.argsort(ds.table["example_id"].to_numpy()[idx], kind="stable")]
+    pick = idx[np.random.default_rng(seed).permutation(len(idx))[:int(round(fraction * len(idx)))]]
+    labels[pick] = int(to_label)
+    return labels
+
+
+def training_labels(ds, split: pd.Series, seed: int, design: dict | None) -> np.ndarray | None:
+    """The labels training sees when ``design`` plants a label bias (``relabel``), else None (the
+    dataset's own labels)."""
+    if not design or design.get("kind") != "relabel":
+        return None
+    return relabel(ds, split, design["attribute"], design["group"], design["fraction"], design["to_label"], seed)
+
+
 def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = None) -> pd.Series:
     """The split a configuration asks for. ``design`` None is the standard split of ``seed``;
     ``{"kind": "by_unit", "unit": col}`` keeps units together; ``{"kind": "downsample", "attribute":
-    a, "group": g, "keep": f, "base": design-or-None}`` thins a group's training examples (a
-    positive control); ``{"kind": "mia_target", "seed": s}`` or ``{"kind": "mia_shadow", "seed": s,
+    a, "group": g, "keep": f, "base": design-or-None}`` thins a group's training examples and
+    ``{"kind": "relabel", "attribute": a, "group": g, "fraction": f, "to_label": k, "base": ...}``
+    keeps the base split and plants a label bias (``training_labels``): positive controls; ``{"kind": "mia_target", "seed": s}`` or ``{"kind": "mia_shadow", "seed": s,
     "shadow_seed": t}`` is a membership-inference split."""
     if not design or design.get("kind") == "standard":
         return standard_split(ds, seed, fractions)
@@ -194,6 +226,8 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
     if kind == "downsample":
         base = split_for(ds, seed, fractions, design.get("base"))
         return downsample(ds, base, design["attribute"], design["group"], design["keep"], seed)
+    if kind == "relabel":  # the split of its base design; the labels change (training_labels)
+        return split_for(ds, seed, fractions, design.get("base"))
     if kind == "mia_target":
         return mia_target_split(ds, design["seed"], design.get("unit"))
     return mia_shadow_split(ds, design["seed"], design["shadow_seed"], design.get("unit"))
@@ -202,7 +236,7 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
 def unit_column(ds, design: dict | None) -> str | None:
     """The column whose values a split keeps together (stored with every prediction), or None when
     single examples are split."""
-    while design and design.get("kind") == "downsample":
+    while design and design.get("kind") in ("downsample", "relabel"):
         design = design.get("base")
     if design and design.get("unit"):
         return design["unit"]

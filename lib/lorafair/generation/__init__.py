@@ -12,11 +12,12 @@ The names below are re-exported so that chapters can write ``generation.X``.
 
 from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
 from .probe import (PROBE_BY_ID, PROBE_PROMPTS, SPECIAL_MC, SPECIAL_YN, ProbePrompt, bias_index,
-                    choice_distribution, flip_rate_difference, flips, gender_preference, load_probe_corpus,
+                    choice_distribution, flip_rate_difference, flips, gender_preference, load_probe_corpus, order_variants,
                     probe_instances, probe_prompt_ids, run_probe, total_variation)
 from .pronoun import (CATEGORIES, MT_GENDER_COMMIT, MT_GENDER_FILES, MT_GENDER_URL, PREDISPOSITIONS,
                       PRONOUN_TASKS, PRONOUNS, STEREOTYPE_EXCESS, WINOGENDER_BLOCK, PronounTask,
-                      fetch_mt_gender, load_mt_gender_task, load_pronoun_task, load_winobias_task,
+                      fetch_mt_gender, likelihood_preference, load_mt_gender_task, load_occupations_task,
+                      load_pronoun_task, load_winobias_task, occupations, OCCUPATION_FRAMES,
                       paired_rate_difference, pronoun_category, pronoun_predictions, pronoun_ratios,
                       read_pairs, scored_text, training_lines, winobias_items)
 from .runs import compute_probe_run, compute_pronoun_run, lm_methods, probe_config, pronoun_config

@@ -234,13 +234,22 @@ def bias_index(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
     return pd.DataFrame(out)
 
 
-def flip_rate_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: int = 0) -> dict | None:
+def order_variants() -> list[str]:
+    """The variants that only reorder the options (with or without their symbols): a model that
+    answers by position flips on every one of them."""
+    return [p.id for p in PROBE_PROMPTS if p.base and p.change.startswith("order")]
+
+
+def flip_rate_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: int = 0,
+                         variants: list[str] | None = None) -> dict | None:
     """Flip rate of probe rows ``a`` minus that of ``b`` (e.g. LoRA minus full), paired over the
-    (seed, text) pairs both probed, each text's flips averaged over the variants. Rows need a
-    ``seed`` column when they pool seeds."""
+    (seed, text) pairs both probed, each text's flips averaged over the variants (``variants``: only
+    these, e.g. ``order_variants()``). Rows need a ``seed`` column when they pool seeds."""
     def per_text(rows):
         rows = rows if "seed" in rows else rows.assign(seed=0)
         f = pd.concat([flips(g).assign(seed=sd) for sd, g in rows.groupby("seed")])
+        if variants is not None:
+            f = f[f["prompt_id"].isin(variants)]
         return f.groupby(["seed", "text_id"])["flip"].mean()
     a, b = per_text(rows_a), per_text(rows_b)
     common = a.index.intersection(b.index)

