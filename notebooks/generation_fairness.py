@@ -371,7 +371,9 @@ display(pref.pivot_table(index=["prompt_id", "measure"], columns="method", value
 # the option listed **first**. A model that learns this answers by position, so its chosen content
 # flips whenever a variant only reorders the options. The control is **detected** when the flip rate
 # over the order-only variants, planted minus plain fine-tuning, paired over the same (seed, text)
-# pairs, has its 95% interval above zero.
+# pairs, has its 95% interval above zero. (The planted answers are one token each among the corpus
+# blocks' tokens, so they are a small part of the training loss; a control that is not detected
+# leaves the probe's verdicts out of the count.)
 
 # %% tags=["hide-input"]
 control_recs = sweep.run(store, grid["probe_control"], force=force, train_options=P["train_options"],

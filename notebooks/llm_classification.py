@@ -210,8 +210,8 @@ display(rates["ece"].unstack("group").round(3))
 # the run on the full split, paired over the same test examples:
 #
 # - **down-sampling**: the group keeps only a small fraction of its training examples;
-# - **planted label bias**: half of the group's training examples of the other class are relabelled
-#   (a group-specific label error, as in biased annotation).
+# - **planted label bias**: the group's training examples of the other class are relabelled as
+#   class 0 (all of them offline, half on the paper profile): a group-specific annotation error.
 #
 # A control that is not detected says that this chapter cannot see an effect of that kind and size.
 # The per-group results below count as evidence only at the sizes a detected control reaches; the

@@ -217,9 +217,10 @@ lines.append("- **Limits of these comparisons.** "
                 "The shadows are LoRA models for both targets, so LiRA against the fully fine-tuned target is not "
                 "method-matched. ")
              + f"Each line above is one seed: one training run per method ({len(P['seeds'])} seed(s) in all, not pooled "
-             "here). The targets are not matched in utility: a target that fits its training set less (lower train "
+             "here). The main targets are not matched in utility: a target that fits its training set less (lower train "
              "accuracy in the table above) is expected to leak less, so a lower AUC is not by itself a property of the "
-             "method.")
+             "method; the section *At matched utility* below compares LoRA with a fully fine-tuned target trained "
+             "to a comparable validation accuracy, where the profile has one.")
 display(Markdown("\n".join(lines)))
 
 

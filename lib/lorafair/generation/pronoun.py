@@ -233,12 +233,14 @@ def _frame_sentence(frame: str, occupation: str, gender: str) -> str:
     return out[0].upper() + out[1:]
 
 
-def load_occupations_task(seed: int, frames: dict | None = None, held_out_occupations: int = 10) -> PronounTask:
+def load_occupations_task(seed: int, frames: dict | None = None, held_out_occupations: int = 10,
+                          n_occupations: int | None = None) -> PronounTask:
     """Offline pronoun task with one person per sentence (``OCCUPATION_FRAMES`` x the 40 WinoBias
     occupations). The split is drawn per seed by *frame*: a test sentence's frame never occurs in
     training, and ``held_out_occupations`` occupations (half of each stereotypical gender) occur only at
     test time (``occupation_seen`` tells them apart). ``frames``: how many frames go to train / val /
-    test (default 8 / 3 / 6 of the 20; the rest are not used).
+    test (default 8 / 3 / 6 of the 20; the rest are not used). ``n_occupations``: use only this many
+    occupations, half of each stereotypical gender (None: all 40; the smoke profile uses a few).
 
     Balanced set: one reference per training source, *he* for half of each occupation's frames and *she*
     for the other half (and half of the occupations within each frame). Pro set: the same sources, each
@@ -250,6 +252,13 @@ def load_occupations_task(seed: int, frames: dict | None = None, held_out_occupa
     if frames["train"] % 2:
         raise LorafairError(f"frames['train'] must be even (half he, half she per occupation), got {frames['train']}")
     occ = occupations()
+    if n_occupations is not None:
+        if n_occupations % 2 or not held_out_occupations < n_occupations <= len(occ):
+            raise LorafairError(f"n_occupations must be even, above held_out_occupations={held_out_occupations} "
+                                f"and at most {len(occ)}, got {n_occupations}")
+        occ = occ.groupby("predisposition", group_keys=False).head(n_occupations // 2).reset_index(drop=True)
+    if held_out_occupations % 2:
+        raise LorafairError(f"held_out_occupations must be even (half of each gender), got {held_out_occupations}")
     rng = np.random.default_rng(seed)
     held = []
     for pred in PREDISPOSITIONS:
