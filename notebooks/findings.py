@@ -120,7 +120,8 @@ display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
 # %% tags=["hide-input", "full-width"]
 glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)
 glue("findings_controls_total", int((ctrl["detected"] != "no control").sum()), display=False)
-display(ctrl.rename(columns={"effect": "planted effect", "n": "group test examples"})
+display(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", "n": "test examples",
+                                                   "scope": "vouches for"})
         .style.format(precision=3, na_rep="").hide(axis="index"))
 
 # %% [markdown]
@@ -139,11 +140,13 @@ for comp, sub in cases[cases["counted"]].groupby("comparison", sort=False):
         for _, r in part.iterrows():
             lines.append(f"  - LoRA {label}: {r['case']} ({r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], "
                          f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}).")
-missed = ctrl[ctrl["detected"] == "NOT detected"]["experiment"].tolist()
+shown, tried = findings.power_scopes(ctrl)
+missed = sorted(tried - shown)
 absent = ctrl[ctrl["detected"] == "no control"]["experiment"].tolist()
 if missed or absent:
-    lines.append("- **Power.** " + (f"The positive control was not detected in {', '.join(f'`{e}`' for e in missed)}: "
-                 "there, an indistinguishable per-group difference is no evidence of equal treatment. " if missed else "")
+    lines.append("- **Power.** " + (f"No positive control was detected in {', '.join(f'`{e}`' for e in missed)}: "
+                 "there, an indistinguishable difference is no evidence of equal treatment, and those cases are not "
+                 "counted. " if missed else "")
                  + (f"{', '.join(f'`{e}`' for e in absent)} ha{'s' if len(absent) == 1 else 've'} no positive control yet, "
                     "so their verdicts carry no demonstrated power." if absent else ""))
 lines.append(f"- These are the `{P['profile']}` profile's models: small pretrained networks (at most 135M "

@@ -159,8 +159,9 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
 CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
 
 
-def _row(exp, scope, control, model, method, d, n, seeds, detected):
-    return {"experiment": exp, "scope": scope, "control": control, "model": model, "method": method,
+def _row(exp, scope, control, model, method, d, n, seeds, detected, kind=""):
+    return {"experiment": exp, "scope": scope, "kind": kind or control, "control": control, "model": model,
+            "method": method,
             "effect": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "n": n, "seeds": seeds,
             "detected": "detected" if detected else "NOT detected"}
 
@@ -190,7 +191,7 @@ def mia_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
             rows.append(_row("membership_inference", f"membership_inference:{key[0]}",
                              f"{key[0]}, seed {key[3]}: target trained {v.config['epochs']} epochs without selection vs "
                              f"{main[key].config['epochs']} with: loss-attack AUC", key[2], key[4], d, d["n"], 1,
-                             d["verdict"] == "higher"))
+                             d["verdict"] == "higher", kind=f"over-fitted target ({key[0]})"))
     return rows
 
 
@@ -252,7 +253,8 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             continue
         ctrl = [r for r in recs if (r.config.get("split_design") or {}).get("kind") in ("downsample", "relabel")]
         if not ctrl:
-            rows.append({"experiment": exp, "scope": exp, "control": "none in the records", "model": "", "method": "",
+            rows.append({"experiment": exp, "scope": exp, "kind": "", "control": "none in the records", "model": "",
+                         "method": "",
                          "effect": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "seeds": 0,
                          "detected": "no control"})
             continue
@@ -274,7 +276,8 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             g = eff["group_accuracy"]
             what = (f"{d['fraction']:.0%} of its other-class training examples relabelled {d['to_label']}"
                     if d["kind"] == "relabel" else f"thinned to {d['keep']:.0%} of its training examples")
-            rows.append({"experiment": exp, "scope": exp, "control": f"{d['attribute']} group '{d['group']}' {what}: its test accuracy",
+            rows.append({"experiment": exp, "scope": exp, "kind": d["kind"],
+                         "control": f"{d['attribute']} group '{d['group']}' {what}: its test accuracy",
                          "model": model, "method": method,
                          "effect": g["difference"], "lo": g["ci"][0], "hi": g["ci"][1],
                          "n": eff["group_test_examples"], "seeds": len(eff["seeds"]),
@@ -311,12 +314,21 @@ def case_scope(case: pd.Series) -> str:
     return case["experiment"]
 
 
+def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
+    """(scopes that showed their power, scopes with any control). A scope has shown its power if every
+    row of at least one of its controls (e.g. every seed of the over-fitted membership-inference
+    target) was detected."""
+    tried_rows = ctrl[ctrl["detected"] != "no control"]
+    kind = tried_rows["kind"] if "kind" in tried_rows else tried_rows["scope"]
+    ok = tried_rows.assign(kind=kind, hit=tried_rows["detected"] == "detected").groupby(["scope", "kind"])["hit"].all()
+    return {scope for (scope, _), hit in ok.items() if hit}, set(tried_rows["scope"])
+
+
 def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | None = None) -> pd.DataFrame:
     """``counted`` and ``not counted because`` for every case. A case enters the count only if it
     rests on at least 3 seeds, a positive control of its scope was detected, and (classification)
     both compared methods learned the task (``learned``: {(dataset, settings, model, method): bool})."""
-    detected = set(ctrl.loc[ctrl["detected"] == "detected", "scope"])
-    tried = set(ctrl.loc[ctrl["detected"] != "no control", "scope"])
+    detected, tried = power_scopes(ctrl)
     why = []
     for _, c in cases.iterrows():
         reasons = []
