@@ -87,8 +87,11 @@ display(Markdown(
 # The images are renderings of a few hundred person glyphs (one glyph per gender, skin tone and
 # role), each rendered several times with different backgrounds, poses and noise. Each seed draws
 # its own stratified 60/20/20 train / validation / test split **of glyphs** (strata: label x group),
-# so every rendering of a glyph is on one side and the test set shows people the model never saw in
-# training; the glyph of every prediction is stored in its record (`split_unit`). Models are selected
+# so every rendering of a glyph is on one side; the glyph of every prediction is stored in its record
+# (`split_unit`). A glyph here is one emoji sequence *with* its skin-tone modifier, so the same person
+# drawing in another skin tone can be on the other side of the split: the test set shows glyphs the
+# model never saw, but mostly person drawings it saw in another tone. A split by the drawing (all its
+# tones on one side) is the stricter design and is not yet used here. Models are selected
 # on validation accuracy (the best epoch) and reported on test. The group sizes below show the
 # deliberate imbalance.
 #

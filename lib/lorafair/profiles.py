@@ -42,7 +42,8 @@ VISION = {
         "train_options": {},
         "dataset": "openmoji_people",
         "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
-        # every rendering of one glyph (emoji sequence) on one side of the split: test people are unseen
+        # every rendering of one glyph (emoji sequence, skin-tone modifier included) on one side of the split;
+        # the same person drawing in another tone can be on the other side
         "split_unit": "sequence",
         "models": ["mobilenet_v2", "efficientnet_lite0"],
         "methods": ["head", "lora", "full"],
