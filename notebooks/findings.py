@@ -149,9 +149,11 @@ if missed or absent:
                  "counted. " if missed else "")
                  + (f"{', '.join(f'`{e}`' for e in absent)} ha{'s' if len(absent) == 1 else 've'} no positive control yet, "
                     "so their verdicts carry no demonstrated power." if absent else ""))
+counted_in = sorted(cases.loc[cases["counted"], "experiment"].unique())
+lines.append(f"- The counted cases come from {', '.join(f'`{e}`' for e in counted_in) or 'no experiment'}; every other "
+             "case is reported above with the reason it carries no verdict at this scale, so the count is not a "
+             "summary of the study's question across experiments.")
 lines.append(f"- These are the `{P['profile']}` profile's models: small pretrained networks (at most 135M "
-             "parameters) on stand-in tasks. They show how the comparison behaves and that the machinery detects "
-             "differences when they exist. They are not measurements of 7B-parameter models, and cases with one seed "
-             "rest on one split. Like the original study, the pattern is case-dependent, not a uniform "
-             "\"LoRA is less fair\".")
+             "parameters) on stand-in tasks. They show how the comparison behaves and whether each experiment can "
+             "detect a planted effect at this scale. They are not measurements of 7B-parameter models.")
 display(Markdown("\n".join(lines)))

@@ -16,7 +16,7 @@ import pandas as pd
 from . import experiments as ex
 from . import generation as gen
 from . import mia
-from .metrics import get_metric
+from .metrics import get_metric, wilson_interval
 from .models import get_spec
 from .runs import RunStore
 
@@ -349,7 +349,6 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | N
 def learned_tasks(store: RunStore, profile: str) -> dict:
     """{(dataset, settings, model, method): bool}: did the method learn the task? Its test accuracy,
     pooled over seeds, must have a 95% Wilson lower bound above the test split's majority-class rate."""
-    from .metrics import wilson_interval
     pooled: dict = {}
     for exp in ("vision_classification", "llm_classification"):
         for r in store.records(exp):
