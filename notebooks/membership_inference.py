@@ -85,7 +85,7 @@ display(Markdown(
 # set. A large gap (overfitting) is what membership inference exploits.
 
 # %% tags=["hide-input", "full-width"]
-all_results, all_curves, all_scores, paired, tables, fit_rows = {}, {}, {}, {}, {}, []
+all_results, all_curves, all_scores, paired, tables, fit_rows, main_val = {}, {}, {}, {}, {}, [], {}
 for task in P["tasks"]:
     for seed in P["seeds"]:
         targets, shadows = chapters.mia_task_configs(task, P, seed)
@@ -94,6 +94,7 @@ for task in P["tasks"]:
         target_recs = dict(zip(targets, recs[: len(targets)]))
         shadow_recs = dict(zip([(m, i) for m in shadows for i in range(len(shadows[m]))], recs[len(targets):]))
         for method, rec in target_recs.items():
+            main_val[(task["name"], seed, method)] = rec.meta["history"]["selected_val_accuracy"]
             fit_rows.append({"task": task["name"], "seed": seed, "method": method,
                              "train accuracy": rec.metrics["train"]["accuracy"],
                              "test accuracy": rec.metrics["accuracy"]["value"],
@@ -294,14 +295,11 @@ display(Markdown("\n".join(control_lines) or "No positive control on this profil
 # so the reader can check how close the match is.
 
 # %% tags=["hide-input"]
-val = {(t["name"], seed, m): r.meta["history"]["selected_val_accuracy"]
-       for t in P["tasks"] for seed in P["seeds"]
-       for m, r in zip(P["methods"], sweep.run(store, list(chapters.mia_task_configs(t, P, seed)[0].values()),
-                                                desc="main targets", workers=1))}
 for task in P["tasks"]:
     if any(v["role"] == "matched" for v in task.get("variants") or []) or not {"lora", "full"} <= set(P["methods"]):
         continue
-    pairs = [(seed, val[(task["name"], seed, "lora")], val[(task["name"], seed, "full")]) for seed in P["seeds"]]
+    pairs = [(seed, main_val[(task["name"], seed, "lora")], main_val[(task["name"], seed, "full")])
+             for seed in P["seeds"]]
     as_good = all(lo >= fu for _, lo, fu in pairs)
     matched_lines.append(f"- **{task['name']}** has no separate matched target: its main targets' selected validation "
                          "accuracies are " + "; ".join(f"seed {sd}: LoRA {lo:.3f}, full {fu:.3f}" for sd, lo, fu in pairs)

@@ -199,11 +199,9 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
         hit = in_group & (labels != int(design["to_label"]))
         other_class = metrics_mod.paired_difference(a[hit], b[hit], n_boot)
         other_class["n"] = int(hit.sum())
-    eligible, _ = metrics_mod.claim_groups(g, blocks)
-    ok = np.isin(g, eligible)
-    d_worst = metrics_mod.paired_worst_group_difference(a[ok], b[ok], g[ok], blocks=blocks[ok], n_boot=n_boot)
+    d_worst = metrics_mod.claim_worst_group_difference(a, b, g, blocks, n_boot=n_boot)
     return {"group": str(group), "group_test_examples": int(in_group.sum()), "seeds": seeds,
-            "group_accuracy": d_group, "worst_group_accuracy": d_worst, "worst_groups": eligible,
+            "group_accuracy": d_group, "worst_group_accuracy": d_worst, "worst_groups": d_worst["groups"],
             "other_class_accuracy": other_class,
             "detected": d_group["verdict"] == "lower"}
 
@@ -382,12 +380,8 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
             and np.array_equal(A["seed"].to_numpy(), B["seed"].to_numpy())):
         return None
     ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
-    g, blocks = A[f"group_{attribute}"].astype(str).to_numpy(), A["seed"].to_numpy()
-    eligible, smallest = metrics_mod.claim_groups(g, blocks)
-    ok = np.isin(g, eligible)
-    worst = metrics_mod.paired_worst_group_difference(ca[ok], cb[ok], g[ok], blocks=blocks[ok], n_boot=n_boot)
-    worst["groups"] = eligible
-    worst["small_groups"] = {k: v for k, v in smallest.items() if k not in eligible}
+    worst = metrics_mod.claim_worst_group_difference(ca, cb, A[f"group_{attribute}"].to_numpy(), A["seed"].to_numpy(),
+                                                     n_boot=n_boot)
     return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot), "worst_group_accuracy": worst}
 
 

@@ -183,6 +183,19 @@ def claim_groups(groups, blocks=None, min_n: int = MIN_GROUP_N) -> tuple[list[st
     return sorted(k for k, v in smallest.items() if v >= min_n), smallest
 
 
+def claim_worst_group_difference(correct_a, correct_b, groups, blocks=None, n_boot: int = 2000,
+                                 seed: int = 0) -> dict:
+    """``paired_worst_group_difference`` over the groups that ``claim_groups`` lets carry a claim;
+    the result names them (``groups``) and the others with their smallest count (``small_groups``)."""
+    g = np.asarray(groups).astype(str)
+    b = np.zeros(len(g)) if blocks is None else np.asarray(blocks)
+    eligible, smallest = claim_groups(g, b)
+    ok = np.isin(g, eligible)
+    out = paired_worst_group_difference(np.asarray(correct_a)[ok], np.asarray(correct_b)[ok], g[ok], blocks=b[ok],
+                                        n_boot=n_boot, seed=seed)
+    return {**out, "groups": eligible, "small_groups": {k: v for k, v in smallest.items() if k not in eligible}}
+
+
 def group_gap_summary(correct, groups, eligible, n_boot: int = 1000, seed: int = 0) -> dict:
     """Worst group, worst-group accuracy and accuracy gap over the ``eligible`` groups only (one run's
     test rows), with percentile bootstrap intervals (groups resampled separately)."""
