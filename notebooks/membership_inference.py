@@ -31,8 +31,9 @@
 # **Data design** (per seed, stratified by label and group): 25% are the target's training set
 # (members), 10% its validation split, 25% are never seen by the target (non-members), and 40% form
 # the shadow pool; each shadow trains on a random half of the pool. For the vision task whole
-# glyphs are assigned (`split_unit`), so a non-member is never another rendering of a member's
-# glyph: the attack must tell *trained-on images* apart, not recognise the person. **Fix over the original study:**
+# person drawings are assigned (`split_unit`; all renderings of one drawing, in every skin tone,
+# are on one side, stratified by label only), so no non-member shows a person the target was
+# trained on: the attack cannot win by recognising a person in a new image. **Fix over the original study:**
 # the membership labels are read from the target's own stored split, i.e. its real training set.
 # The original trained its targets on another split than the one its attack assumed.
 #

@@ -51,7 +51,7 @@ ranks = None
 placements = None
 second_task = None
 second_task_n = None
-split_unit = None          # a table column whose units stay on one side of every split (the glyph)
+split_unit = None          # a table column whose units stay on one side of every split (the person drawing)
 control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
 workers = None
@@ -84,18 +84,18 @@ display(Markdown(
 # %% [markdown]
 # ## The data
 #
-# The images are renderings of a few hundred person glyphs (one glyph per gender, skin tone and
-# role), each rendered several times with different backgrounds, poses and noise. Each seed draws
-# its own stratified 60/20/20 train / validation / test split **of glyphs** (strata: label x group),
-# so every rendering of a glyph is on one side; the glyph of every prediction is stored in its record
-# (`split_unit`). A glyph here is one emoji sequence *with* its skin-tone modifier, so the same person
-# drawing in another skin tone can be on the other side of the split: the test set shows glyphs the
-# model never saw, but mostly person drawings it saw in another tone. A split by the drawing (all its
-# tones on one side) is the stricter design and is not yet used here. Models are selected
+# The images are renderings of a few hundred emoji glyphs: one person *drawing* (a gender and a
+# role, e.g. "woman farmer") in each of the five skin tones, each rendered several times with
+# different backgrounds, poses and noise. Each seed draws its own 60/20/20 train / validation / test
+# split **of person drawings**, stratified by label: all renderings of a drawing, in every tone, are
+# on one side, so the test set shows people the model has never seen in any tone. The drawing of
+# every prediction is stored in its record (`split_unit`), so the disjointness can be checked from
+# the records alone. Because a drawing appears in all five tones, the split cannot also be
+# stratified by tone; the tone groups' test sizes vary a little from seed to seed. Models are selected
 # on validation accuracy (the best epoch) and reported on test. The group sizes below show the
 # deliberate imbalance.
 #
-# What the skin-tone groups can stand for: a glyph's skin tone is a flat fill colour of its face and
+# What the skin-tone groups can stand for: a drawing's skin tone is a flat fill colour of its face and
 # hands, drawn from the five emoji tones, so a group differs from another in colour and in its
 # contrast with the background, not in facial features, lighting on skin or photographic bias. A gap
 # between tones here says how a model's errors depend on that colour at this scale; it is not a
@@ -112,9 +112,9 @@ display(counts)
 glue("vision_n_examples", len(ds.table), display=False)
 if P["split_unit"]:
     n_units = ds.table[P["split_unit"]].nunique()
-    glue("vision_n_glyphs", n_units, display=False)
-    display(Markdown(f"{len(ds.table)} images of {n_units} glyphs ({len(ds.table) / n_units:.1f} renderings per glyph); "
-                     f"splits are drawn by glyph."))
+    glue("vision_n_drawings", n_units, display=False)
+    display(Markdown(f"{len(ds.table)} images of {n_units} person drawings ({len(ds.table) / n_units:.1f} renderings "
+                     f"per drawing, over its tones); splits are drawn by drawing."))
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])
@@ -267,8 +267,10 @@ display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy",
 # %% [markdown]
 # ## A second, multi-class task
 #
-# The original study also predicted age in nine bins. The offline stand-in predicts one of nine
-# *roles* (farmer, cook, scientist, ...) from the same kind of renderings; subgroups are again skin
+# The original study also predicted age in nine bins. The offline stand-in predicts what the person
+# is doing, as one of four *activities*: work (farmer, cook, scientist, ...), sport (runner,
+# swimmer, ...), a gesture (shrug, facepalm, ...) or a fantasy figure (mage, elf, ...), from the
+# same kind of renderings and split by person drawing in the same way; subgroups are again skin
 # tones. One model and the first seed, all methods.
 
 # %% tags=["hide-input", "full-width"]
@@ -279,10 +281,13 @@ display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_gro
 t2 = task2_records[0].predictions()
 if "split_unit" in t2:
     n_test_units = t2.loc[t2["split"] == "test", "split_unit"].nunique()
-    glue("vision_second_task_test_glyphs", n_test_units, display=False)
-    display(Markdown(f"This task has {ds2.table[P['split_unit']].nunique()} glyphs in all; the test split shows "
-                     f"{n_test_units} unseen glyphs ({(t2['split'] == 'test').sum()} images), so each role and skin "
-                     "tone is represented by very few people, and its per-group numbers describe those glyphs only."))
+    glue("vision_second_task_test_drawings", n_test_units, display=False)
+    per_class = (t2[t2["split"] == "test"].groupby("label")["split_unit"].nunique()
+                 .rename(index=dict(enumerate(ds2.label_names))))
+    display(Markdown(f"This task has {ds2.table[P['split_unit']].nunique()} person drawings in all; the test split "
+                     f"shows {n_test_units} unseen drawings ({(t2['split'] == 'test').sum()} images; per class: "
+                     + ", ".join(f"{k} {v}" for k, v in per_class.items())
+                     + "), so a class is represented by a few people, and its numbers describe those drawings only."))
 p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
 fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({ds2.num_labels} classes)")
@@ -294,7 +299,7 @@ plots.plt.close(fig)
 # ```{glue:figure} vision_second_task_fig
 # :name: fig-vision-second-task
 #
-# Per-group accuracy on the second, multi-class task (nine classes), one model and seed, all methods; 95% Wilson intervals.
+# Per-group accuracy on the second, multi-class task (four activities), one model and seed, all methods; 95% Wilson intervals.
 # ```
 
 # %% [markdown]

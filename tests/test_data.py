@@ -58,7 +58,7 @@ def test_missing_utkface_dir_says_where_to_get_it(tmp_path):
 def test_unknown_dataset_and_task_name_valid_choices(tmp_path):
     with pytest.raises(LorafairError, match="valid choices: openmoji_people, utkface"):
         data.load("celeba")
-    with pytest.raises(LorafairError, match="valid choices: gender, role"):
+    with pytest.raises(LorafairError, match="valid choices: gender, activity"):
         data.load_openmoji_people(task="age")
 
 
@@ -95,7 +95,9 @@ def test_openmoji_glyph_inventory():
     per_role = g.groupby("role").size()
     assert (per_role == 10).all()  # man/woman x five tones
     assert set(g["tone"]) == set(data.TONE_MIX)
-    assert set(data.ROLE_TASK) <= set(g["role"])
+    assert set(data.ACTIVITY_OF) <= set(g["role"])
+    assert data.person_drawing("1F469-1F3FD-200D-1F33E") == data.person_drawing("1F469-1F3FF-200D-1F33E") == "1F469-200D-1F33E"
+    assert data.person_drawing("1F3C3-1F3FB-200D-2640-FE0F") == "1F3C3-200D-2640-FE0F"
 
 
 def test_openmoji_rendering_is_deterministic(tmp_path):
@@ -106,5 +108,7 @@ def test_openmoji_rendering_is_deterministic(tmp_path):
         assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
     assert a.table.drop(columns="input").equals(b.table.drop(columns="input"))
     assert Image.open(a.table["input"][0]).size == (32, 32)
-    role = data.load_openmoji_people(task="role", n=20, data_seed=1, render={"size": 32}, cache_dir=tmp_path / "r")
-    assert role.num_labels == 9 and role.table["label"].between(0, 8).all()
+    act = data.load_openmoji_people(task="activity", n=40, data_seed=1, render={"size": 32}, cache_dir=tmp_path / "r")
+    assert act.label_names == ["work", "sport", "gesture", "fantasy"] and act.table["label"].between(0, 3).all()
+    assert (act.table.groupby("drawing")["label"].nunique() == 1).all()   # one activity per person drawing
+    assert (act.table["drawing"] == act.table["sequence"].str.replace(r"-1F3F[B-F]", "", regex=True)).all()

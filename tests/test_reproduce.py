@@ -44,3 +44,17 @@ def test_cheap_committed_run_reproduces(tmp_path):
     np.testing.assert_allclose(new["prob"], old["prob"], atol=1e-5)
     assert again.metrics["accuracy"] == rec.metrics["accuracy"]
     assert again.meta["history"]["val_accuracy"] == pytest.approx(rec.meta["history"]["val_accuracy"])
+
+
+def test_committed_vision_splits_keep_each_person_drawing_on_one_side():
+    """Every committed vision and vision membership-inference record names the person drawing of
+    each prediction (no skin-tone modifier), and no drawing is on two sides of its split."""
+    store = RunStore(ROOT / "results")
+    recs = store.records("vision_classification") + [
+        r for r in store.records("membership_inference") if r.config["dataset"] == "openmoji_people"]
+    assert recs
+    for r in recs:
+        p = r.predictions()
+        assert "split_unit" in p, r.run_id
+        assert not p["split_unit"].str.contains("1F3F[B-F]", regex=True).any(), r.run_id
+        assert (p.groupby("split_unit")["split"].nunique() == 1).all(), r.run_id

@@ -30,9 +30,24 @@ def test_unit_split_keeps_every_unit_on_one_side_and_stratifies():
     assert splits.unit_column(ds, {"kind": "by_unit", "unit": "glyph"}) == "glyph"
     assert splits.unit_column(ds, None) is None
     bad = _ds()
-    bad.table.loc[0, "group_tone"] = "z" if bad.table.loc[0, "group_tone"] != "z" else "y"
-    with pytest.raises(LorafairError, match="vary within a glyph unit"):
+    bad.table.loc[0, "label"] = 1 - bad.table.loc[0, "label"]
+    with pytest.raises(LorafairError, match="the label varies within a glyph unit"):
         splits.split_for(bad, 13, design={"kind": "by_unit", "unit": "glyph"})
+
+
+def test_unit_split_by_person_drawing_with_tones_inside_a_unit():
+    """A person drawing appears in several tones: the split keeps the drawing on one side and
+    stratifies by label only (the tone is not constant within a drawing)."""
+    ds = _ds(n_units=60, per_unit=6)
+    ds.table["group_tone"] = np.resize(["a", "b", "c"], len(ds.table))   # every drawing in every tone
+    assert splits.unit_strata(ds.table, "glyph", ["label", "group_tone"]) == ["label"]
+    s = splits.split_for(ds, 13, design={"kind": "by_unit", "unit": "glyph"})
+    t = ds.table.assign(split=s)
+    assert (t.groupby("glyph")["split"].nunique() == 1).all()
+    for _, g in t.groupby("label"):
+        assert set(g["split"]) == {"train", "val", "test"}
+    m = ds.table.assign(split=splits.split_for(ds, 13, design={"kind": "mia_target", "seed": 13, "unit": "glyph"}))
+    assert (m.groupby("glyph")["split"].nunique() == 1).all()
 
 
 def test_downsample_thins_only_the_groups_training_examples():

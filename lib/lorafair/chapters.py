@@ -57,7 +57,7 @@ def rank_sweep_label(cfg: dict) -> tuple[str, float]:
 
 
 def unit_design(P: dict) -> dict | None:
-    """The split design of a chapter whose examples come in units (``split_unit``, e.g. the glyph an
+    """The split design of a chapter whose examples come in units (``split_unit``, e.g. the person drawing an
     image renders): whole units on one side of every split. None: examples are split one by one."""
     return {"kind": "by_unit", "unit": P["split_unit"]} if P.get("split_unit") else None
 

@@ -98,10 +98,25 @@ TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": 
          "1F3FF": "dark"}
 #: Skin-tone mix with UTKFace's race proportions (42/7/15/17/19 %), assigned to the five tones.
 TONE_MIX = {"light": 0.42, "medium-light": 0.07, "medium": 0.15, "medium-dark": 0.17, "dark": 0.19}
-#: The role task's classes (nine, like the age bins): codepoint of the ZWJ role or the role emoji.
-ROLE_TASK = {"1F33E": "farmer", "1F373": "cook", "1F52C": "scientist", "1F692": "firefighter",
-             "2695": "health worker", "2696": "judge", "2708": "pilot", "1F46E": "police officer",
-             "1F3EB": "teacher"}
+#: The second task's classes: what a person emoji is doing, as one of four activities. Every role
+#: (the codepoint of the ZWJ role or of the role emoji) in these lists exists as man and woman in all
+#: five tones, so each class has at least 14 person drawings and a split by drawing reaches every class.
+ACTIVITIES = {
+    "work": ["1F33E", "1F373", "1F393", "1F3A4", "1F3A8", "1F3EB", "1F3ED", "1F46E", "1F477", "1F482",
+             "1F4BB", "1F4BC", "1F527", "1F52C", "1F575", "1F680", "1F692", "2695", "2696", "2708"],
+    "sport": ["1F3C3", "1F3C4", "1F3CA", "1F3CB", "1F3CC", "1F6A3", "1F6B4", "1F6B5", "1F938", "1F939",
+              "1F93C", "1F93D", "1F93E", "1F9D7", "26F9"],
+    "gesture": ["1F481", "1F645", "1F646", "1F647", "1F64B", "1F64D", "1F64E", "1F926", "1F937"],
+    "fantasy": ["1F9B8", "1F9B9", "1F9D9", "1F9DA", "1F9DB", "1F9DC", "1F9DD"],
+}
+ACTIVITY_OF = {role: a for a, roles in ACTIVITIES.items() for role in roles}
+TONE_MODIFIER = re.compile(r"-1F3F[B-F]")
+
+
+def person_drawing(sequence: str) -> str:
+    """The person drawing of an emoji sequence: the sequence without its skin-tone modifier, so the
+    five tones of one drawing share it (the unit the vision splits are drawn by)."""
+    return TONE_MODIFIER.sub("", sequence)
 
 
 def openmoji_people_glyphs() -> pd.DataFrame:
@@ -126,10 +141,17 @@ def openmoji_people_glyphs() -> pd.DataFrame:
     return df[df["role"].isin(complete[complete == 10].index)].reset_index(drop=True)
 
 
+#: Readable names of the profession roles whose codepoint names an object (the rest use the
+#: Unicode name of the role emoji).
+ROLE_NAMES = {"1F33E": "farmer", "1F373": "cook", "1F52C": "scientist", "1F692": "firefighter",
+              "2695": "health worker", "2696": "judge", "2708": "pilot", "1F46E": "police officer",
+              "1F3EB": "teacher"}
+
+
 def _role_name(cp: str) -> str:
     import unicodedata
 
-    return ROLE_TASK.get(cp) or unicodedata.name(chr(int(cp, 16)), cp).lower()
+    return ROLE_NAMES.get(cp) or unicodedata.name(chr(int(cp, 16)), cp).lower()
 
 
 @dataclass(frozen=True)
@@ -194,46 +216,55 @@ def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0
                          **_) -> Dataset:
     """The offline vision stand-in: augmented renderings of OpenMoji person emoji.
 
-    ``gender``: man (0) vs woman (1) over all roles; ``role``: nine roles (multi-class, mirrors the
-    age task). Subgroup: skin tone, drawn with UTKFace's race proportions. Rendered once into a cache
-    keyed by every setting; the same settings give byte-identical images."""
-    choose("task", task, ("gender", "role"))
+    ``gender``: man (0) vs woman (1) over all roles; ``activity``: work, sport, gesture or fantasy
+    (``ACTIVITIES``; multi-class, like the age task; each class drawn equally often, then a role
+    within it). Subgroup: skin tone, drawn with UTKFace's race proportions. Every row names its emoji
+    ``sequence`` and its ``drawing`` (``person_drawing``). Rendered once into a cache keyed by every
+    setting; the same settings give byte-identical images."""
+    choose("task", task, ("gender", "activity"))
     s = render if isinstance(render, RenderSettings) else RenderSettings(**(render or {}))
     glyphs = openmoji_people_glyphs()
-    if task == "role":
-        glyphs = glyphs[glyphs["role"].isin(ROLE_TASK)].reset_index(drop=True)
+    if task == "activity":
+        glyphs = glyphs[glyphs["role"].isin(ACTIVITY_OF)].reset_index(drop=True)
+        missing = sorted(set(ACTIVITY_OF) - set(glyphs["role"]))
+        if missing:
+            raise LorafairError(f"the OpenMoji asset lacks the activity roles {', '.join(missing)}")
     key = hashlib.sha256(json.dumps([task, n, data_seed, s.__dict__], sort_keys=True, default=str)
                          .encode()).hexdigest()[:12]
     base = Path(cache_dir) if cache_dir else assets.CACHE / "openmoji_people" / key
     table_path = base / "table.parquet"
+    names = ["man", "woman"] if task == "gender" else list(ACTIVITIES)
     if table_path.exists():
         table = pd.read_parquet(table_path)
     else:
         rng = np.random.default_rng(data_seed)
         tones = rng.choice(list(TONE_MIX), size=n, p=list(TONE_MIX.values()))
         genders = rng.choice(["man", "woman"], size=n, p=[0.52, 0.48])
-        roles_all = sorted(glyphs["role"].unique())
-        roles = rng.choice(roles_all, size=n)
+        if task == "gender":
+            roles = rng.choice(sorted(glyphs["role"].unique()), size=n)
+        else:
+            activity = rng.choice(names, size=n)
+            roles = np.array([ACTIVITIES[a][int(rng.integers(len(ACTIVITIES[a])))] for a in activity])
         lookup = glyphs.set_index(["gender", "tone", "role"])["sequence"]
         images = _glyph_images(sorted(glyphs["sequence"]))
         base.mkdir(parents=True, exist_ok=True)
         rows = []
-        role_ids = {r: i for i, r in enumerate(sorted(ROLE_TASK))}
         for i in range(n):
             seq = lookup[(genders[i], tones[i], roles[i])]
             path = base / f"{i:05d}.png"
             render_example(images[seq], rng, s).save(path)
             rows.append({"example_id": f"om{i:05d}", "input": str(path),
-                         "label": int(genders[i] == "woman") if task == "gender" else role_ids[roles[i]],
+                         "label": int(genders[i] == "woman") if task == "gender" else names.index(ACTIVITY_OF[roles[i]]),
                          "group_skin_tone": tones[i], "gender": genders[i], "role": _role_name(roles[i]),
                          "sequence": seq})
         table = pd.DataFrame(rows)
         tmp = table_path.with_suffix(".tmp")
         table.to_parquet(tmp, index=False)
         tmp.replace(table_path)
-    names = ["man", "woman"] if task == "gender" else [ROLE_TASK[c] for c in sorted(ROLE_TASK)]
+    table["drawing"] = table["sequence"].map(person_drawing)
     return Dataset(f"openmoji_people_{task}", table, names, "image", ["skin_tone"], {},
-                   f"OpenMoji people ({task}): {len(table)} augmented renderings, subgroup = skin tone")
+                   f"OpenMoji people ({task}): {len(table)} augmented renderings of {table['drawing'].nunique()} "
+                   "person drawings, subgroup = skin tone")
 
 
 # ---------------------------------------------------------------- text: StereoSet / CrowS-Pairs (offline)

@@ -9,8 +9,8 @@
   ``pool`` (40%, the shadow models' data).
 - ``mia_shadow``: a shadow model of a seed trains on a random half of that seed's pool; every
   other example is evaluated (``test``), so shadows never see an attacked example.
-- ``by_unit``: a standard split in which whole units (e.g. all renderings of one glyph) stay on one
-  side, so test examples show units the model never saw.
+- ``by_unit``: a standard split in which whole units (e.g. all renderings of one person drawing, in
+  every skin tone) stay on one side, so test examples show units the model never saw.
 - ``downsample``: a positive control on top of another design: a group keeps only a small
   fraction of its training examples.
 - ``relabel``: a positive control that keeps its base design's split and relabels a fraction of
@@ -112,6 +112,16 @@ def _mia_strata(ds) -> list[str]:
                         ds.table[f"group_{ds.attributes[0]}"].dtype != bool else [])
 
 
+def unit_strata(table: pd.DataFrame, unit: str, strata: list[str]) -> list[str]:
+    """The ``strata`` that are constant within every unit: a unit split can only stratify by those.
+    Where a group varies within a unit (the vision task's person drawing appears in every skin tone),
+    the split balances that group by chance only; the label must be constant (checked)."""
+    mixed = [c for c in strata if (table.groupby(unit)[c].nunique() > 1).any()]
+    if "label" in mixed:
+        raise LorafairError(f"the label varies within a {unit} unit: a unit split needs one label per unit")
+    return [c for c in strata if c not in mixed]
+
+
 def _unit_table(table: pd.DataFrame, unit: str, strata: list[str]) -> pd.DataFrame:
     """One row per unit (its id as ``example_id``), with the unit's strata (checked constant)."""
     mixed = [c for c in strata if (table.groupby(unit)[c].nunique() > 1).any()]
@@ -125,12 +135,13 @@ def _cut(table: pd.DataFrame, seed: int, fractions, names, strata: list[str], un
     """``stratified_cut`` of examples, or of whole units mapped back to their examples."""
     if unit is None:
         return stratified_cut(table, seed, fractions, names, strata)
+    strata = unit_strata(table, unit, strata)
     units = _unit_table(table, unit, strata)
     return table[unit].map(stratified_cut(units, seed, fractions, names, strata)).astype(object)
 
 
 def mia_target_split(ds, seed: int, unit: str | None = None) -> pd.Series:
-    """The membership-inference design of a seed; with ``unit``, whole units (e.g. glyphs) are
+    """The membership-inference design of a seed; with ``unit``, whole units (e.g. person drawings) are
     members, non-members or pool, so a non-member never shares a unit with a member."""
     return _cut(ds.table, seed, MIA_FRACTIONS, MIA_SPLITS, _mia_strata(ds), unit)
 
@@ -146,14 +157,14 @@ def mia_shadow_split(ds, seed: int, shadow_seed: int, unit: str | None = None) -
 
 
 def unit_split(ds, seed: int, fractions, unit: str) -> pd.Series:
-    """Whole units (e.g. every rendering of one glyph) on one side, stratified by label and the
-    first attribute's group, which must be constant within a unit (checked). Where some (label,
-    group) stratum has fewer than 3 units, the units are stratified by label only, so that every
-    label still reaches train, validation and test."""
+    """Whole units (e.g. every rendering of one person drawing) on one side, stratified by label and
+    the first attribute's group where that group is constant within a unit (``unit_strata``; the
+    label must be). Where some (label, group) stratum has fewer than 3 units, the units are stratified
+    by label only, so that every label still reaches train, validation and test."""
     t = ds.table
     if unit not in t:
         raise LorafairError(f"split unit {unit!r} is not a column of {ds.name}; columns: {', '.join(t.columns)}")
-    strata = ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes else [])
+    strata = unit_strata(t, unit, ["label"] + ([f"group_{ds.attributes[0]}"] if ds.attributes else []))
     units = _unit_table(t, unit, strata)
     if units.groupby(strata).size().min() < 3:
         strata = ["label"]
