@@ -23,7 +23,7 @@ smoke-book: setup
 	$(BIN)/lorafair book --profile smoke
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf _build _runs book/*.ipynb

@@ -12,20 +12,30 @@
 # ---
 
 # %% [markdown]
-# # Findings: when is LoRA worse, better, or indistinguishable?
+# # Findings: when is LoRA worse, better, equivalent, or undecided?
 #
 # This chapter trains nothing. It reads every run record of the chosen profile that the other
-# chapters made and answers the study's question case by case. A *case* is one experiment, dataset
-# and model; each case is measured on one metric. For every case it gives the **paired** difference
-# LoRA minus full fine-tuning, and LoRA minus head-only (classification) or minus the base model
-# (generation), on the same test examples (for membership inference the same attacked examples,
-# for the token-bias probe the same texts). Each difference has a 95% paired bootstrap interval.
-# The verdict is "LoRA worse" or "LoRA better" only when the interval excludes zero. For accuracy
-# and worst-group accuracy higher is better. For attack AUC higher is worse, because the model
-# leaks more about its training data. For the stereotype excess of generations (the rate of
-# pro-stereotypical pronouns minus the rate of anti-stereotypical ones) and for the token-bias flip
-# rate (how often the answer changes when only the order or symbols of the options change) higher
-# is worse.
+# chapters made and answers the study's question case by case. A *case* is one experiment, dataset,
+# model, comparison and metric: LoRA minus full fine-tuning, and LoRA minus head-only
+# (classification) or minus the base model (generation), on the same test examples (for membership
+# inference the same attacked examples, for the token-bias probe the same texts).
+#
+# **The unit of inference is the training run.** Each seed gives one paired difference (the two
+# methods on that seed's split and test examples); the dots in the figure below are these. A case's
+# interval is the 95% t-interval over its per-seed differences, so it carries training randomness
+# as well as test sampling; an interval that resampled test examples only would not. Its p-value is
+# the one-sample t-test, and within each family of comparisons (a comparison, e.g. LoRA minus full,
+# on utility or on fairness metrics) the p-values are adjusted by Holm's method, with
+# Benjamini-Hochberg's shown beside them. Five verdicts:
+#
+# - **LoRA better / LoRA worse**: Holm-adjusted p < 0.05, in the direction the metric calls better
+#   (higher accuracy and worst-group accuracy; lower attack AUC, stereotype excess, flip rate);
+# - **equivalent**: the two one-sided tests (TOST) against the case's margin, fixed before any
+#   result (see the methods chapter), Holm-adjusted p < 0.05;
+# - **inconclusive**: neither; the minimum detectable effect (MDE: the true difference a test at
+#   these seeds would find 80% of the time) says how large a difference could still hide there;
+# - **no verdict**: the case cannot carry one (fewer than 3 seeds, no detected positive control, or a
+#   method at chance; the reason is in the table).
 
 # %% tags=["parameters"]
 profile = "offline"        # the profile whose run records are read
@@ -38,19 +48,21 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import findings, plots
+from lorafair import findings, inference, plots
 from lorafair.notebook import setup_chapter
 
 P, store = setup_chapter("findings", globals())
-cases = findings.all_cases(store, P["profile"], P["n_boot"])
+cases = findings.all_cases(store, P["profile"])
 if cases.empty:
     raise RuntimeError(f"no run records of profile {P['profile']!r} in {P['results_dir']}: run the other chapters first")
 ctrl = findings.controls(store, P["profile"], P["n_boot"])
-cases = findings.apply_count_rules(cases, ctrl, findings.learned_tasks(store, P["profile"]))
+cases = findings.decide(findings.apply_count_rules(cases, ctrl, findings.learned_tasks(store, P["profile"])))
+findings.write_csv(cases, P["results_dir"])
 glue("findings_cases_total", len(cases), display=False)
 glue("findings_cases_counted", int(cases["counted"].sum()), display=False)
 display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons from the run records in "
-                 f"`{P['results_dir']}/`, {int(cases['counted'].sum())} of which enter the count (below)."))
+                 f"`{P['results_dir']}/`, {int(cases['counted'].sum())} of which can carry a verdict (below). "
+                 f"The table is also written as `{P['results_dir']}/findings.csv` for readers who want the data."))
 
 # %% [markdown]
 # ## Every case
@@ -65,32 +77,58 @@ plots.plt.close(fig)
 # ```{glue:figure} findings_forest_fig
 # :name: fig-findings-forest
 #
-# Every paired comparison, one panel per comparison (LoRA minus full fine-tuning, minus head-only, minus the base model), with its 95% paired bootstrap interval. Orange down-triangles: LoRA worse; blue up-triangles: LoRA better; grey circles: the interval contains zero.
+# Every case, one panel per comparison: the mean of the per-seed paired differences with its 95% seed-level t-interval, coloured by the five-way verdict (orange down-triangles: LoRA worse; blue up-triangles: LoRA better; green diamonds: equivalent; grey circles: inconclusive; hollow squares: no verdict), each seed's difference (black dots), and the equivalence band of the case's margin (green). The right margin gives the direction in which LoRA is better for that metric.
 # ```
 
 # %% [markdown]
 # ## The count
 #
-# A case enters the count only if it can carry a verdict: it rests on at least 3 seeds (independent
-# training runs), a positive control of its experiment (for membership inference, of its attacked
-# task; for generation, of its part) was detected, and, in classification, both compared methods
-# learned the task (pooled test accuracy with a 95% lower bound above the majority-class rate). The
-# other cases are shown in the table with the reason; they are results, but not evidence either way.
-# How many counted cases fall on each side, per comparison:
+# A case can carry a verdict only if it rests on at least 3 seeds (independent training runs), a
+# positive control of its experiment (for membership inference, of its attacked task; for
+# generation, of its part) was detected, and, in classification, both compared methods learned the
+# task (pooled test accuracy with a 95% lower bound above the majority-class rate). The other cases
+# are listed with the reason; they are results, but not evidence either way. Utility (accuracy) and
+# fairness (worst-group accuracy, attack AUC, stereotype measures, flip rate) are counted apart:
 
 # %% tags=["hide-input"]
 table = findings.counts(cases)
 display(table)
-vs_full = table.loc["LoRA - full"] if "LoRA - full" in table.index else pd.Series(0, index=table.columns)
+vs_full = (table.xs("LoRA - full", level="comparison").sum() if "LoRA - full" in table.index.get_level_values(0)
+           else pd.Series(0, index=table.columns))
 for k, v in vs_full.items():  # zero where nothing is counted, so the introduction's numbers always exist
-    glue(f"findings_full_{k.replace(' ', '_').lower()}", int(v), display=False)
+    glue(f"findings_full_{k.replace(' ', '_').replace('LoRA_', '').lower()}", int(v), display=False)
 glue("findings_full_total", int(vs_full.sum()), display=False)
+glue("findings_full_with_verdict", int(vs_full.sum() - vs_full["no verdict"]), display=False)
 
 # %% tags=["hide-input", "full-width"]
-show = cases.assign(**{"difference [95% CI]": lambda d: d.apply(
-    lambda r: f"{r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]", axis=1)})
-display(show[["experiment", "dataset", "model", "metric", "comparison", "difference [95% CI]", "seeds", "verdict",
-              "counted", "not counted because"]].style.format(precision=3).hide(axis="index"))
+def _fmt(r):
+    if pd.isna(r["lo"]):
+        return f"{r['difference']:+.3f}"
+    return f"{r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+
+
+show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
+                       "worst group (n)": cases.apply(lambda r: f"{r['worst_groups']} ({int(r['worst_n'])})"
+                                                      if isinstance(r.get("worst_groups"), str) else "", axis=1)})
+display(show[["experiment", "dataset", "model", "metric", "comparison", "seeds", "worst group (n)",
+              "difference [95% seed CI]", "p_holm", "p_bh", "p_tost_holm", "margin", "mde", "verdict",
+              "not counted because"]]
+        .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_tost_holm": "TOST p (Holm)", "mde": "MDE"})
+        .style.format(precision=3, na_rep="").hide(axis="index"))
+
+# %% [markdown]
+# ## Power: how many seeds each case needs
+#
+# For every case with at least 2 seeds: the seed-to-seed SD of its paired difference, the minimum
+# detectable effect at its current seeds (80% power, two-sided 0.05), and the seeds a new run of
+# the study would need for the MDE to reach the case's equivalence margin at that SD. The SD of 2
+# or 3 seeds is itself uncertain, so these are planning numbers, not guarantees.
+
+# %% tags=["hide-input", "full-width"]
+powered = cases[cases["sd"].notna()].copy()
+powered["seeds for MDE <= margin"] = [inference.seeds_for(m, sd) for m, sd in zip(powered["margin"], powered["sd"])]
+display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds for MDE <= margin"]]
+        .rename(columns={"sd": "seed SD", "mde": "MDE now"}).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ## What the records cost
@@ -130,23 +168,27 @@ display(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", 
 # Generated from the table above.
 
 # %% tags=["hide-input"]
-lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases enter the count; the verdicts below are theirs."]
+lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases can carry a verdict; the counts below are theirs."]
 for comp, sub in cases[cases["counted"]].groupby("comparison", sort=False):
-    worse = sub[sub["verdict"] == "LoRA worse"]
-    better = sub[sub["verdict"] == "LoRA better"]
-    lines.append(f"- **{comp}**: {len(sub)} cases; LoRA worse in {len(worse)}, better in {len(better)}, "
-                 f"indistinguishable in {len(sub) - len(worse) - len(better)}.")
-    for label, part in (("worse", worse), ("better", better)):
-        for _, r in part.iterrows():
-            lines.append(f"  - LoRA {label}: {r['case']} ({r['difference']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], "
-                         f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}).")
+    n = sub["verdict"].value_counts()
+    lines.append(f"- **{comp}**: {len(sub)} cases; LoRA worse in {n.get('LoRA worse', 0)}, better in "
+                 f"{n.get('LoRA better', 0)}, equivalent in {n.get('equivalent', 0)}, inconclusive in "
+                 f"{n.get('inconclusive', 0)}.")
+    for label in ("LoRA worse", "LoRA better", "equivalent"):
+        for _, r in sub[sub["verdict"] == label].iterrows():
+            lines.append(f"  - {label}: {r['case']} ({_fmt(r)}, {r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+    und = sub[sub["verdict"] == "inconclusive"]
+    if len(und):
+        lines.append(f"  - inconclusive: minimum detectable effects from {und['mde'].min():.3f} to "
+                     f"{und['mde'].max():.3f}, against equivalence margins of "
+                     + " and ".join(f"{m:.2f}" for m in sorted(und["margin"].unique())) + ".")
 shown, tried = findings.power_scopes(ctrl)
 missed = sorted(tried - shown)
 absent = ctrl[ctrl["detected"] == "no control"]["experiment"].tolist()
 if missed or absent:
     lines.append("- **Power.** " + (f"No positive control was detected in {', '.join(f'`{e}`' for e in missed)}: "
-                 "there, an indistinguishable difference is no evidence of equal treatment, and those cases are not "
-                 "counted. " if missed else "")
+                 "there, a difference that is not found is no evidence of equal treatment, and those cases carry no "
+                 "verdict. " if missed else "")
                  + (f"{', '.join(f'`{e}`' for e in absent)} ha{'s' if len(absent) == 1 else 've'} no positive control yet, "
                     "so their verdicts carry no demonstrated power." if absent else ""))
 counted_in = sorted(cases.loc[cases["counted"], "experiment"].unique())
@@ -157,3 +199,25 @@ lines.append(f"- These are the `{P['profile']}` profile's models: small pretrain
              "parameters) on stand-in tasks. They show how the comparison behaves and whether each experiment can "
              "detect a planted effect at this scale. They are not measurements of 7B-parameter models.")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## Limitations
+
+# %% tags=["hide-input"]
+from scipy import stats
+
+k_max = int(cases["seeds"].max())
+display(Markdown("\n".join([
+    f"- **Few seeds.** The cases of these records have at most {k_max} seeds, and a t-interval over few seeds is "
+    f"wide (its critical value is {stats.t.ppf(0.975, max(k_max - 1, 1)):.1f} at {k_max} seeds, "
+    f"{stats.t.ppf(0.975, 4):.1f} at 5 and {stats.t.ppf(0.975, 9):.1f} at 10). An equivalence can be shown only "
+    "where the seeds agree closely; the power table says how many seeds each case would need.",
+    "- **Seed-to-seed SD from few seeds.** The MDE and the seeds needed use the observed SD of the per-seed "
+    "differences, which, from a handful of seeds, can be far from the true SD.",
+    "- **Equal weights.** Every seed counts once, whatever its test size; the seeds of a case have test splits of "
+    "the same design, so their sizes differ little.",
+    "- **One base run.** The base model is not trained; where it was run on one seed's test set only, a comparison "
+    "with it has that one seed and no verdict.",
+    "- **Scale.** The offline models are small and the tasks are stand-ins (rendered emoji for faces, short "
+    "templated sentences for translation); a verdict here is about these models and tasks.",
+])))

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["LORAFAIR_THREADS"] = "1"  # the notebook kernels the smoke tests start use one thread too
 torch.set_num_threads(1)
 
 SMOKE_RENDER = {"size": 32}

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lorafair import chapters, data, findings, methods, metrics, models, plots, profiles, splits, sweep
+from lorafair import chapters, data, findings, inference, methods, metrics, models, plots, profiles, splits, sweep
 from lorafair.runs import RunStore, run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,10 +193,13 @@ def test_every_compared_metric_declares_its_direction():
     for key in ("accuracy", "worst_group_accuracy", "lira_auc", "loss_auc", "flip_rate", "stereotype_excess"):
         m = metrics.get_metric(key)
         assert isinstance(m.higher_is_better, bool) and m.per_example and m.aggregation
-    assert findings._verdict("accuracy", "higher") == "LoRA better"
-    assert findings._verdict("lira_auc", "higher") == "LoRA worse"
+    for key in inference.MARGINS:  # every metric with an equivalence margin is a registered metric
+        metrics.get_metric(key)
+    cases = pd.DataFrame([{"experiment": "x", "comparison": "LoRA - full", "metric_key": k, "seeds": 3,
+                           "difference": 0.1, "p": 0.001, "p_tost": 0.9} for k in ("accuracy", "lira_auc")])
+    assert findings.decide(cases)["verdict"].tolist() == ["LoRA better", "LoRA worse"]  # higher AUC leaks more
     with pytest.raises(KeyError, match="unknown metric 'recall'; valid choices: accuracy"):
-        findings._verdict("recall", "higher")
+        findings.decide(cases.assign(metric_key="recall"))
 
 
 def test_stratified_bootstrap_keeps_each_stratum_size():

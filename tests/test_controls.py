@@ -176,5 +176,3 @@ def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance()
     assert "head is at chance" in out["not counted because"][1]
     assert "fewer than 3" in out["not counted because"][2]
     assert "not detected" in out["not counted because"][3]
-    t = findings.counts(out)
-    assert int(t.loc["LoRA - full", "LoRA worse"]) == 1 and t.values.sum() == 1

@@ -385,6 +385,35 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
     return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot), "worst_group_accuracy": worst}
 
 
+def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full") -> pd.DataFrame:
+    """Method ``a`` minus ``b`` per seed (the unit of inference, ``lorafair.inference``): test accuracy
+    and worst-group accuracy over the groups that can carry a claim in every seed
+    (``metrics.claim_groups``), with each method's worst group and its test count. The methods of a
+    seed share its split, so each row is a paired difference. Empty if no seed has both methods."""
+    t = preds[(preds["split"] == "test") & (preds["model"] == model)]
+    col = f"group_{attribute}"
+    A, B = (t[t["method"] == m].set_index(["seed", "example_id"]) for m in (a, b))
+    common = A.index.intersection(B.index)
+    if not len(common):
+        return pd.DataFrame()
+    A, B = A.loc[common], B.loc[common]
+    eligible, _ = metrics_mod.claim_groups(A[col].astype(str).to_numpy(), A.index.get_level_values("seed"))
+    rows = []
+    for seed in sorted(set(common.get_level_values("seed"))):
+        ca = (A.loc[seed, "label"] == A.loc[seed, "pred"])
+        cb = (B.loc[seed, "label"] == B.loc[seed, "pred"])
+        g = A.loc[seed, col].astype(str)
+        row = {"seed": int(seed), "n": int(len(ca)), "accuracy": float(ca.mean() - cb.mean())}
+        if eligible:
+            acc_a = ca.groupby(g).mean().reindex(eligible)
+            acc_b = cb.groupby(g).mean().reindex(eligible)
+            wa, wb = acc_a.idxmin(), acc_b.idxmin()
+            row.update(worst_group_accuracy=float(acc_a[wa] - acc_b[wb]), worst_group_a=wa, worst_group_b=wb,
+                       worst_n=int((g == wa).sum()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def direction(metric: str, verdict: str) -> str:
     """"better" / "worse" from a difference's sign and the metric's registered direction."""
     if verdict not in ("higher", "lower"):

@@ -1,34 +1,41 @@
-"""The study's answer, read from the run records: paired LoRA-minus-full (and minus head-only)
-differences per case, each with a 95% paired bootstrap interval and a verdict.
+"""The study's answer, read from the run records: paired LoRA-minus-full (and minus head-only or
+the base model) differences per case, with the training run (seed) as the unit of inference.
 
-A *case* is one (experiment, dataset and its settings, model). Classification cases use the
-chapters' main runs (LoRA at the model's default rank on all layers); membership-inference cases use
-the targets of one seed and their shadows. "Better"/"worse" is from the point of view of fairness
-and privacy: for accuracy and worst-group accuracy higher is better; for attack AUC higher is worse
-(LoRA leaks more)."""
+A *case* is one (experiment, dataset and its settings, model, comparison, metric). Each case
+yields one paired difference per seed (``per_seed``): the two methods on the same seed's split and
+test examples (membership inference: the targets of one seed and their shadows; the base model,
+which is not trained, is the same on every seed). ``lorafair.inference`` turns the per-seed
+differences into a seed-level interval, p-value, equivalence test and minimum detectable effect,
+adjusts for multiplicity and gives the five-way verdict. "Better"/"worse" is from the point of view
+of fairness and privacy: for accuracy and worst-group accuracy higher is better; for attack AUC
+higher is worse (LoRA leaks more)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from . import experiments as ex
 from . import generation as gen
+from . import inference
 from . import mia
 from .metrics import get_metric, wilson_interval
 from .models import get_spec
 from .runs import RunStore
 
 
-def _verdict(metric: str, v: str) -> str:
-    """"LoRA better" / "LoRA worse" from a difference's direction and the metric's registered
-    direction (``metrics.METRICS``), or "indistinguishable"."""
-    d = ex.direction(metric, v)
-    return d if d == "indistinguishable" else f"LoRA {d}"
+def _case(experiment, dataset, settings, model, attribute, comparison, metric_key, per_seed, label=None, **extra):
+    return {"experiment": experiment, "dataset": dataset, "settings": settings, "model": model,
+            "attribute": attribute, "comparison": comparison, "metric_key": metric_key,
+            "metric": label or get_metric(metric_key).label, "per_seed": dict(sorted(per_seed.items())), **extra}
 
 
-def classification_cases(store: RunStore, experiment: str, profile: str, n_boot: int) -> pd.DataFrame:
+def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.DataFrame:
+    """Accuracy and worst-group accuracy, LoRA minus full and minus head-only, per seed; the worst
+    groups of each method and the smallest worst-group test count over seeds go with the
+    worst-group case."""
     groups: dict = {}
     for r in store.records(experiment):
         c = r.config
@@ -44,20 +51,24 @@ def classification_cases(store: RunStore, experiment: str, profile: str, n_boot:
         attr = next(iter(recs[0].metrics["attributes"]))
         preds = ex.predictions(recs)
         for other in ("full", "head"):
-            d = ex.paired_differences(preds, model, attr, "lora", other, n_boot)
-            if d is None:
+            d = ex.per_seed_differences(preds, model, attr, "lora", other)
+            if d.empty:
                 continue
-            seeds = sorted(set(preds[preds["method"] == "lora"]["seed"]) & set(preds[preds["method"] == other]["seed"]))
-            for metric, v in d.items():
-                name = get_metric(metric).label
-                rows.append({"experiment": experiment, "dataset": dataset, "settings": kw, "model": model,
-                             "attribute": attr, "comparison": f"LoRA - {other}", "metric": name,
-                             "difference": v["difference"], "lo": v["ci"][0], "hi": v["ci"][1],
-                             "seeds": len(seeds), "verdict": _verdict(metric, v["verdict"])})
+            comp = f"LoRA - {other}"
+            rows.append(_case(experiment, dataset, kw, model, attr, comp, "accuracy",
+                              dict(zip(d["seed"], d["accuracy"])), test_n=int(d["n"].min())))
+            if "worst_group_accuracy" in d:
+                worst = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
+                rows.append(_case(experiment, dataset, kw, model, attr, comp, "worst_group_accuracy",
+                                  dict(zip(d["seed"], d["worst_group_accuracy"])), test_n=int(d["n"].min()),
+                                  worst_groups=", ".join(worst), worst_n=int(d["worst_n"].min())))
     return pd.DataFrame(rows)
 
 
-def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
+    """LiRA and loss-attack AUC, LoRA target minus full target of the same seed, each attacked with
+    shadows of its own method (LoRA's if the method has fewer than two), per seed; and the same
+    against the utility-matched full target where one was trained."""
     targets, shadows = {}, {}
     for r in store.records("membership_inference"):
         c = r.config
@@ -73,7 +84,7 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             targets.setdefault(key, {})[name] = r
         else:
             shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
-    rows = []
+    per_seed: dict = {}
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
 
@@ -92,21 +103,20 @@ def mia_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
         for comparison, other, other_sh in pairs:
             osh = [s.predictions() for s in other_sh]
             for key, fn in (("lira_auc", lambda p, s: mia.lira_scores(p, s)), ("loss_auc", lambda p, s: mia.loss_scores(p))):
-                d = mia.paired_auc_difference(fn(t["lora"].predictions(), lora_sh), fn(other.predictions(), osh),
-                                              n_boot, seed)
-                rows.append({"experiment": "membership_inference", "dataset": dataset, "settings": kw, "model": model,
-                             "attribute": "(all examples)", "comparison": comparison, "metric": get_metric(key).label,
-                             "difference": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "seeds": 1,
-                             "verdict": _verdict(key, d["verdict"])})
-    return pd.DataFrame(rows)
+                d = mia.auc_difference(fn(t["lora"].predictions(), lora_sh), fn(other.predictions(), osh))
+                per_seed.setdefault((dataset, kw, model, comparison, key), {})[int(seed)] = d
+    return pd.DataFrame([_case("membership_inference", dataset, kw, model, "(all examples)", comparison, key, d)
+                         for (dataset, kw, model, comparison, key), d in sorted(per_seed.items())])
 
 
-def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
+def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
     """Pronoun task: LoRA minus full (and minus base) in the stereotype excess (the pro rate minus the
     anti rate: writing any gendered pronoun raises both, so the raw pro rate would call every model
-    that leaves *they* behind "more stereotyped"), per training set and test set, paired over test
-    sources and seeds. Probe: LoRA minus full (and minus
-    base) in the token-bias flip rate, paired over texts (each text's mean over variants)."""
+    that leaves *they* behind "more stereotyped"), per training set and test set, each seed over its
+    own test sources; the base model is compared only on the forced choice it produces. Probe: LoRA
+    minus full (and minus base) in the token-bias flip rate, each seed over its texts (each text's
+    mean over variants). A base model is run once, so a comparison with it has the seeds the base
+    run's test set shares with the fine-tuned runs."""
     recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
     rows = []
     pron = [r for r in recs if r.config["part"] == "pronoun"]
@@ -119,21 +129,17 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
         for test_set in sorted(preds["test_set"].unique()):
             sub = preds[preds["test_set"] == test_set]
             for ts in sorted(set(sub["train_set"]) - {"-"}):
-                # the base model writes few gendered pronouns, so it is compared only on the forced choice
-                # between the pro- and anti-stereotypical reference, which every model produces
                 readings = [("full", {"method": "full", "train_set": ts}, "stereotype_excess", gen.STEREOTYPE_EXCESS)]
                 if "loglik_pro" in sub:
                     readings += [(o, sel, "pro_preference", "pro_preference") for o, sel in
                                  (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"}))]
                 for other, sel, metric_key, score in readings:
-                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, n_boot)
+                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, 1)
                     if d is None:
                         continue
-                    rows.append({"experiment": "generation_fairness", "dataset": f"{task} {test_set}", "settings": kw,
-                                 "model": model, "attribute": "predisposition", "comparison": f"LoRA - {other}",
-                                 "metric": f"{get_metric(metric_key).label} ({ts} refs)", "difference": d["difference"],
-                                 "lo": d["ci"][0], "hi": d["ci"][1], "seeds": len(set(sub["seed"])),
-                                 "verdict": _verdict(metric_key, d["verdict"])})
+                    rows.append(_case("generation_fairness", f"{task} {test_set}", kw, model, "predisposition",
+                                      f"LoRA - {other}", metric_key, d["per_seed"],
+                                      label=f"{get_metric(metric_key).label} ({ts} refs)"))
     probes: dict = {}
     for r in recs:
         if r.config["part"] == "token_bias" and not r.config.get("plant"):  # planted runs are the control
@@ -145,14 +151,11 @@ def generation_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame
         rows_of = {m: pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in rs])
                    for m, rs in by_method.items()}
         for other in ("full", "base"):
-            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], n_boot) if other in rows_of else None
+            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], 1) if other in rows_of else None
             if d is None:
                 continue
-            rows.append({"experiment": "generation_fairness", "dataset": corpus, "settings": kw, "model": model,
-                         "attribute": "(prompt variants)", "comparison": f"LoRA - {other}",
-                         "metric": get_metric("flip_rate").label, "difference": d["difference"], "lo": d["ci"][0],
-                         "hi": d["ci"][1], "seeds": d["seeds"],
-                         "verdict": _verdict("flip_rate", d["verdict"])})
+            rows.append(_case("generation_fairness", corpus, kw, model, "(prompt variants)", f"LoRA - {other}",
+                              "flip_rate", d["per_seed"]))
     return pd.DataFrame(rows)
 
 
@@ -285,16 +288,37 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def all_cases(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
-    frames = [classification_cases(store, e, profile, n_boot) for e in ("vision_classification", "llm_classification")]
-    frames.append(mia_cases(store, profile, n_boot))
-    frames.append(generation_cases(store, profile, n_boot))
+def all_cases(store: RunStore, profile: str) -> pd.DataFrame:
+    """Every case with its per-seed differences and their seed-level summary
+    (``inference.seed_summary``: difference, lo, hi, sd, p, p_tost, mde, seeds)."""
+    frames = [classification_cases(store, e, profile) for e in ("vision_classification", "llm_classification")]
+    frames.append(mia_cases(store, profile))
+    frames.append(generation_cases(store, profile))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
+    summary = pd.DataFrame([inference.seed_summary(list(d.values()), inference.margin(k))
+                            for d, k in zip(out["per_seed"], out["metric_key"])], index=out.index)
+    out = pd.concat([out, summary], axis=1)
+    out["margin"] = out["metric_key"].map(inference.margin)
+    out["higher_is_better"] = out["metric_key"].map(lambda k: get_metric(k).higher_is_better)
     out["case"] = out["experiment"].str.replace("_classification", "").str.replace("_fairness", "") + " | " + out["dataset"] + \
         out["settings"].map(_short) + " | " + out["model"] + " | " + out["metric"]
+    return out
+
+
+def decide(cases: pd.DataFrame) -> pd.DataFrame:
+    """The five-way verdict (``inference.decide``) over the cases that ``apply_count_rules`` lets
+    carry one; every other case gets "no verdict" and takes no part in the multiplicity adjustment."""
+    hib = {k: get_metric(k).higher_is_better for k in cases["metric_key"].unique()}
+    counted = cases["counted"] if "counted" in cases else pd.Series(True, index=cases.index)
+    decided = inference.decide(cases[counted], hib)
+    out = cases.copy()
+    for col in ("p_holm", "p_bh", "p_tost_holm"):
+        out[col] = decided[col].reindex(out.index)
+    out["family"] = out.apply(inference.family, axis=1)
+    out["verdict"] = decided["verdict"].reindex(out.index).fillna("no verdict")
     return out
 
 
@@ -366,13 +390,28 @@ def learned_tasks(store: RunStore, profile: str) -> dict:
 
 
 def counts(cases: pd.DataFrame) -> pd.DataFrame:
-    """Verdicts per comparison over the counted cases (``apply_count_rules``; all cases if not applied)."""
-    if "counted" in cases:
-        cases = cases[cases["counted"]]
-    if cases.empty:
-        return pd.DataFrame(columns=["LoRA worse", "indistinguishable", "LoRA better"])
-    t = cases.groupby(["comparison", "verdict"]).size().unstack(fill_value=0)
-    for v in ("LoRA worse", "indistinguishable", "LoRA better"):
-        if v not in t:
-            t[v] = 0
-    return t[["LoRA worse", "indistinguishable", "LoRA better"]]
+    """Five-way verdicts per comparison, utility and fairness apart (every case: the ones without a
+    verdict are counted as such)."""
+    kind = np.where(cases["metric_key"].isin(inference.UTILITY), "utility", "fairness")
+    t = pd.crosstab([cases["comparison"].str.split(" [(]").str[0].rename("comparison"), pd.Series(kind, index=cases.index,
+                     name="kind")], cases["verdict"])
+    return t.reindex(columns=list(inference.VERDICTS), fill_value=0)
+
+
+CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "comparison", "metric", "metric_key", "seeds",
+               "per_seed", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
+               "p_tost", "p_tost_holm", "margin", "mde", "family", "verdict", "not counted because"]
+
+
+def write_csv(cases: pd.DataFrame, results_dir) -> None:
+    """The findings table as ``findings.csv`` in the run store (per-seed differences as JSON),
+    written atomically."""
+    from pathlib import Path
+
+    path = Path(results_dir) / "findings.csv"
+    out = cases.reindex(columns=CSV_COLUMNS).assign(
+        per_seed=cases["per_seed"].map(lambda d: json.dumps({str(k): round(v, 6) for k, v in d.items()})))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    out.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)

@@ -122,16 +122,26 @@ def attack_table(results: dict, attribute: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """AUC of attack scores ``a`` minus ``b`` on the same attacked examples (same members and
-    non-members), with a paired bootstrap (members and non-members resampled separately)."""
+def _paired_scores(a: pd.DataFrame, b: pd.DataFrame):
     m = a[["example_id", "member", "score"]].merge(b[["example_id", "member", "score"]], on="example_id",
                                                    suffixes=("_a", "_b"))
     if len(m) != len(a) or len(m) != len(b) or not (m["member_a"] == m["member_b"]).all():
         raise ValueError("paired AUC difference needs the same attacked examples and membership labels")
-    y, sa, sb = m["member_a"].to_numpy(), m["score_a"].to_numpy(), m["score_b"].to_numpy()
+    return m["member_a"].to_numpy(), m["score_a"].to_numpy(), m["score_b"].to_numpy()
+
+
+def auc_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """AUC of attack scores ``a`` minus ``b`` on the same attacked examples (checked)."""
+    y, sa, sb = _paired_scores(a, b)
+    return float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
+
+
+def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUC of attack scores ``a`` minus ``b`` on the same attacked examples (same members and
+    non-members), with a paired bootstrap (members and non-members resampled separately)."""
+    y, sa, sb = _paired_scores(a, b)
     diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
     boots = stratified_bootstrap(lambda i: roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]),
                                  [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
     ci = percentile_interval(boots[:, 0])
-    return {"difference": diff, "ci": ci, "n": int(len(m)), "verdict": verdict(ci)}
+    return {"difference": diff, "ci": ci, "n": int(len(y)), "verdict": verdict(ci)}

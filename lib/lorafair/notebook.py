@@ -108,15 +108,19 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
 
 
 def setup_chapter(name: str, namespace: dict):
-    """What every chapter does first: quiet library warnings, 2 threads, the plot style, the
-    parameters resolved from the profile (``namespace`` = the notebook's globals) and its run store."""
+    """What every chapter does first: quiet library warnings, the kernel's torch threads
+    (``LORAFAIR_THREADS``, default 2; the tests set 1), the plot style, the parameters resolved from
+    the profile (``namespace`` = the notebook's globals) and its run store."""
+    import os
     import warnings
 
     import torch
 
-
     warnings.filterwarnings("ignore", category=UserWarning)
-    torch.set_num_threads(2)
+    threads = os.environ.get("LORAFAIR_THREADS", "2")
+    if not threads.isdigit() or int(threads) < 1:
+        raise LorafairError(f"LORAFAIR_THREADS must be a positive integer, got {threads!r}")
+    torch.set_num_threads(int(threads))
     plots.setup()
     params = resolve_from(name, namespace)
     return params, RunStore(params["results_dir"])

@@ -231,31 +231,50 @@ def group_auc(tables: dict, attributes: dict, profile: str):
     return fig
 
 
-VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "indistinguishable": ("#7f7f7f", "o"), "LoRA better": ("#0072B2", "^")}
+VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "LoRA better": ("#0072B2", "^"), "equivalent": ("#009E73", "D"),
+                 "inconclusive": ("#7f7f7f", "o"), "no verdict": ("#bdbdbd", "s")}
 
 
 def forest(cases: pd.DataFrame, profile: str):
-    """Paired differences with 95% intervals, one row per case, one panel per comparison."""
+    """Every case's seed-level 95% interval (coloured by its five-way verdict), its per-seed paired
+    differences (black dots) and its equivalence band (green), one panel per comparison; the right
+    margin says in which direction LoRA is better for that metric."""
     comps = list(dict.fromkeys(cases["comparison"]))
     sizes = cases.groupby("comparison", sort=False).size()
-    fig, axes = plt.subplots(len(comps), 1, figsize=(10, 0.34 * sizes.sum() + 1.2 * len(comps)), squeeze=False,
+    fig, axes = plt.subplots(len(comps), 1, figsize=(13, 0.36 * sizes.sum() + 1.3 * len(comps) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": [sizes[c] for c in comps]})
     for ax, comp in zip(axes[:, 0], comps):
         sub = cases[cases["comparison"] == comp].reset_index(drop=True)
         y = np.arange(len(sub))[::-1]
+        for i, r in sub.iterrows():
+            ax.fill_betweenx([y[i] - 0.35, y[i] + 0.35], -r["margin"], r["margin"], color="#009E73", alpha=0.12, lw=0)
+            seeds = list(r["per_seed"].values())
+            ax.scatter(seeds, np.full(len(seeds), y[i]) - 0.22, s=9, color="black", zorder=3)
         for verdict, (color, marker) in VERDICT_STYLE.items():
             m = (sub["verdict"] == verdict).to_numpy()
             if m.any():
-                ax.errorbar(sub["difference"][m], y[m], xerr=[sub["difference"][m] - sub["lo"][m],
-                                                               sub["hi"][m] - sub["difference"][m]],
-                            fmt=marker, color=color, capsize=2, label=verdict)
+                lo = (sub["difference"] - sub["lo"]).fillna(0)[m]
+                hi = (sub["hi"] - sub["difference"]).fillna(0)[m]
+                ax.errorbar(sub["difference"][m], y[m], xerr=[lo, hi], fmt=marker, color=color, capsize=2,
+                            mfc=color if verdict != "no verdict" else "white")
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, sub["case"], fontsize=8)
-        ax.set_xlabel(f"{comp} (95% paired bootstrap interval)")
+        ax.set_yticks(y, [f"{c} ({k} seed{'s' if k != 1 else ''})" for c, k in zip(sub["case"], sub["seeds"])], fontsize=8)
+        sec = ax.secondary_yaxis("right")
+        sec.set_yticks(y, ["LoRA better →" if h else "← LoRA better" for h in sub["higher_is_better"]], fontsize=7)
+        ax.set_xlabel(f"{comp}: mean of the per-seed differences, 95% seed-level t-interval")
         ax.set_title(comp, fontsize=10)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle(f"LoRA against full fine-tuning, head-only and the base model, every case [profile: {profile}]", y=1.0)
-    fig.tight_layout()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker=mk, color=c, mfc=c if v != "no verdict" else "white", label=v)
+               for v, (c, mk) in VERDICT_STYLE.items()]
+    handles += [Line2D([], [], ls="", marker="o", ms=3, color="black", label="one seed"),
+                plt.Rectangle((0, 0), 1, 1, color="#009E73", alpha=0.12, label="equivalence margin")]
+    h = fig.get_figheight()
+    fig.suptitle(f"LoRA against full fine-tuning, head-only and the base model, every case [profile: {profile}]",
+                 y=1 - 0.05 / h, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / h))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.35 / h))
     return fig
 
 

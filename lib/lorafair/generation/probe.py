@@ -257,6 +257,7 @@ def flip_rate_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int
         return None
     d = metrics_mod.paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy(), n_boot, seed)
     d["seeds"] = len(set(common.get_level_values(0)))
+    d["per_seed"] = {int(k): float(v) for k, v in (a.loc[common] - b.loc[common]).groupby(level=0).mean().items()}
     return d
 
 

@@ -485,4 +485,7 @@ def paired_rate_difference(preds: pd.DataFrame, a: dict, b: dict, category, n_bo
     common = x.index.intersection(y.index)
     if not len(common):
         return None
-    return metrics_mod.paired_difference(x.loc[common].to_numpy(), y.loc[common].to_numpy(), n_boot, seed)
+    out = metrics_mod.paired_difference(x.loc[common].to_numpy(), y.loc[common].to_numpy(), n_boot, seed)
+    # the seed-level reading (lorafair.inference): each seed's mean difference over its own test prompts
+    out["per_seed"] = {int(k): float(v) for k, v in (x.loc[common] - y.loc[common]).groupby(level="seed").mean().items()}
+    return out

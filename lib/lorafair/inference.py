@@ -1,0 +1,143 @@
+"""Seed-level inference: the independent training run (a seed) is the unit.
+
+A case's evidence is its per-seed paired differences ``d_1 .. d_k`` (LoRA minus the other method on
+the same seed's split and test examples). Each ``d_s`` already contains the seed's test-sampling
+noise, so the spread of the ``d_s`` carries both sources of randomness: training (initialisation,
+order, the split itself) and test sampling. The interval is the one-sample t-interval on the ``d_s``
+(a random-effects mean with one random effect per seed, equal weights), the p-value its two-sided
+t-test, and equivalence the two one-sided t-tests (TOST) against a margin fixed in advance
+(``MARGINS``). ``tests/test_inference.py`` checks the coverage on simulated data with a known
+difference and a known seed variance.
+
+Multiplicity: within each family of comparisons (``family``), Holm's step-down adjustment decides
+the verdicts, and Benjamini-Hochberg adjusted p-values are reported beside them
+(``statsmodels.stats.multitest``). The equivalence p-values are Holm-adjusted in the same families.
+
+Five verdicts: *LoRA better* / *LoRA worse* (Holm-adjusted p < 0.05, direction from the metric),
+*equivalent* (Holm-adjusted TOST p < 0.05), *inconclusive* (neither), *no verdict* (fewer than
+``MIN_SEEDS`` seeds). The minimum detectable effect (``mde``) is the true difference a two-sided
+t-test at 0.05 would detect with 80% power at the observed seed-to-seed SD and the case's seeds.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+
+from .errors import LorafairError
+
+MIN_SEEDS = 3
+ALPHA = 0.05
+POWER = 0.80
+#: Equivalence margins, per metric key, fixed before any result was computed (justified in the
+#: methods chapter): the largest difference the study would call practically negligible.
+MARGINS = {
+    "accuracy": 0.02, "lira_auc": 0.02, "loss_auc": 0.02, "flip_rate": 0.02,
+    "worst_group_accuracy": 0.05, "accuracy_gap": 0.05, "ece": 0.02,
+    "stereotype_excess": 0.05, "pro_preference": 0.05,
+}
+#: Which metrics measure utility; all others are fairness (groups, calibration, leakage, bias).
+UTILITY = ("accuracy",)
+VERDICTS = ("LoRA better", "LoRA worse", "equivalent", "inconclusive", "no verdict")
+
+
+def margin(metric_key: str) -> float:
+    if metric_key not in MARGINS:
+        raise LorafairError(f"no equivalence margin for metric {metric_key!r}; margins exist for: {', '.join(MARGINS)}")
+    return MARGINS[metric_key]
+
+
+def seed_summary(diffs, margin_: float) -> dict:
+    """Mean, 95% t-interval, two-sided p, TOST p and 80%-power MDE of per-seed differences."""
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    k = len(d)
+    nan = float("nan")
+    out = {"seeds": k, "difference": float(d.mean()) if k else nan, "lo": nan, "hi": nan, "sd": nan,
+           "p": nan, "p_tost": nan, "mde": nan}
+    if k < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    se = sd / np.sqrt(k)
+    t = stats.t.ppf(1 - ALPHA / 2, k - 1)
+    out.update(sd=sd, lo=float(d.mean() - t * se), hi=float(d.mean() + t * se))
+    if se == 0:  # every seed gave the same difference
+        out.update(p=0.0 if d.mean() != 0 else 1.0, p_tost=0.0 if abs(d.mean()) < margin_ else 1.0, mde=0.0)
+        return out
+    out["p"] = float(2 * stats.t.sf(abs(d.mean()) / se, k - 1))  # the one-sample t-test
+    lower = stats.t.sf((d.mean() + margin_) / se, k - 1)    # H0: diff <= -margin
+    upper = stats.t.cdf((d.mean() - margin_) / se, k - 1)   # H0: diff >= +margin
+    out["p_tost"] = float(max(lower, upper))
+    out["mde"] = mde(sd, k)
+    return out
+
+
+def mde(sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference a two-sided one-sample t-test over ``seeds`` per-seed
+    differences with standard deviation ``sd`` detects with probability ``power``."""
+    if seeds < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float(_detectable_effect(seeds, alpha, power) * sd)
+
+
+@lru_cache(maxsize=None)
+def _detectable_effect(seeds: int, alpha: float, power: float) -> float:
+    """The standardised effect (mean / SD) a one-sample t-test detects at ``power``."""
+    return float(TTestPower().solve_power(nobs=seeds, alpha=alpha, power=power, alternative="two-sided"))
+
+
+def seeds_for(target: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int:
+    """Seeds needed so that the MDE at the seed-to-seed ``sd`` is at most ``target``."""
+    if sd <= 0:
+        return MIN_SEEDS
+    k = TTestPower().solve_power(effect_size=target / sd, alpha=alpha, power=power, alternative="two-sided")
+    return max(MIN_SEEDS, int(np.ceil(k)))
+
+
+def family(row) -> str:
+    """The multiplicity family of a case: its comparison and whether it measures utility or fairness."""
+    return f"{row['comparison'].split(' (')[0]} | {'utility' if row['metric_key'] in UTILITY else 'fairness'}"
+
+
+def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:
+    """Adjusted p-values and the five-way verdict of every case (rows with ``metric_key``,
+    ``comparison``, ``seeds``, ``difference``, ``p``, ``p_tost``); cases with fewer than
+    ``MIN_SEEDS`` seeds get "no verdict" and take no part in the adjustment."""
+    out = cases.copy()
+    if out.empty:
+        return out.assign(family=pd.Series(dtype=object), p_holm=np.nan, p_bh=np.nan, p_tost_holm=np.nan,
+                          verdict=pd.Series(dtype=object))
+    out["family"] = out.apply(family, axis=1)
+    for col in ("p_holm", "p_bh", "p_tost_holm"):
+        out[col] = np.nan
+    ok = (out["seeds"] >= MIN_SEEDS) & out["p"].notna()
+    for _, idx in out[ok].groupby("family").groups.items():
+        p = out.loc[idx, "p"].to_numpy(dtype=float)
+        out.loc[idx, "p_holm"] = multipletests(p, alpha=ALPHA, method="holm")[1]
+        out.loc[idx, "p_bh"] = multipletests(p, alpha=ALPHA, method="fdr_bh")[1]
+        out.loc[idx, "p_tost_holm"] = multipletests(out.loc[idx, "p_tost"].to_numpy(dtype=float), alpha=ALPHA,
+                                                    method="holm")[1]
+
+    def verdict(r):
+        if r["seeds"] < MIN_SEEDS or np.isnan(r["p_holm"]):
+            return "no verdict"
+        if r["p_holm"] < ALPHA:
+            better = (r["difference"] > 0) == higher_is_better[r["metric_key"]]
+            return "LoRA better" if better else "LoRA worse"
+        if r["p_tost_holm"] < ALPHA:
+            return "equivalent"
+        return "inconclusive"
+    out["verdict"] = out.apply(verdict, axis=1)
+    return out
+
+
+def five_way_counts(cases: pd.DataFrame) -> pd.DataFrame:
+    """Cases per verdict, utility and fairness apart (rows: kind; columns: the five verdicts)."""
+    kind = np.where(cases["metric_key"].isin(UTILITY), "utility", "fairness")
+    t = pd.crosstab(pd.Series(kind, name="kind"), pd.Series(cases["verdict"].to_numpy(), name="verdict"))
+    return t.reindex(index=["utility", "fairness"], columns=list(VERDICTS), fill_value=0)

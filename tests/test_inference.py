@@ -1,0 +1,84 @@
+"""Seed-level inference: coverage on simulated data with a known difference and a known seed
+variance, equivalence tests, power, multiplicity and the five-way verdict."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lorafair import findings, inference
+
+
+def _simulate(rng, k, delta, tau, n=300, base=0.8):
+    """Per-seed paired differences of two methods' test accuracy: each seed's true difference is
+    ``delta`` plus a training effect N(0, tau^2); each method's test correctness is Bernoulli."""
+    true = delta + rng.normal(0, tau, k)
+    ca = rng.random((k, n)) < (base + true)[:, None]
+    cb = rng.random((k, n)) < base
+    return ca.mean(axis=1) - cb.mean(axis=1), ca, cb
+
+
+@pytest.mark.parametrize("k", [3, 5, 10])
+def test_seed_level_interval_covers_the_true_difference(k):
+    rng = np.random.default_rng(k)
+    delta, tau, sims = 0.03, 0.05, 600
+    hits = pooled_hits = 0
+    for _ in range(sims):
+        d, ca, cb = _simulate(rng, k, delta, tau)
+        s = inference.seed_summary(d, 0.02)
+        hits += s["lo"] <= delta <= s["hi"]
+        # the interval that resamples test examples only (seeds fixed): its SE ignores training noise
+        pa, pb, n = ca.mean(), cb.mean(), ca.size
+        se = np.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
+        pooled_hits += abs(pa - pb - delta) <= 1.96 * se
+    assert 0.92 <= hits / sims <= 0.98
+    assert pooled_hits / sims < 0.85   # the example-only interval under-covers when seeds vary
+
+
+def test_tost_mde_and_power():
+    rng = np.random.default_rng(0)
+    same = inference.seed_summary(rng.normal(0, 0.004, 10), 0.02)
+    assert same["p_tost"] < 0.05 and same["p"] > 0.01          # equivalent within +/-0.02
+    noisy = inference.seed_summary(rng.normal(0, 0.05, 3), 0.02)
+    assert noisy["p_tost"] > 0.05                                # 3 noisy seeds cannot show equivalence
+    assert inference.mde(0.02, 5) > inference.mde(0.02, 10) > 0
+    k = inference.seeds_for(0.03, 0.02)
+    assert inference.mde(0.02, k) <= 0.03 < inference.mde(0.02, k - 1)
+    one = inference.seed_summary([0.1], 0.02)
+    assert one["seeds"] == 1 and np.isnan(one["lo"]) and np.isnan(one["p"])
+    with pytest.raises(Exception, match="no equivalence margin for metric 'f2'"):
+        inference.margin("f2")
+
+
+def test_five_way_verdicts_with_holm_within_families():
+    rows = [
+        # one clear difference, one equivalence, one undecided, one with two seeds: utility family
+        {"metric_key": "accuracy", "comparison": "LoRA - full", "seeds": 5, "difference": -0.05, "p": 0.001, "p_tost": 0.9},
+        {"metric_key": "accuracy", "comparison": "LoRA - full", "seeds": 5, "difference": 0.001, "p": 0.8, "p_tost": 0.004},
+        {"metric_key": "accuracy", "comparison": "LoRA - full", "seeds": 5, "difference": 0.01, "p": 0.04, "p_tost": 0.3},
+        {"metric_key": "accuracy", "comparison": "LoRA - full", "seeds": 2, "difference": -0.2, "p": 0.0001, "p_tost": 0.9},
+        # fairness family: attack AUC higher is worse for privacy
+        {"metric_key": "lira_auc", "comparison": "LoRA - full (utility-matched)", "seeds": 3, "difference": -0.04,
+         "p": 0.01, "p_tost": 0.5},
+    ]
+    out = inference.decide(pd.DataFrame(rows), {"accuracy": True, "lira_auc": False})
+    assert out["verdict"].tolist() == ["LoRA worse", "equivalent", "inconclusive", "no verdict", "LoRA better"]
+    assert out.loc[2, "p_holm"] == pytest.approx(0.08)           # 0.04 x 2 (second of three)
+    assert out.loc[0, "p_holm"] == pytest.approx(0.003) and np.isnan(out.loc[3, "p_holm"])
+    assert out.loc[4, "family"] == "LoRA - full | fairness"
+    counts = inference.five_way_counts(out)
+    assert counts.loc["utility"].tolist() == [0, 1, 1, 1, 1] and counts.loc["fairness", "LoRA better"] == 1
+
+
+def test_findings_decide_gives_no_verdict_to_cases_the_count_rules_exclude():
+    cases = pd.DataFrame([
+        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
+         "metric_key": "accuracy", "seeds": 5, "difference": -0.05, "p": 0.001, "p_tost": 0.9},
+        {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
+         "comparison": "LoRA - full", "metric_key": "accuracy", "seeds": 5, "difference": 0.05, "p": 0.001, "p_tost": 0.9},
+    ])
+    ctrl = pd.DataFrame([{"scope": "llm_classification", "detected": "detected"},
+                         {"scope": "vision_classification", "detected": "NOT detected"}])
+    out = findings.decide(findings.apply_count_rules(cases, ctrl))
+    assert out["verdict"].tolist() == ["LoRA worse", "no verdict"]
+    t = findings.counts(out)
+    assert t.loc[("LoRA - full", "utility"), "LoRA worse"] == 1 and t.loc[("LoRA - full", "utility"), "no verdict"] == 1
