@@ -24,16 +24,18 @@
 # methods on that seed's split and test examples); the dots in the figure below are these. A case's
 # interval is the 95% t-interval over its per-seed differences, so it carries training randomness
 # as well as test sampling; an interval that resampled test examples only would not. Its p-value is
-# the one-sample t-test, and within each family of comparisons (a comparison, e.g. LoRA minus full,
-# on utility or on fairness metrics) the p-values are adjusted by Holm's method, with
-# Benjamini-Hochberg's shown beside them. Five verdicts:
+# the one-sample t-test, and within each family of comparisons (one experiment's comparison, e.g.
+# LoRA minus full, on utility or on fairness metrics) the p-values are adjusted by Holm's method,
+# with Benjamini-Hochberg's shown beside them. Five verdicts:
 #
 # - **LoRA better / LoRA worse**: Holm-adjusted p < 0.05, in the direction the metric calls better
-#   (higher accuracy and worst-group accuracy; lower attack AUC, stereotype excess, flip rate);
+#   (higher accuracy and worst-group accuracy; lower attack AUC, stereotype excess,
+#   pro-stereotypical preference and flip rate);
 # - **equivalent**: the two one-sided tests (TOST) against the case's margin, fixed before any
 #   result (see the methods chapter), Holm-adjusted p < 0.05;
-# - **inconclusive**: neither; the minimum detectable effect (MDE: the true difference a test at
-#   these seeds would find 80% of the time) says how large a difference could still hide there;
+# - **inconclusive**: neither; the minimum detectable effect (MDE: the true difference an
+#   unadjusted test at these seeds would find 80% of the time, at the observed seed SD) says roughly
+#   how large a difference the study could have missed;
 # - **no verdict**: the case cannot carry one (fewer than 3 seeds, no detected positive control, or a
 #   method at chance; the reason is in the table).
 
@@ -108,10 +110,11 @@ def _fmt(r):
 
 
 show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
+                       "within margin": (cases["lo"] > -cases["margin"]) & (cases["hi"] < cases["margin"]),
                        "worst group (n)": cases.apply(lambda r: f"{r['worst_groups']} ({int(r['worst_n'])})"
                                                       if isinstance(r.get("worst_groups"), str) else "", axis=1)})
 display(show[["experiment", "dataset", "model", "metric", "comparison", "seeds", "worst group (n)",
-              "difference [95% seed CI]", "p_holm", "p_bh", "p_tost_holm", "margin", "mde", "verdict",
+              "difference [95% seed CI]", "p_holm", "p_bh", "p_tost_holm", "margin", "within margin", "mde", "verdict",
               "not counted because"]]
         .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_tost_holm": "TOST p (Holm)", "mde": "MDE"})
         .style.format(precision=3, na_rep="").hide(axis="index"))
@@ -119,15 +122,20 @@ display(show[["experiment", "dataset", "model", "metric", "comparison", "seeds",
 # %% [markdown]
 # ## Power: how many seeds each case needs
 #
-# For every case with at least 2 seeds: the seed-to-seed SD of its paired difference, the minimum
-# detectable effect at its current seeds (80% power, two-sided 0.05), and the seeds a new run of
-# the study would need for the MDE to reach the case's equivalence margin at that SD. The SD of 2
-# or 3 seeds is itself uncertain, so these are planning numbers, not guarantees.
+# For every case with at least 2 seeds: the seed-to-seed SD of its paired difference; the minimum
+# detectable effect at its current seeds (80% power, unadjusted two-sided 0.05); the seeds such a
+# test would need to detect a difference the size of the case's equivalence margin; and the seeds
+# the equivalence test (TOST) would need to show equivalence with 80% power if the true difference
+# were zero. The SD of 2 or 3 seeds is itself very uncertain, and the Holm adjustment raises every
+# requirement, so these are planning numbers, not guarantees.
 
 # %% tags=["hide-input", "full-width"]
 powered = cases[cases["sd"].notna()].copy()
-powered["seeds for MDE <= margin"] = [inference.seeds_for(m, sd) for m, sd in zip(powered["margin"], powered["sd"])]
-display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds for MDE <= margin"]]
+powered["seeds to detect the margin"] = [inference.seeds_for(m, sd) for m, sd in zip(powered["margin"], powered["sd"])]
+powered["seeds to show equivalence"] = [inference.seeds_for_equivalence(m, sd)
+                                        for m, sd in zip(powered["margin"], powered["sd"])]
+display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to detect the margin",
+                 "seeds to show equivalence"]]
         .rename(columns={"sd": "seed SD", "mde": "MDE now"}).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
@@ -151,9 +159,11 @@ display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
 # ## Positive controls
 #
 # Each experiment must show that it can detect the kind of effect it reports on. A control plants
-# an effect of known direction and checks that the chapter's own paired analysis finds it (95%
-# interval excluding zero). An experiment whose control is not detected cannot support "no
-# difference" claims at this scale; one with no control yet is listed as such.
+# an effect of known direction; it is *detected* when the seed-level 95% interval of its per-seed
+# effects excludes zero in the planted direction, the same reading as the cases. A control runs on
+# one model and method and vouches for its experiment (its scope). An experiment whose control is
+# not detected cannot support "no difference" claims at this scale, and its cases carry no verdict;
+# one with no control yet is listed as such.
 
 # %% tags=["hide-input", "full-width"]
 glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)

@@ -98,7 +98,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import chapters, sweep
+from lorafair import chapters, inference, sweep
 from lorafair import generation as gen
 from lorafair import plots
 from lorafair.notebook import setup_chapter
@@ -189,7 +189,9 @@ display(examples[["source", "predisposition", "method", "train_set", "scored", "
 # instead of *they*). Training on pro-stereotypical references must raise it over balanced
 # references, for the same method, seeds and test sources. If it does not, this part cannot measure
 # stereotyping and its LoRA-versus-full verdicts are left out of the count in {doc}`findings`.
-# Intervals are paired bootstrap intervals over (seed, test source) pairs.
+# The control is **detected** when its per-seed effects have a seed-level 95% interval above zero
+# (the findings' reading); the example-level paired bootstrap over (seed, test source) pairs is
+# shown beside it.
 
 # %% tags=["hide-input"]
 lines = []
@@ -201,14 +203,17 @@ for model in P["models"]:
                                        gen.STEREOTYPE_EXCESS, P["n_boot"]) if {"pro", "balanced"} <= set(P["train_sets"]) else None
         if d is None:
             continue
-        control_detected[(model, m)] = d["verdict"] == "higher"
+        e = inference.planted_effect(d["per_seed"], higher=True)
+        control_detected[(model, m)] = e["detected"]
         glue(f"gen_{model}_{m}_control", round(d["difference"], 3), display=False)
         unseen = sub[~sub["occupation_seen"].astype(bool)] if "occupation_seen" in sub else sub.iloc[:0]
         d_new = gen.paired_rate_difference(unseen, {"method": m, "train_set": "pro"}, {"method": m, "train_set": "balanced"},
                                            gen.STEREOTYPE_EXCESS, P["n_boot"]) if len(unseen) else None
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**: stereotype excess after pro minus after balanced references "
-                     f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] over {d['n']} (seed, source) pairs: "
-                     + ("**detected**" if d["verdict"] == "higher" else "**not detected**")
+                     f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] over {d['n']} (seed, source) pairs; "
+                     f"per seed {', '.join(f'{v:+.3f}' for v in e['per_seed'].values())}, seed-level 95% interval "
+                     f"{inference.interval_text(e)}: "
+                     + ("**detected**" if e["detected"] else "**not detected**")
                      + (f"; on the occupations never seen in training alone {d_new['difference']:+.3f} "
                         f"[{d_new['ci'][0]:+.3f}, {d_new['ci'][1]:+.3f}] (n = {d_new['n']})" if d_new else "") + ".")
 display(Markdown("\n".join(lines) or "No control: the profile trains on one set of references only."))
@@ -391,10 +396,12 @@ if control_recs:
         if d is None:
             continue
         glue(f"gen_{model}_probe_control", round(d["difference"], 3), display=False)
+        e = inference.planted_effect(d["per_seed"], higher=True)
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: flip rate over the "
                      f"order-only variants, planted minus plain {d['difference']:+.3f} [{d['ci'][0]:+.3f}, "
-                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} seed(s): "
-                     + ("**detected**." if d["verdict"] == "higher" else "**not detected**: the probe cannot show an "
+                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} seed(s); seed-level 95% "
+                     f"interval {inference.interval_text(e)}: "
+                     + ("**detected**." if e["detected"] else "**not detected**: the probe cannot show an "
                         "order preference of this size, and its verdicts are left out of the count."))
 display(Markdown("\n".join(lines) or "No positive control on this profile (`probe_plant`)."))
 

@@ -43,6 +43,15 @@ def test_tost_mde_and_power():
     assert inference.mde(0.02, 5) > inference.mde(0.02, 10) > 0
     k = inference.seeds_for(0.03, 0.02)
     assert inference.mde(0.02, k) <= 0.03 < inference.mde(0.02, k - 1)
+    k_eq = inference.seeds_for_equivalence(0.02, 0.03)
+    assert inference.tost_power(k_eq, 0.03, 0.02) >= 0.8 > inference.tost_power(k_eq - 1, 0.03, 0.02)
+    # simulated: at k_eq seeds and no true difference, TOST shows equivalence at least 80% of the time
+    sims = rng.normal(0, 0.03, (2000, k_eq))
+    shown = np.mean([inference.seed_summary(d, 0.02)["p_tost"] < 0.05 for d in sims[:400]])
+    assert shown >= 0.75
+    assert inference.planted_effect({1: -0.2, 2: -0.15, 3: -0.18}, higher=False)["detected"]
+    assert not inference.planted_effect({1: -0.2, 2: 0.1, 3: -0.18}, higher=False)["detected"]
+    assert not inference.planted_effect({1: 0.3}, higher=True)["detected"]           # one seed: no interval
     one = inference.seed_summary([0.1], 0.02)
     assert one["seeds"] == 1 and np.isnan(one["lo"]) and np.isnan(one["p"])
     with pytest.raises(Exception, match="no equivalence margin for metric 'f2'"):
@@ -60,11 +69,11 @@ def test_five_way_verdicts_with_holm_within_families():
         {"metric_key": "lira_auc", "comparison": "LoRA - full (utility-matched)", "seeds": 3, "difference": -0.04,
          "p": 0.01, "p_tost": 0.5},
     ]
-    out = inference.decide(pd.DataFrame(rows), {"accuracy": True, "lira_auc": False})
+    out = inference.decide(pd.DataFrame(rows).assign(experiment="x"), {"accuracy": True, "lira_auc": False})
     assert out["verdict"].tolist() == ["LoRA worse", "equivalent", "inconclusive", "no verdict", "LoRA better"]
     assert out.loc[2, "p_holm"] == pytest.approx(0.08)           # 0.04 x 2 (second of three)
     assert out.loc[0, "p_holm"] == pytest.approx(0.003) and np.isnan(out.loc[3, "p_holm"])
-    assert out.loc[4, "family"] == "LoRA - full | fairness"
+    assert out.loc[4, "family"] == "x | LoRA - full | fairness"
     counts = inference.five_way_counts(out)
     assert counts.loc["utility"].tolist() == [0, 1, 1, 1, 1] and counts.loc["fairness", "LoRA better"] == 1
 

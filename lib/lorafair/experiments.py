@@ -16,6 +16,7 @@ import torch
 
 from . import assets
 from . import data as data_mod
+from . import inference
 from . import methods as methods_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
@@ -169,8 +170,9 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
                    n_boot: int = 1000) -> dict | None:
     """The positive control's planted effect: the group's test accuracy with its training examples
     thinned (``control``) minus with the full split (``reference``: the same model, method and seed),
-    paired over the same test examples and seeds; and the same for worst-group accuracy. ``detected``:
-    the group's interval lies below zero. None if no control has its reference."""
+    paired over the same test examples and seeds; and the same for worst-group accuracy. ``seed_level``:
+    the group's per-seed effects read with the seed as the unit (``inference.planted_effect``);
+    ``detected``: their seed-level interval lies below zero. None if no control has its reference."""
     ref = {(r.config["model"], r.config["method"], r.config["seed"]): r for r in reference}
     col = f"group_{attribute}"
     a, b, g, blocks, labels = [], [], [], [], []
@@ -200,10 +202,13 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
         other_class = metrics_mod.paired_difference(a[hit], b[hit], n_boot)
         other_class["n"] = int(hit.sum())
     d_worst = metrics_mod.claim_worst_group_difference(a, b, g, blocks, n_boot=n_boot)
+    per_seed = {int(sd): float(a[in_group & (blocks == sd)].mean() - b[in_group & (blocks == sd)].mean())
+                for sd in seeds if (in_group & (blocks == sd)).any()}
+    seed_level = inference.planted_effect(per_seed, higher=False)
     return {"group": str(group), "group_test_examples": int(in_group.sum()), "seeds": seeds,
             "group_accuracy": d_group, "worst_group_accuracy": d_worst, "worst_groups": d_worst["groups"],
-            "other_class_accuracy": other_class,
-            "detected": d_group["verdict"] == "lower"}
+            "other_class_accuracy": other_class, "seed_level": seed_level,
+            "detected": seed_level["detected"]}
 
 
 def control_intervention(C: dict, kind: str = "downsample") -> str:
@@ -224,16 +229,20 @@ def control_reading(effect: dict | None, attribute: str, keep, glue=None, prefix
     if glue:
         glue(f"{prefix}_control_group_difference", round(d["difference"], 4), display=False)
         glue(f"{prefix}_control_detected", "detected" if effect["detected"] else "not detected", display=False)
-    verdict = ("**detected**: the interval lies below zero" if effect["detected"] else
-               "**not detected**: the interval does not exclude zero, so at this scale this chapter cannot "
-               f"show a group-level accuracy effect of this size, and its per-group comparisons are not evidence "
-               "of equal treatment")
+    sl = effect["seed_level"]
+    per = ", ".join(f"{v:+.3f}" for v in sl["per_seed"].values())
+    seed_ci = inference.interval_text(sl)
+    verdict = (f"**detected**: per seed {per}, seed-level 95% interval {seed_ci} below zero" if effect["detected"] else
+               f"**not detected**: per seed {per}, seed-level 95% interval {seed_ci} does not lie below zero, so at "
+               "this scale this chapter cannot show a group-level accuracy effect of this size, and its per-group "
+               "comparisons are not evidence of equal treatment")
     what = keep if isinstance(keep, str) else f"Training with only {keep:.0%} of the `{effect['group']}` group's training examples"
     oc = effect.get("other_class_accuracy")
     where = (f" On the group's {oc['n']} test examples of the relabelled classes, where the planted bias acts, the "
              f"accuracy changes by {oc['difference']:+.3f} [{oc['ci'][0]:+.3f}, {oc['ci'][1]:+.3f}] (shown, not the "
              "detection criterion: the chapter's claims are about group accuracy).") if oc else ""
-    return (f"{what} changes that group's test accuracy by {d['difference']:+.3f} (95% paired interval [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
+    return (f"{what} changes that group's test accuracy by {d['difference']:+.3f} (95% example-level paired interval "
+            f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
             f"{effect['group_test_examples']} test examples of the group over seeds {effect['seeds']}); worst-group "
             f"accuracy ({attribute.replace('_', ' ')}) changes by {w['difference']:+.3f} "
             f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]. The planted effect is {verdict}.{where}")
@@ -388,7 +397,7 @@ def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str =
 def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full") -> pd.DataFrame:
     """Method ``a`` minus ``b`` per seed (the unit of inference, ``lorafair.inference``): test accuracy
     and worst-group accuracy over the groups that can carry a claim in every seed
-    (``metrics.claim_groups``), with each method's worst group and its test count. The methods of a
+    (``metrics.claim_groups``), with each method's worst group and the smaller of their test counts. The methods of a
     seed share its split, so each row is a paired difference. Empty if no seed has both methods."""
     t = preds[(preds["split"] == "test") & (preds["model"] == model)]
     col = f"group_{attribute}"
@@ -409,7 +418,7 @@ def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str
             acc_b = cb.groupby(g).mean().reindex(eligible)
             wa, wb = acc_a.idxmin(), acc_b.idxmin()
             row.update(worst_group_accuracy=float(acc_a[wa] - acc_b[wb]), worst_group_a=wa, worst_group_b=wb,
-                       worst_n=int((g == wa).sum()))
+                       worst_n=int(min((g == wa).sum(), (g == wb).sum())))
         rows.append(row)
     return pd.DataFrame(rows)
 

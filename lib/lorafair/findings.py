@@ -32,6 +32,15 @@ def _case(experiment, dataset, settings, model, attribute, comparison, metric_ke
             "metric": label or get_metric(metric_key).label, "per_seed": dict(sorted(per_seed.items())), **extra}
 
 
+def is_main_run(c: dict, profile: str) -> bool:
+    """A classification chapter's main run: the profile's, on the standard or unit split (no
+    control), and for LoRA the model's default rank on every layer and the default modules."""
+    if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
+        return False
+    return c["method"] != "lora" or (c.get("layer_fraction", 1) == 1 and c.get("rank") == get_spec(c["model"]).default_rank
+                                     and not c.get("target_modules") and c.get("placement") in (None, "front"))
+
+
 def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.DataFrame:
     """Accuracy and worst-group accuracy, LoRA minus full and minus head-only, per seed; the worst
     groups of each method and the smallest worst-group test count over seeds go with the
@@ -39,10 +48,7 @@ def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.D
     groups: dict = {}
     for r in store.records(experiment):
         c = r.config
-        if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
-            continue
-        if c["method"] == "lora" and (c.get("layer_fraction", 1) != 1 or c.get("rank") != get_spec(c["model"]).default_rank
-                                      or c.get("target_modules")):
+        if not is_main_run(c, profile):
             continue
         key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"])
         groups.setdefault(key, []).append(r)
@@ -162,16 +168,18 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
 CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
 
 
-def _row(exp, scope, control, model, method, d, n, seeds, detected, kind=""):
+def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, kind=""):
+    """One control row, read at the seed level (``inference.planted_effect``)."""
+    e = inference.planted_effect(per_seed, higher)
     return {"experiment": exp, "scope": scope, "kind": kind or control, "control": control, "model": model,
-            "method": method,
-            "effect": d["difference"], "lo": d["ci"][0], "hi": d["ci"][1], "n": n, "seeds": seeds,
-            "detected": "detected" if detected else "NOT detected"}
+            "method": method, "effect": e["difference"], "lo": e["lo"], "hi": e["hi"],
+            "per seed": ", ".join(f"{v:+.3f}" for v in e["per_seed"].values()), "n": n, "seeds": e["seeds"],
+            "detected": "detected" if e["detected"] else "NOT detected"}
 
 
-def mia_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
+def mia_controls(store: RunStore, profile: str) -> list[dict]:
     """The over-fitted target of each task and seed against the main target of its method: the
-    loss-attack AUC difference on the same members and non-members (must be above zero)."""
+    loss-attack AUC difference on the same members and non-members, per seed (must be above zero)."""
     main, over = {}, {}
     for r in store.records("membership_inference"):
         c, design = r.config, r.config.get("split_design") or {}
@@ -182,27 +190,28 @@ def mia_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
             main[key] = r
         else:
             over.setdefault(key, []).append(r)
-    rows = []
+    per_seed: dict = {}
     for key, vs in sorted(over.items()):
         if key not in main:
             continue
         for v in vs:
             if v.config["epochs"] <= main[key].config["epochs"]:
                 continue  # a shorter run is the utility-matched target, not the control
-            d = mia.paired_auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()),
-                                          n_boot, key[3])
-            rows.append(_row("membership_inference", f"membership_inference:{key[0]}",
-                             f"{key[0]}, seed {key[3]}: target trained {v.config['epochs']} epochs without selection vs "
-                             f"{main[key].config['epochs']} with: loss-attack AUC", key[2], key[4], d, d["n"], 1,
-                             d["verdict"] == "higher", kind=f"over-fitted target ({key[0]})"))
-    return rows
+            case = (key[0], key[1], key[2], key[4], v.config["epochs"], main[key].config["epochs"])
+            d = mia.auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()))
+            n = len(mia.membership(v.predictions()))
+            per_seed.setdefault(case, ({}, n))[0][int(key[3])] = d
+    return [_row("membership_inference", f"membership_inference:{dataset}",
+                 f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
+                 model, method, d, n, higher=True, kind=f"over-fitted target ({dataset})")
+            for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
 
 
-def generation_controls(store: RunStore, profile: str, n_boot: int) -> list[dict]:
+def generation_controls(store: RunStore, profile: str) -> list[dict]:
     """Pronoun task: the stereotype excess after pro-stereotypical minus after balanced references
     (same method, seeds and test sources; must be above zero). Probe: the flip rate over the
     order-only variants after fine-tuning with planted first-option answers minus without (same
-    method and seeds; must be above zero)."""
+    method and seeds; must be above zero). Both per seed."""
     recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
     rows = []
     pron = [r for r in recs if r.config["part"] == "pronoun"]
@@ -210,12 +219,11 @@ def generation_controls(store: RunStore, profile: str, n_boot: int) -> list[dict
         preds = gen.pronoun_predictions(rs)
         for method in sorted(set(preds["method"]) - {"base"}):
             d = gen.paired_rate_difference(preds, {"method": method, "train_set": "pro"},
-                                           {"method": method, "train_set": "balanced"}, gen.STEREOTYPE_EXCESS, n_boot)
+                                           {"method": method, "train_set": "balanced"}, gen.STEREOTYPE_EXCESS, 1)
             if d is not None:
-                seeds = len(set(preds[preds["method"] == method]["seed"]))
                 rows.append(_row("generation_fairness", "generation_fairness:pronoun",
                                  f"{task}: pro-stereotypical minus balanced references: stereotype excess", model, method,
-                                 d, d["n"], seeds, d["verdict"] == "higher"))
+                                 d["per_seed"], d["n"], higher=True))
     probe = [r for r in recs if r.config["part"] == "token_bias"]
     for (corpus, model, method), rs in sorted(_group(probe, lambda c: (c["corpus"], c["model"], c["method"])).items()):
         planted = [r for r in rs if r.config.get("plant")]
@@ -223,11 +231,11 @@ def generation_controls(store: RunStore, profile: str, n_boot: int) -> list[dict
         if not planted or not plain:
             continue
         rows_of = [pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in x]) for x in (planted, plain)]
-        d = gen.flip_rate_difference(*rows_of, n_boot, variants=gen.order_variants())
+        d = gen.flip_rate_difference(*rows_of, 1, variants=gen.order_variants())
         if d is not None:
             rows.append(_row("generation_fairness", "generation_fairness:token_bias",
                              f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "
-                             "order-only variants", model, method, d, d["n"], d["seeds"], d["verdict"] == "higher"))
+                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True))
     return rows
 
 
@@ -238,17 +246,18 @@ def _group(recs, key) -> dict:
     return out
 
 
-def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
-    """Every experiment's positive controls: the planted effect, its paired interval and whether it
-    was detected; experiments without a control in the records get a row that says so. ``scope``:
-    the cases a control vouches for (``case_scope``)."""
+def controls(store: RunStore, profile: str, n_boot: int = 200) -> pd.DataFrame:
+    """Every experiment's positive controls: the planted effect per seed, its seed-level interval and
+    whether it was detected (``inference.planted_effect``); experiments without a control in the
+    records get a row that says so. ``scope``: the cases a control vouches for (``case_scope``).
+    ``n_boot``: only for the example-level intervals ``experiments.control_effect`` also computes."""
     rows = []
     for exp in CONTROL_EXPERIMENTS:
         recs = [r for r in store.records(exp) if r.config.get("profile") == profile]
         if exp == "membership_inference":
-            found = mia_controls(store, profile, n_boot)
+            found = mia_controls(store, profile)
         elif exp == "generation_fairness":
-            found = generation_controls(store, profile, n_boot)
+            found = generation_controls(store, profile)
         else:
             found = []
         if found:
@@ -257,9 +266,8 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
         ctrl = [r for r in recs if (r.config.get("split_design") or {}).get("kind") in ("downsample", "relabel")]
         if not ctrl:
             rows.append({"experiment": exp, "scope": exp, "kind": "", "control": "none in the records", "model": "",
-                         "method": "",
-                         "effect": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "seeds": 0,
-                         "detected": "no control"})
+                         "method": "", "effect": float("nan"), "lo": float("nan"), "hi": float("nan"),
+                         "per seed": "", "n": 0, "seeds": 0, "detected": "no control"})
             continue
         by_case: dict = {}
         for r in ctrl:
@@ -276,15 +284,11 @@ def controls(store: RunStore, profile: str, n_boot: int) -> pd.DataFrame:
             eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot)
             if eff is None:
                 continue
-            g = eff["group_accuracy"]
             what = (f"{d['fraction']:.0%} of its other-class training examples relabelled {d['to_label']}"
                     if d["kind"] == "relabel" else f"thinned to {d['keep']:.0%} of its training examples")
-            rows.append({"experiment": exp, "scope": exp, "kind": d["kind"],
-                         "control": f"{d['attribute']} group '{d['group']}' {what}: its test accuracy",
-                         "model": model, "method": method,
-                         "effect": g["difference"], "lo": g["ci"][0], "hi": g["ci"][1],
-                         "n": eff["group_test_examples"], "seeds": len(eff["seeds"]),
-                         "detected": "detected" if eff["detected"] else "NOT detected"})
+            rows.append(_row(exp, exp, f"{d['attribute']} group '{d['group']}' {what}: its test accuracy", model,
+                             method, eff["seed_level"]["per_seed"], eff["group_test_examples"], higher=False,
+                             kind=d["kind"]))
     return pd.DataFrame(rows)
 
 
@@ -377,9 +381,7 @@ def learned_tasks(store: RunStore, profile: str) -> dict:
     for exp in ("vision_classification", "llm_classification"):
         for r in store.records(exp):
             c = r.config
-            if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
-                continue
-            if c["method"] == "lora" and (c.get("layer_fraction", 1) != 1 or c.get("rank") != get_spec(c["model"]).default_rank):
+            if not is_main_run(c, profile):
                 continue
             p = r.predictions()
             t = p[p["split"] == "test"]

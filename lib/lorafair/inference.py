@@ -9,7 +9,8 @@ t-test, and equivalence the two one-sided t-tests (TOST) against a margin fixed 
 (``MARGINS``). ``tests/test_inference.py`` checks the coverage on simulated data with a known
 difference and a known seed variance.
 
-Multiplicity: within each family of comparisons (``family``), Holm's step-down adjustment decides
+Multiplicity: within each family of comparisons (``family``: one experiment's comparison on
+utility or on fairness metrics), Holm's step-down adjustment decides
 the verdicts, and Benjamini-Hochberg adjusted p-values are reported beside them
 (``statsmodels.stats.multitest``). The equivalence p-values are Holm-adjusted in the same families.
 
@@ -77,6 +78,23 @@ def seed_summary(diffs, margin_: float) -> dict:
     return out
 
 
+def planted_effect(per_seed: dict, higher: bool) -> dict:
+    """A positive control read at the seed level: the seed summary of its per-seed planted effects
+    (``{seed: effect}``) and ``detected``: the 95% seed-level interval excludes zero in the planted
+    direction (``higher``: the effect must be positive). Fewer than 2 seeds: never detected."""
+    s = seed_summary(list(per_seed.values()), margin_=0.0)
+    s["detected"] = bool(s["lo"] > 0) if higher else bool(s["hi"] < 0)
+    s["per_seed"] = dict(sorted(per_seed.items()))
+    return s
+
+
+def interval_text(summary: dict) -> str:
+    """A seed summary's interval as "[lo, hi]", or why there is none."""
+    if np.isnan(summary["lo"]):
+        return "(fewer than 2 seeds: no interval)"
+    return f"[{summary['lo']:+.3f}, {summary['hi']:+.3f}]"
+
+
 def mde(sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true mean difference a two-sided one-sample t-test over ``seeds`` per-seed
     differences with standard deviation ``sd`` detects with probability ``power``."""
@@ -99,9 +117,36 @@ def seeds_for(target: float, sd: float, alpha: float = ALPHA, power: float = POW
     return max(MIN_SEEDS, int(np.ceil(k)))
 
 
+def tost_power(seeds: int, sd: float, margin_: float, alpha: float = ALPHA) -> float:
+    """Power of TOST at a true difference of zero (a lower bound: one minus the two one-sided
+    tests' failure probabilities, from the noncentral t)."""
+    if seeds < 2 or sd <= 0:
+        return float("nan") if seeds < 2 else 1.0
+    crit = stats.t.ppf(1 - alpha, seeds - 1)
+    return float(max(0.0, 1 - 2 * stats.nct.cdf(crit, seeds - 1, margin_ * np.sqrt(seeds) / sd)))
+
+
+def seeds_for_equivalence(margin_: float, sd: float, power: float = POWER, alpha: float = ALPHA,
+                          most: int = 10_000) -> int:
+    """Seeds TOST needs to show equivalence within ``margin_`` with ``power`` if the true difference
+    is zero, at the seed-to-seed ``sd`` (``most`` + 1 if even ``most`` seeds are not enough)."""
+    if sd <= 0:
+        return MIN_SEEDS
+    lo, hi = MIN_SEEDS, most
+    if tost_power(hi, sd, margin_, alpha) < power:
+        return most + 1
+    while lo < hi:  # power grows with the seeds
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if tost_power(mid, sd, margin_, alpha) < power else (lo, mid)
+    return lo
+
+
 def family(row) -> str:
-    """The multiplicity family of a case: its comparison and whether it measures utility or fairness."""
-    return f"{row['comparison'].split(' (')[0]} | {'utility' if row['metric_key'] in UTILITY else 'fairness'}"
+    """The multiplicity family of a case, fixed by the design: its experiment, its comparison (a
+    variant such as "utility-matched" joins its comparison) and whether it measures utility or
+    fairness."""
+    kind = "utility" if row["metric_key"] in UTILITY else "fairness"
+    return f"{row['experiment']} | {row['comparison'].split(' (')[0]} | {kind}"
 
 
 def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 from .metrics import percentile_interval, stratified_bootstrap, verdict
 
@@ -63,6 +63,13 @@ def tpr_at_fpr(member: np.ndarray, score: np.ndarray, fpr_level: float) -> float
     return float(np.interp(fpr_level, fpr, tpr))
 
 
+def _auc_and_tprs(member: np.ndarray, score: np.ndarray, fpr_levels=()) -> list[float]:
+    """AUC and the TPR at each FPR level from one ROC curve (the area under scikit-learn's ROC curve
+    is exactly its ``roc_auc_score``, at a third of the cost inside a bootstrap)."""
+    fpr, tpr, _ = roc_curve(member, score)
+    return [float(auc(fpr, tpr))] + [float(np.interp(f, fpr, tpr)) for f in fpr_levels]
+
+
 def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 200, seed: int = 0,
                    fpr_levels=(0.01, 0.001)) -> dict:
     """AUC (with a bootstrap interval) and TPR at fixed FPRs, overall and per group."""
@@ -75,7 +82,7 @@ def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 
         out["auc"] = float(roc_auc_score(y, s))
 
         def stat(i):  # members and non-members resampled separately (stratified)
-            return [roc_auc_score(y[i], s[i])] + [tpr_at_fpr(y[i], s[i], f) for f in fpr_levels]
+            return _auc_and_tprs(y[i], s[i], fpr_levels)
         boots = stratified_bootstrap(stat, [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot,
                                      np.random.default_rng(seed))
         out["auc_ci"] = percentile_interval(boots[:, 0])
@@ -141,7 +148,7 @@ def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, 
     non-members), with a paired bootstrap (members and non-members resampled separately)."""
     y, sa, sb = _paired_scores(a, b)
     diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
-    boots = stratified_bootstrap(lambda i: roc_auc_score(y[i], sa[i]) - roc_auc_score(y[i], sb[i]),
+    boots = stratified_bootstrap(lambda i: _auc_and_tprs(y[i], sa[i])[0] - _auc_and_tprs(y[i], sb[i])[0],
                                  [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
     ci = percentile_interval(boots[:, 0])
     return {"difference": diff, "ci": ci, "n": int(len(y)), "verdict": verdict(ci)}
