@@ -338,7 +338,7 @@ plots.plt.close(fig)
 # read from a single prompt is only meaningful where the index is near zero.
 
 # %% tags=["hide-input"]
-lines = []
+lines, texts_probed = [], 0
 for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
     for m in [m for m in ("base", "lora", "full") if m in set(g["method"])]:
         s = g[g["method"] == m]
@@ -346,12 +346,16 @@ for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
         if seed == P["seeds"][0]:  # the base model is probed at the first seed only
             glue(f"gen_{model}_{m}_bias_index", round(tv, 3), display=False)
         if model == P["models"][0] and seed == P["seeds"][0]:  # model-independent keys for the introduction
+            run_rows = probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed) & (probe_rows["method"] == m)]
+            b = gen.mean_flip_rate(run_rows, P["n_boot"], seed)
             glue(f"gen_{m}_bias_index", round(tv, 3), display=False)
-            glue(f"gen_{m}_flip_rate", round(fl, 3), display=False)
+            glue(f"gen_{m}_flip_rate", f"{b['value']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]", display=False)
+            texts_probed = b["texts"]
         worst = s.loc[s["tv_distance"].idxmax()]
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
                      f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "
                      f"{worst['tv_distance']:.2f} [{worst['tv_ci'][0]:.2f}, {worst['tv_ci'][1]:.2f}].")
+glue("gen_bias_index_texts", texts_probed, display=False)
 for model in P["models"]:
     sub = probe_rows[probe_rows["model"] == model]
     d = gen.flip_rate_difference(sub[sub["method"] == "lora"], sub[sub["method"] == "full"], P["n_boot"])

@@ -173,11 +173,12 @@ display(rates)
 # %% [markdown]
 # ## Paired differences: LoRA minus full fine-tuning (and minus head-only)
 #
-# Same test examples for each seed, so the differences are paired; 95% paired bootstrap intervals. A
-# difference counts as "LoRA worse" or "LoRA better" only when its interval excludes zero.
+# Same test examples for each seed, so the differences are paired within a seed. The unit of
+# inference is the seed: each seed's difference, their mean and the seed-level 95% t-interval; the
+# verdicts, adjusted for multiplicity and tested for equivalence, are in {doc}`findings`.
 
 # %% tags=["hide-input", "full-width"]
-paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR, n_boot=P["n_boot"])
+paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR)
 display(paired_tab.style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
@@ -191,7 +192,10 @@ display(paired_tab.style.format(precision=3).hide(axis="index"))
 fig = plots.reliability(preds, ATTR, P["profile"])
 glue("llm_reliability_fig", fig, display=False)
 plots.plt.close(fig)
-display(rates["ece"].unstack("group").round(3))
+display(Markdown("Per-group ECE, mean over seeds, beside the ECE a perfectly calibrated model with the same predicted "
+                 "probabilities would show at that group's test size (ECE is biased upwards on small groups, so only "
+                 "the excess over the second value says anything about calibration):"))
+display(ex.group_ece_table(records, ATTR, list(rates.index.get_level_values("group").unique())))
 
 
 # %% [markdown]

@@ -91,3 +91,21 @@ def test_findings_decide_gives_no_verdict_to_cases_the_count_rules_exclude():
     assert out["verdict"].tolist() == ["LoRA worse", "no verdict"]
     t = findings.counts(out)
     assert t.loc[("LoRA - full", "utility"), "LoRA worse"] == 1 and t.loc[("LoRA - full", "utility"), "no verdict"] == 1
+
+
+def test_ece_of_a_calibrated_model_is_large_on_small_groups():
+    """ECE is biased upwards on small groups: labels drawn from a model's own probabilities (a
+    perfectly calibrated model) still show an ECE that shrinks as the group grows."""
+    from lorafair import metrics
+
+    rng = np.random.default_rng(0)
+
+    def frame(n):
+        p = rng.uniform(0.05, 0.95, n)
+        return pd.DataFrame({"label": (rng.random(n) < p).astype(int), "prob": p, "prob_0": 1 - p, "prob_1": p,
+                             "pred": (p > 0.5).astype(int)})
+    small, large = metrics.ece_if_calibrated(frame(20), 50), metrics.ece_if_calibrated(frame(2000), 50)
+    assert small > 0.1 > 0.03 > large
+    multi = pd.DataFrame({"label": [0, 1, 2] * 10, "pred": [0] * 30,
+                          **{f"prob_{k}": [v] * 30 for k, v in enumerate((0.5, 0.3, 0.2))}})
+    assert 0 < metrics.ece_if_calibrated(multi, 20) < 1

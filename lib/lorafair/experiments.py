@@ -377,23 +377,6 @@ def predictions(records: list[RunRecord]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def paired_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full",
-                       n_boot: int = 1000) -> dict | None:
-    """Method ``a`` minus ``b`` on the same (seed, test example) pairs: accuracy and worst-group
-    accuracy (groups kept per seed), with paired bootstrap intervals. None if not paired."""
-    t = preds[(preds["split"] == "test") & (preds["model"] == model)]
-    A = t[t["method"] == a].sort_values(["seed", "example_id"])
-    B = t[t["method"] == b].sort_values(["seed", "example_id"])
-    if len(A) == 0 or len(B) == 0 or not (
-            np.array_equal(A["example_id"].to_numpy(), B["example_id"].to_numpy())
-            and np.array_equal(A["seed"].to_numpy(), B["seed"].to_numpy())):
-        return None
-    ca, cb = (A["label"] == A["pred"]).to_numpy(), (B["label"] == B["pred"]).to_numpy()
-    worst = metrics_mod.claim_worst_group_difference(ca, cb, A[f"group_{attribute}"].to_numpy(), A["seed"].to_numpy(),
-                                                     n_boot=n_boot)
-    return {"accuracy": metrics_mod.paired_difference(ca, cb, n_boot=n_boot), "worst_group_accuracy": worst}
-
-
 def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full") -> pd.DataFrame:
     """Method ``a`` minus ``b`` per seed (the unit of inference, ``lorafair.inference``): test accuracy
     and worst-group accuracy over the groups that can carry a claim in every seed
@@ -423,37 +406,52 @@ def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str
     return pd.DataFrame(rows)
 
 
-def direction(metric: str, verdict: str) -> str:
-    """"better" / "worse" from a difference's sign and the metric's registered direction."""
-    if verdict not in ("higher", "lower"):
-        return "indistinguishable"
-    return "better" if (verdict == "higher") == metrics_mod.get_metric(metric).higher_is_better else "worse"
+def group_ece_table(records: list[RunRecord], attribute: str, groups: list[str], n_sim: int = 100) -> pd.DataFrame:
+    """Per (model, method) and group: the test ECE and the ECE expected of a perfectly calibrated
+    model with the same probabilities at that size (``metrics.ece_if_calibrated``), each the mean
+    over seeds, as "observed (expected)"; with the group's test count per seed."""
+    rows = []
+    for r in records:
+        p = r.predictions()
+        t = p[p["split"] == "test"]
+        for g, sub in t.groupby(f"group_{attribute}"):
+            rows.append({"model": r.config["model"], "method": r.config["method"], "group": str(g), "n": len(sub),
+                         "ece": metrics_mod.ece(sub), "expected": metrics_mod.ece_if_calibrated(sub, n_sim, r.config["seed"])})
+    m = pd.DataFrame(rows).groupby(["model", "method", "group"], sort=False)[["ece", "expected", "n"]].mean()
+    cell = m.apply(lambda x: f"{x['ece']:.3f} ({x['expected']:.3f})", axis=1).unstack("group")
+    n = m["n"].groupby("group").mean().round().astype(int)
+    return cell[[g for g in groups if g in cell]].rename(columns=lambda g: f"{g} (n≈{n[g]})")
 
 
-def paired_table(preds: pd.DataFrame, models: list[str], attribute: str, n_boot: int = 1000,
+def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
                  against: tuple = ("full", "head")) -> tuple[pd.DataFrame, dict]:
-    """The LoRA-minus-other table shown in the chapters, and the raw differences by (model, other)."""
+    """The LoRA-minus-other table shown in the chapters, read with the seed as the unit: per-seed
+    paired differences (``per_seed_differences``), their mean, seed-level 95% t-interval and
+    unadjusted p-value (``inference.seed_summary``). Returns the table and, by (model, other), the
+    summary of each metric. The verdicts, adjusted for multiplicity, are the findings chapter's."""
     rows, diffs = [], {}
     for mo in models:
         for other in against:
-            d = paired_differences(preds, mo, attribute, "lora", other, n_boot)
-            if d is None:
+            d = per_seed_differences(preds, mo, attribute, "lora", other)
+            if d.empty:
                 continue
-            diffs[(mo, other)] = d
-            for metric, v in d.items():
+            diffs[(mo, other)] = {}
+            for metric in ("accuracy", "worst_group_accuracy"):
+                if metric not in d:
+                    continue
+                s = inference.seed_summary(d[metric].to_numpy(), inference.margin(metric))
+                s["per_seed"] = dict(zip(d["seed"], d[metric]))
+                diffs[(mo, other)][metric] = s
                 rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " "),
-                             "difference [95% CI]": f"{v['difference']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]",
-                             "pairs": v["n"],
-                             "LoRA is": direction(metric, v["verdict"])})
+                             "per seed": ", ".join(f"{v:+.3f}" for v in d[metric]),
+                             "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}",
+                             "seeds": s["seeds"], "p (unadjusted)": s["p"]})
     return pd.DataFrame(rows), diffs
 
 
 def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list[str], prefix: str,
             glue=None) -> list[str]:
     """Bullet points that state what the run records show (and glue the numbers they quote)."""
-    def ci(c):
-        return f"[{c[0]:.3f}, {c[1]:.3f}]"
-
     means = summary.groupby(["model", "method"])[["accuracy", "worst_group_accuracy", "accuracy_gap"]].mean()
     lines = []
     for mo in models:
@@ -469,17 +467,14 @@ def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list
             if (mo, other) not in diffs:
                 continue
             d = diffs[(mo, other)]
-            v = {"higher": "higher than", "lower": "lower than"}.get(d["accuracy"]["verdict"],
-                                                                      "statistically indistinguishable from")
-            w = {"higher": "higher than", "lower": "lower than"}.get(d["worst_group_accuracy"]["verdict"],
-                                                                      "indistinguishable from")
-            txt += (f" LoRA's accuracy is {v} {other}'s (difference {d['accuracy']['difference']:+.3f}, 95% CI "
-                    f"{ci(d['accuracy']['ci'])}); its worst-group accuracy is {w} {other}'s "
-                    f"({d['worst_group_accuracy']['difference']:+.3f}, {ci(d['worst_group_accuracy']['ci'])}).")
+            parts = [f"{label} {d[k]['difference']:+.3f} {inference.interval_text(d[k])}"
+                     for k, label in (("accuracy", "accuracy"), ("worst_group_accuracy", "worst-group accuracy")) if k in d]
+            txt += f" LoRA minus {other}, mean of the per-seed differences with its seed-level 95% interval: " + \
+                "; ".join(parts) + "."
             if glue:
-                glue(f"{prefix}_{mo}_lora_minus_{other}_accuracy", round(d["accuracy"]["difference"], 4), display=False)
-                glue(f"{prefix}_{mo}_lora_minus_{other}_worst_group", round(d["worst_group_accuracy"]["difference"], 4),
-                     display=False)
+                for k, key in (("accuracy", "accuracy"), ("worst_group_accuracy", "worst_group")):
+                    if k in d:
+                        glue(f"{prefix}_{mo}_lora_minus_{other}_{key}", round(d[k]["difference"], 4), display=False)
         if glue:
             for me in present:
                 glue(f"{prefix}_{mo}_{me}_accuracy", round(float(means.loc[(mo, me), "accuracy"]), 4), display=False)

@@ -137,6 +137,26 @@ def ece(df: pd.DataFrame) -> float:
                                               n_bins=N_BINS, norm="l1"))
 
 
+def ece_if_calibrated(df: pd.DataFrame, n_sim: int = 100, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these predicted probabilities would show on this
+    many examples: labels drawn from the model's own probabilities ``n_sim`` times, the mean ECE.
+    ECE is biased upwards on small groups; a group's ECE means something only beside this value."""
+    if len(df) == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    binary = is_binary(df)
+    probs = np.array(df["prob"], dtype=np.float64) if binary else np.asarray(prob_matrix(df), dtype=np.float64)
+    out = []
+    for _ in range(n_sim):
+        if binary:
+            labels = (rng.random(len(df)) < probs).astype(int)
+        else:
+            cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+            labels = np.minimum((rng.random((len(df), 1)) > cum).sum(axis=1), probs.shape[1] - 1)
+        out.append(ece(df.assign(label=labels)))
+    return float(np.mean(out))
+
+
 def wilson_interval(k: int, n: int) -> list[float]:
     if n == 0:
         return [float("nan"), float("nan")]

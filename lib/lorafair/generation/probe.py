@@ -234,6 +234,18 @@ def bias_index(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
     return pd.DataFrame(out)
 
 
+def mean_flip_rate(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A probe run's flip rate, the share of (text, variant) pairs whose chosen content differs from
+    the base prompt's, as the mean over texts of each text's flip rate over the variants, with a
+    95% percentile bootstrap interval over texts. The interval describes the probed texts only,
+    not training randomness."""
+    pairs = flips(rows)
+    per_text = pairs[pairs["prompt_id"].isin([p.id for p in PROBE_PROMPTS if p.base])].groupby("text_id")["flip"].mean()
+    x = per_text.to_numpy()
+    boots = stratified_bootstrap(lambda i: x[i].mean(), [np.arange(len(x))], n_boot, np.random.default_rng(seed))
+    return {"value": float(x.mean()), "ci": percentile_interval(boots[:, 0]), "texts": int(len(x))}
+
+
 def order_variants() -> list[str]:
     """The variants that only reorder the options (with or without their symbols): a model that
     answers by position flips on every one of them."""
