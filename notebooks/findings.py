@@ -32,12 +32,13 @@
 #   (higher accuracy and worst-group accuracy; lower attack AUC, stereotype excess,
 #   pro-stereotypical preference and flip rate);
 # - **equivalent**: the two one-sided tests (TOST) against the case's margin, fixed before any
-#   result (see the methods chapter), Holm-adjusted p < 0.05;
+#   seed-level result (see the methods chapter), Holm-adjusted p < 0.05;
 # - **inconclusive**: neither; the minimum detectable effect (MDE: the true difference an
 #   unadjusted test at these seeds would find 80% of the time, at the observed seed SD) says roughly
 #   how large a difference the study could have missed;
 # - **no verdict**: the case cannot carry one (fewer than 3 seeds, no detected positive control, or a
-#   method at chance; the reason is in the table).
+#   compared model at chance, in classification or as a membership-inference target; the reason is
+#   in the table).
 
 # %% tags=["parameters"]
 profile = "offline"        # the profile whose run records are read
@@ -87,10 +88,14 @@ plots.plt.close(fig)
 #
 # A case can carry a verdict only if it rests on at least 3 seeds (independent training runs), a
 # positive control of its experiment (for membership inference, of its attacked task; for
-# generation, of its part) was detected, and, in classification, both compared methods learned the
-# task (pooled test accuracy with a 95% lower bound above the majority-class rate). The other cases
+# generation, of its part) was detected, and both compared models learned the task (pooled test
+# accuracy with a 95% lower bound above the majority-class rate; in membership inference, both
+# targets: a target that learned nothing leaks little, which is the privacy-utility trade-off). The other cases
 # are listed with the reason; they are results, but not evidence either way. Utility (accuracy) and
-# fairness (worst-group accuracy, attack AUC, stereotype measures, flip rate) are counted apart:
+# fairness (worst-group accuracy, attack AUC, stereotype measures, flip rate) are counted apart. In
+# the table below, "worst group (n)" names every group that was the worst for either method on
+# some seed, with the smallest test count among them; "within margin" marks an interval that lies
+# inside the equivalence margin.
 
 # %% tags=["hide-input"]
 table = findings.counts(cases)
@@ -113,7 +118,7 @@ show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
                        "within margin": (cases["lo"] > -cases["margin"]) & (cases["hi"] < cases["margin"]),
                        "worst group (n)": cases.apply(lambda r: f"{r['worst_groups']} ({int(r['worst_n'])})"
                                                       if isinstance(r.get("worst_groups"), str) else "", axis=1)})
-display(show[["experiment", "dataset", "model", "metric", "comparison", "seeds", "worst group (n)",
+display(show[["case", "comparison", "seeds", "worst group (n)",
               "difference [95% seed CI]", "p_holm", "p_bh", "p_tost_holm", "margin", "within margin", "mde", "verdict",
               "not counted because"]]
         .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_tost_holm": "TOST p (Holm)", "mde": "MDE"})
@@ -179,7 +184,7 @@ display(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", 
 
 # %% tags=["hide-input"]
 lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases can carry a verdict; the counts below are theirs."]
-for comp, sub in cases[cases["counted"]].groupby("comparison", sort=False):
+for comp, sub in cases[cases["counted"]].groupby(cases["comparison"].str.split(" [(]").str[0], sort=False):
     n = sub["verdict"].value_counts()
     lines.append(f"- **{comp}**: {len(sub)} cases; LoRA worse in {n.get('LoRA worse', 0)}, better in "
                  f"{n.get('LoRA better', 0)}, equivalent in {n.get('equivalent', 0)}, inconclusive in "
@@ -229,5 +234,5 @@ display(Markdown("\n".join([
     "- **One base run.** The base model is not trained; where it was run on one seed's test set only, a comparison "
     "with it has that one seed and no verdict.",
     "- **Scale.** The offline models are small and the tasks are stand-ins (rendered emoji for faces, short "
-    "templated sentences for translation); a verdict here is about these models and tasks.",
+    "templated sentences to rewrite with a pronoun); a verdict here is about these models and tasks.",
 ])))

@@ -346,15 +346,25 @@ for (model, seed), g in bi.groupby(["model", "seed"], sort=False):
         if seed == P["seeds"][0]:  # the base model is probed at the first seed only
             glue(f"gen_{model}_{m}_bias_index", round(tv, 3), display=False)
         if model == P["models"][0] and seed == P["seeds"][0]:  # model-independent keys for the introduction
-            run_rows = probe_rows[(probe_rows["model"] == model) & (probe_rows["seed"] == seed) & (probe_rows["method"] == m)]
-            b = gen.mean_flip_rate(run_rows, P["n_boot"], seed)
             glue(f"gen_{m}_bias_index", round(tv, 3), display=False)
-            glue(f"gen_{m}_flip_rate", f"{b['value']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]", display=False)
-            texts_probed = b["texts"]
         worst = s.loc[s["tv_distance"].idxmax()]
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}** (seed {seed}): bias index {tv:.3f}, flip rate {fl:.3f}; "
                      f"largest move `{worst['prompt_id']}` vs `{worst['base']}` ({worst['change']}): "
                      f"{worst['tv_distance']:.2f} [{worst['tv_ci'][0]:.2f}, {worst['tv_ci'][1]:.2f}].")
+# the introduction's flip rates: a model's records as stated, with an interval on the method where
+# it has several runs (seeds) and over its texts where it has one
+for m in [m for m in ("base", "lora", "full") if m in set(probe_rows["method"])]:
+    runs = probe_rows[(probe_rows["model"] == P["models"][0]) & (probe_rows["method"] == m)]
+    per_run = [gen.mean_flip_rate(g, P["n_boot"], int(sd)) for sd, g in runs.groupby("seed")]
+    if len(per_run) > 1:
+        sl = inference.seed_summary([b["value"] for b in per_run], inference.margin("flip_rate"))
+        value, lo, hi = sl["difference"], sl["lo"], sl["hi"]
+    else:
+        value, (lo, hi) = per_run[0]["value"], per_run[0]["ci"]
+    for suffix, v in (("", value), ("_lo", lo), ("_hi", hi)):
+        glue(f"gen_{m}_flip_rate{suffix}", round(float(v), 3), display=False)
+    glue(f"gen_{m}_flip_runs", len(per_run), display=False)
+    texts_probed = per_run[0]["texts"]
 glue("gen_bias_index_texts", texts_probed, display=False)
 for model in P["models"]:
     sub = probe_rows[probe_rows["model"] == model]

@@ -91,6 +91,7 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
         else:
             shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
     per_seed: dict = {}
+    fit: dict = {}  # pooled test accuracy of the compared targets, per case (did they learn the task?)
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
 
@@ -108,11 +109,27 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
         lora_sh = [s.predictions() for s in shadows_for("lora", t["lora"].config["epochs"])]
         for comparison, other, other_sh in pairs:
             osh = [s.predictions() for s in other_sh]
+            for side, rec in (("lora", t["lora"]), (other.config["method"], other)):
+                _pool_accuracy(fit.setdefault((dataset, kw, model, comparison), {}), side, rec.predictions())
             for key, fn in (("lira_auc", lambda p, s: mia.lira_scores(p, s)), ("loss_auc", lambda p, s: mia.loss_scores(p))):
                 d = mia.auc_difference(fn(t["lora"].predictions(), lora_sh), fn(other.predictions(), osh))
                 per_seed.setdefault((dataset, kw, model, comparison, key), {})[int(seed)] = d
-    return pd.DataFrame([_case("membership_inference", dataset, kw, model, "(all examples)", comparison, key, d)
+    return pd.DataFrame([_case("membership_inference", dataset, kw, model, "(all examples)", comparison, key, d,
+                               at_chance=", ".join(m for m, ok in _learned(fit[(dataset, kw, model, comparison)]).items()
+                                                   if not ok))
                          for (dataset, kw, model, comparison, key), d in sorted(per_seed.items())])
+
+
+def _pool_accuracy(pool: dict, name: str, preds: pd.DataFrame) -> None:
+    """Add one run's test hits, test size and majority-class count to ``pool[name]``."""
+    t = preds[preds["split"] == "test"]
+    k, n, maj = pool.get(name, (0, 0, 0))
+    pool[name] = (k + int((t["label"] == t["pred"]).sum()), n + len(t), maj + int(t["label"].value_counts().max()))
+
+
+def _learned(pool: dict) -> dict:
+    """{name: learned?}: pooled test accuracy with a 95% Wilson lower bound above the majority rate."""
+    return {name: wilson_interval(k, n)[0] > maj / n for name, (k, n, maj) in pool.items()}
 
 
 def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
@@ -354,8 +371,10 @@ def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
 
 def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | None = None) -> pd.DataFrame:
     """``counted`` and ``not counted because`` for every case. A case enters the count only if it
-    rests on at least 3 seeds, a positive control of its scope was detected, and (classification)
-    both compared methods learned the task (``learned``: {(dataset, settings, model, method): bool})."""
+    rests on at least 3 seeds, a positive control of its scope was detected, and both compared
+    models learned the task: in classification ``learned`` ({(dataset, settings, model, method):
+    bool}); in membership inference the case's ``at_chance`` (the targets whose pooled test accuracy
+    does not beat the majority rate: their leakage is the privacy-utility trade-off)."""
     detected, tried = power_scopes(ctrl)
     why = []
     for _, c in cases.iterrows():
@@ -365,6 +384,9 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | N
         scope = case_scope(c)
         if scope not in detected:
             reasons.append("its positive control was not detected" if scope in tried else "no positive control")
+        if isinstance(c.get("at_chance"), str) and c["at_chance"]:
+            names = c["at_chance"].split(", ")
+            reasons.append(f"the {' and '.join(names)} target{'s are' if len(names) > 1 else ' is'} at chance on this task")
         if learned is not None and c["experiment"].endswith("classification"):
             other = c["comparison"].split(" - ", 1)[1]
             for m in ("lora", other):
@@ -383,12 +405,9 @@ def learned_tasks(store: RunStore, profile: str) -> dict:
             c = r.config
             if not is_main_run(c, profile):
                 continue
-            p = r.predictions()
-            t = p[p["split"] == "test"]
-            key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"])
-            k, n, maj = pooled.get(key, (0, 0, 0))
-            pooled[key] = (k + int((t["label"] == t["pred"]).sum()), n + len(t), maj + int(t["label"].value_counts().max()))
-    return {key: wilson_interval(k, n)[0] > maj / n for key, (k, n, maj) in pooled.items()}
+            _pool_accuracy(pooled, (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"]),
+                           r.predictions())
+    return _learned(pooled)
 
 
 def counts(cases: pd.DataFrame) -> pd.DataFrame:

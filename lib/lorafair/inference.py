@@ -123,7 +123,11 @@ def tost_power(seeds: int, sd: float, margin_: float, alpha: float = ALPHA) -> f
     if seeds < 2 or sd <= 0:
         return float("nan") if seeds < 2 else 1.0
     crit = stats.t.ppf(1 - alpha, seeds - 1)
-    return float(max(0.0, 1 - 2 * stats.nct.cdf(crit, seeds - 1, margin_ * np.sqrt(seeds) / sd)))
+    ncp = margin_ * np.sqrt(seeds) / sd
+    if ncp - crit > 12:  # the noncentral t's lower tail is nil there (and scipy's cdf can return nan)
+        return 1.0
+    miss = stats.nct.cdf(crit, seeds - 1, ncp)
+    return float(max(0.0, 1 - 2 * miss)) if np.isfinite(miss) else float("nan")
 
 
 def seeds_for_equivalence(margin_: float, sd: float, power: float = POWER, alpha: float = ALPHA,

@@ -235,15 +235,22 @@ def bias_index(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
 
 
 def mean_flip_rate(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """A probe run's flip rate, the share of (text, variant) pairs whose chosen content differs from
-    the base prompt's, as the mean over texts of each text's flip rate over the variants, with a
-    95% percentile bootstrap interval over texts. The interval describes the probed texts only,
-    not training randomness."""
+    """A probe run's flip rate as its record states it (the mean over variants of each variant's
+    flip rate, ``bias_index``), with a 95% percentile bootstrap interval over texts (a text's rows
+    under every variant resampled together). The interval describes the probed texts only, not
+    training randomness."""
     pairs = flips(rows)
-    per_text = pairs[pairs["prompt_id"].isin([p.id for p in PROBE_PROMPTS if p.base])].groupby("text_id")["flip"].mean()
-    x = per_text.to_numpy()
-    boots = stratified_bootstrap(lambda i: x[i].mean(), [np.arange(len(x))], n_boot, np.random.default_rng(seed))
-    return {"value": float(x.mean()), "ci": percentile_interval(boots[:, 0]), "texts": int(len(x))}
+    pairs = pairs[pairs["prompt_id"].isin([p.id for p in PROBE_PROMPTS if p.base])].reset_index(drop=True)
+    texts, t_idx = np.unique(pairs["text_id"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    # the observed sample (every text once) and each resample as how often each text was drawn
+    weights = np.vstack([np.ones(len(texts)), rng.multinomial(len(texts), np.full(len(texts), 1 / len(texts)), n_boot)])
+    rates = []
+    for _, v in pairs.groupby("prompt_id", sort=True):
+        w = weights[:, t_idx[v.index.to_numpy()]]
+        rates.append((w * v["flip"].to_numpy()).sum(axis=1) / w.sum(axis=1))
+    mean = np.mean(rates, axis=0)
+    return {"value": float(mean[0]), "ci": percentile_interval(mean[1:]), "texts": int(len(texts))}
 
 
 def order_variants() -> list[str]:
