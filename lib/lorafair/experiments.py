@@ -234,8 +234,8 @@ def control_reading(effect: dict | None, attribute: str, keep, glue=None, prefix
     seed_ci = inference.interval_text(sl)
     verdict = (f"**detected**: per seed {per}, seed-level 95% interval {seed_ci} below zero" if effect["detected"] else
                f"**not detected**: per seed {per}, seed-level 95% interval {seed_ci} does not lie below zero, so at "
-               "this scale this chapter cannot show a group-level accuracy effect of this size, and its per-group "
-               "comparisons are not evidence of equal treatment")
+               "this scale this control shows no power to see a group-level accuracy effect of this kind; the "
+               "chapter's comparisons carry verdicts only if another of its controls is detected (see the findings)")
     what = keep if isinstance(keep, str) else f"Training with only {keep:.0%} of the `{effect['group']}` group's training examples"
     oc = effect.get("other_class_accuracy")
     where = (f" On the group's {oc['n']} test examples of the relabelled classes, where the planted bias acts, the "
