@@ -246,7 +246,8 @@ full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (s
 fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("llm_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
-display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
+                    .rename(columns={"x": "LoRA rank (layers)"})))
 
 
 # %% [markdown]
@@ -272,7 +273,7 @@ m0 = P["models"][0]
 recs2 = run("second_dataset", "second dataset")
 t2 = ex.summary_table(recs2, attr2)
 display(Markdown(f"`{ds2.name}`: {ds2.description}."))
-display(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
+display(plots.table(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]]))
 fig = plots.group_accuracy(plots.pooled_group_accuracy(ex.predictions(recs2), attr2, ["model", "method"]), attr2,
                            P["profile"])
 glue("llm_second_dataset_fig", fig, display=False)

@@ -115,7 +115,7 @@ for task in P["tasks"]:
                 paired[(task["name"], seed, attack)] = mia.paired_auc_difference(
                     all_scores[(task["name"], seed, "lora", attack)], all_scores[(task["name"], seed, "full", attack)],
                     resolve("findings", P["profile"])["n_boot"], seed)
-display(pd.DataFrame(fit_rows).round(3))
+display(plots.table(pd.DataFrame(fit_rows)))
 
 # %% [markdown]
 # ## ROC curves
@@ -173,8 +173,12 @@ for level in ("1%", "0.1%"):
     ok = shown[f"tpr_at_{level}_resolved"]
     shown[f"tpr_at_{level}_fpr"] = [f"{v:.3f}" if r else f"{v:.3f} (unresolved)" for v, r in zip(shown[f"tpr_at_{level}_fpr"], ok)]
     shown.loc[~ok, f"tpr_at_{level}_ci"] = ""
-display(shown[["task", "seed", "method", "attack", "group", "members", "non_members", "auc", "auc_lo", "auc_hi",
-               "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]].round(3).style.format(precision=3).hide(axis="index"))
+cols = ["task", "seed", "method", "attack", "group", "members", "non_members", "auc", "auc_lo", "auc_hi",
+        "tpr_at_1%_fpr", "tpr_at_1%_ci", "tpr_at_0.1%_fpr", "tpr_at_0.1%_ci"]
+if not full_table["tpr_at_0.1%_resolved"].any():  # no group has the 1,000 non-members it needs
+    cols = cols[:-2]
+    display(Markdown("TPR at 0.1% FPR is left out: no group (nor the whole set) has the 1,000 non-members it needs."))
+display(plots.table(shown[cols].rename(columns={"auc_lo": "AUC 95% low", "auc_hi": "AUC 95% high", "auc": "AUC"})))
 
 # %% [markdown]
 # ## Reading the results

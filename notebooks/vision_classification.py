@@ -258,7 +258,8 @@ full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (s
 fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("vision_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
-display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]].round(3))
+display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
+                    .rename(columns={"x": "LoRA rank (layers)"})))
 
 
 # %% [markdown]
@@ -281,7 +282,7 @@ display(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy",
 task2_records = run("second_task", "second task")
 ds2 = sweep.dataset(P["dataset"], task2_records[0].config["dataset_kwargs"])
 task2 = ex.summary_table(task2_records, ATTR)
-display(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]].round(3))
+display(plots.table(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]]))
 t2 = task2_records[0].predictions()
 if "split_unit" in t2:
     n_test_units = t2.loc[t2["split"] == "test", "split_unit"].nunique()

@@ -41,6 +41,13 @@ METHOD_MARKER = _MethodAttr("marker")
 METHOD_DASH = _MethodAttr("dash")
 
 
+def table(df: pd.DataFrame, precision: int = 3):
+    """A table as readers see it: column names in words (no underscores), no row numbers, numbers
+    to ``precision`` decimals."""
+    return (df.rename(columns=lambda c: str(c).replace("_", " ")).style.format(precision=precision, na_rep="")
+            .hide(axis="index"))
+
+
 def method_offsets(methods: list[str], span: float = 0.22) -> dict:
     """Horizontal offsets that keep any number of methods' points apart within one x position."""
     if len(methods) < 2:
