@@ -111,3 +111,20 @@ def test_low_fpr_is_flagged_when_non_members_cannot_resolve_it():
     for g, row in t.iterrows():
         assert row["tpr_at_1%_resolved"] == (row["non_members"] >= 100)
         assert not row["tpr_at_0.1%_resolved"]  # ~150 non-members cannot resolve 0.1%
+
+
+def test_resampled_auc_equals_roc_auc_score_on_every_resample():
+    """The rank form used inside the bootstraps gives scikit-learn's AUC, ties included, on the very
+    resamples the per-resample loop would draw."""
+    from sklearn.metrics import roc_auc_score
+
+    from lorafair import metrics
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(120) < 0.4).astype(int)
+    s = np.round(rng.normal(size=120) + 0.5 * y, 1)  # rounded: many ties
+    strata = [np.flatnonzero(y == 1), np.flatnonzero(y == 0)]
+    idx = metrics.stratified_indices(strata, 25, np.random.default_rng(9))
+    fast = mia._resampled_auc(y, s, idx)
+    slow = metrics.stratified_bootstrap(lambda i: roc_auc_score(y[i], s[i]), strata, 25, np.random.default_rng(9))[:, 0]
+    assert np.allclose(fast, slow, atol=1e-12)

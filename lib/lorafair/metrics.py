@@ -94,11 +94,15 @@ def stratified_bootstrap(statistic: Callable[[np.ndarray], object], strata: list
     """Statistics of ``n_boot`` resamples, shape (n_boot, k): each resample draws every stratum (an
     array of positions or cluster indices) with replacement at its own size, in order, and passes the
     concatenated draw to ``statistic`` (which may return several values)."""
-    out = []
-    for _ in range(max(0, n_boot)):
-        idx = np.concatenate([rng.choice(np.asarray(s), len(s)) for s in strata])
-        out.append(np.atleast_1d(np.asarray(statistic(idx), dtype=np.float64)))
+    out = [np.atleast_1d(np.asarray(statistic(idx), dtype=np.float64)) for idx in stratified_indices(strata, n_boot, rng)]
     return np.array(out).reshape(len(out), -1) if out else np.empty((0, 1))
+
+
+def stratified_indices(strata: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The (n_boot, n) positions ``stratified_bootstrap`` draws, in the same order from ``rng``, for
+    statistics that are computed on all resamples at once."""
+    rows = [np.concatenate([rng.choice(np.asarray(s), len(s)) for s in strata]) for _ in range(max(0, n_boot))]
+    return np.array(rows, dtype=np.int64).reshape(len(rows), -1)
 
 
 def percentile_interval(values) -> list[float]:

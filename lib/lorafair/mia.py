@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
-from .metrics import percentile_interval, stratified_bootstrap, verdict
+from .metrics import percentile_interval, stratified_indices, verdict
 
 def membership(target: pd.DataFrame) -> pd.DataFrame:
     """The attacked examples of a target: members (its train split) and non-members (its test split)."""
@@ -63,6 +64,17 @@ def tpr_at_fpr(member: np.ndarray, score: np.ndarray, fpr_level: float) -> float
     return float(np.interp(fpr_level, fpr, tpr))
 
 
+def _resampled_auc(member: np.ndarray, score: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """ROC AUC of every resample (rows of ``idx``) at once, from average ranks (the Mann-Whitney
+    form, equal to scikit-learn's ``roc_auc_score`` with ties counted half). Members and
+    non-members must be resampled separately, so every row has the same counts of each."""
+    y, s = member[idx], score[idx]
+    n1 = y[0].sum()
+    n0 = y.shape[1] - n1
+    ranks = rankdata(s, axis=1)
+    return ((ranks * y).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
 def _auc_and_tprs(member: np.ndarray, score: np.ndarray, fpr_levels=()) -> list[float]:
     """AUC and the TPR at each FPR level from one ROC curve (the area under scikit-learn's ROC curve
     is exactly its ``roc_auc_score``, at a third of the cost inside a bootstrap)."""
@@ -81,14 +93,16 @@ def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 
                     **{f"tpr_at_{f:g}_fpr": float("nan") for f in fpr_levels}}
         out["auc"] = float(roc_auc_score(y, s))
 
-        def stat(i):  # members and non-members resampled separately (stratified)
-            return _auc_and_tprs(y[i], s[i], fpr_levels)
-        boots = stratified_bootstrap(stat, [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot,
-                                     np.random.default_rng(seed))
-        out["auc_ci"] = percentile_interval(boots[:, 0])
-        for j, f in enumerate(fpr_levels, 1):
+        # members and non-members resampled separately (stratified); a TPR at an FPR that the
+        # non-members cannot resolve (``resolves``) gets no interval, so its resamples are skipped
+        idx = stratified_indices([np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
+        out["auc_ci"] = percentile_interval(_resampled_auc(y, s, idx))
+        levels = [f for f in fpr_levels if resolves(out["non_members"], f)]
+        tprs = np.array([_auc_and_tprs(y[i], s[i], levels)[1:] for i in idx]) if levels else np.empty((0, 0))
+        for f in fpr_levels:
             out[f"tpr_at_{f:g}_fpr"] = tpr_at_fpr(y, s, f)
-            out[f"tpr_at_{f:g}_fpr_ci"] = percentile_interval(boots[:, j] if boots.shape[1] > j else [])
+            out[f"tpr_at_{f:g}_fpr_ci"] = (percentile_interval(tprs[:, levels.index(f)]) if f in levels
+                                           else [float("nan"), float("nan")])
         return out
 
     res = {"overall": one(d)}
@@ -148,7 +162,6 @@ def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, 
     non-members), with a paired bootstrap (members and non-members resampled separately)."""
     y, sa, sb = _paired_scores(a, b)
     diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
-    boots = stratified_bootstrap(lambda i: _auc_and_tprs(y[i], sa[i])[0] - _auc_and_tprs(y[i], sb[i])[0],
-                                 [np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
-    ci = percentile_interval(boots[:, 0])
+    idx = stratified_indices([np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
+    ci = percentile_interval(_resampled_auc(y, sa, idx) - _resampled_auc(y, sb, idx))
     return {"difference": diff, "ci": ci, "n": int(len(y)), "verdict": verdict(ci)}
