@@ -64,6 +64,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import chapters, inference, mia, plots, sweep
+from lorafair.metrics import MIN_GROUP_N
 from lorafair.notebook import setup_chapter
 from lorafair.profiles import resolve
 
@@ -210,11 +211,12 @@ for task in P["tasks"]:
                          f"over {d['n']} attacked examples of this seed. {tpr}.")
             glue(f"mia_{task['name']}_{attack}_lora_auc_s{seed}", round(float(lo["auc"]), 4), display=False)
             glue(f"mia_{task['name']}_{attack}_full_auc_s{seed}", round(float(fu["auc"]), 4), display=False)
-            g = tab[(tab["attack"] == attack) & (tab["group"] != "all") & (tab["members"] >= 20)
-                    & (tab["non_members"] >= 20)]
+            g = tab[(tab["attack"] == attack) & (tab["group"] != "all") & (tab["members"] >= MIN_GROUP_N)
+                    & (tab["non_members"] >= MIN_GROUP_N)]
             if len(g):
                 hi = g.loc[g["auc"].idxmax()]
-                lines.append(f"  - highest AUC among groups with at least 20 members and 20 non-members: "
+                lines.append(f"  - highest AUC among groups with at least {MIN_GROUP_N} members and {MIN_GROUP_N} "
+                             "non-members (the study's minimum group size): "
                              f"`{hi['group']}` ({hi['method']} target, AUC {hi['auc']:.3f} "
                              f"[{hi['auc_lo']:.3f}, {hi['auc_hi']:.3f}]).")
 for task in P["tasks"]:

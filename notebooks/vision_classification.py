@@ -315,7 +315,8 @@ plots.plt.close(fig)
 
 # %% tags=["hide-input"]
 lines = ex.reading(summary, diffs, P["models"], P["methods"], "vision", glue=glue)
-lines.append(f"- Scale: {len(ds.table)} examples, {len(P['seeds'])} seed(s), profile `{P['profile']}`. "
+lines.append(f"- Scale: {len(ds.table)} examples, {len(P['seeds'])} seed{'s' if len(P['seeds']) != 1 else ''}, "
+             f"profile `{P['profile']}`. "
              "Small groups carry wide intervals; a difference whose interval contains zero is not "
              "evidence that the methods differ.")
 display(Markdown("\n".join(lines)))
