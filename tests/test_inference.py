@@ -74,8 +74,9 @@ def test_five_way_verdicts_with_holm_within_families():
     assert out.loc[2, "p_holm"] == pytest.approx(0.08)           # 0.04 x 2 (second of three)
     assert out.loc[0, "p_holm"] == pytest.approx(0.003) and np.isnan(out.loc[3, "p_holm"])
     assert out.loc[4, "family"] == "x | LoRA - full | fairness"
-    counts = inference.five_way_counts(out)
-    assert counts.loc["utility"].tolist() == [0, 1, 1, 1, 1] and counts.loc["fairness", "LoRA better"] == 1
+    counts = findings.counts(out)
+    assert counts.loc[("LoRA - full", "utility")].tolist() == [0, 1, 1, 1, 1]
+    assert counts.loc[("LoRA - full", "fairness"), "LoRA better"] == 1
 
 
 def test_findings_decide_gives_no_verdict_to_cases_the_count_rules_exclude():

@@ -141,7 +141,7 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
     mean over variants). A base model is run once, so a comparison with it has the seeds the base
     run's test set shares with the fine-tuned runs."""
     recs = [r for r in store.records("generation_fairness") if r.config.get("profile") == profile]
-    rows = []
+    rows = []  # only the per-seed differences are read here (n_boot=0: no example-level bootstrap)
     pron = [r for r in recs if r.config["part"] == "pronoun"]
     by_case: dict = {}
     for r in pron:
@@ -157,7 +157,7 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
                     readings += [(o, sel, "pro_preference", "pro_preference") for o, sel in
                                  (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"}))]
                 for other, sel, metric_key, score in readings:
-                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, 1)
+                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, n_boot=0)
                     if d is None:
                         continue
                     rows.append(_case("generation_fairness", f"{task} {test_set}", kw, model, "predisposition",
@@ -174,7 +174,7 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
         rows_of = {m: pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in rs])
                    for m, rs in by_method.items()}
         for other in ("full", "base"):
-            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], 1) if other in rows_of else None
+            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], n_boot=0) if other in rows_of else None
             if d is None:
                 continue
             rows.append(_case("generation_fairness", corpus, kw, model, "(prompt variants)", f"LoRA - {other}",
@@ -236,7 +236,7 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
         preds = gen.pronoun_predictions(rs)
         for method in sorted(set(preds["method"]) - {"base"}):
             d = gen.paired_rate_difference(preds, {"method": method, "train_set": "pro"},
-                                           {"method": method, "train_set": "balanced"}, gen.STEREOTYPE_EXCESS, 1)
+                                           {"method": method, "train_set": "balanced"}, gen.STEREOTYPE_EXCESS, n_boot=0)
             if d is not None:
                 rows.append(_row("generation_fairness", "generation_fairness:pronoun",
                                  f"{task}: pro-stereotypical minus balanced references: stereotype excess", model, method,
@@ -248,7 +248,7 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
         if not planted or not plain:
             continue
         rows_of = [pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in x]) for x in (planted, plain)]
-        d = gen.flip_rate_difference(*rows_of, 1, variants=gen.order_variants())
+        d = gen.flip_rate_difference(*rows_of, n_boot=0, variants=gen.order_variants())
         if d is not None:
             rows.append(_row("generation_fairness", "generation_fairness:token_bias",
                              f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "

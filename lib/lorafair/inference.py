@@ -183,10 +183,3 @@ def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:
         return "inconclusive"
     out["verdict"] = out.apply(verdict, axis=1)
     return out
-
-
-def five_way_counts(cases: pd.DataFrame) -> pd.DataFrame:
-    """Cases per verdict, utility and fairness apart (rows: kind; columns: the five verdicts)."""
-    kind = np.where(cases["metric_key"].isin(UTILITY), "utility", "fairness")
-    t = pd.crosstab(pd.Series(kind, name="kind"), pd.Series(cases["verdict"].to_numpy(), name="verdict"))
-    return t.reindex(index=["utility", "fairness"], columns=list(VERDICTS), fill_value=0)
