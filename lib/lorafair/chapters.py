@@ -27,7 +27,8 @@ def _classification(P: dict, experiment: str, max_length=None):
                                      dataset_kwargs or P["dataset_kwargs"], model, method, seed,
                                      per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
-                                     split_design=split_design, **adapter)
+                                     split_design=split_design,
+                                     split_fractions=tuple(P.get("split_fractions") or (0.6, 0.2, 0.2)), **adapter)
     return config
 
 
@@ -58,8 +59,14 @@ def rank_sweep_label(cfg: dict) -> tuple[str, float]:
 
 def unit_design(P: dict) -> dict | None:
     """The split design of a chapter whose examples come in units (``split_unit``, e.g. the person drawing an
-    image renders): whole units on one side of every split. None: examples are split one by one."""
-    return {"kind": "by_unit", "unit": P["split_unit"]} if P.get("split_unit") else None
+    image renders): whole units on one side of every split, each split capped at ``split_caps`` examples
+    where given. None: examples are split one by one."""
+    if not P.get("split_unit"):
+        return None
+    design = {"kind": "by_unit", "unit": P["split_unit"]}
+    if P.get("split_caps"):
+        design["caps"] = dict(sorted(P["split_caps"].items()))
+    return design
 
 
 def control_configs(config, P: dict, seeds) -> list[dict]:

@@ -10,7 +10,9 @@
 - ``mia_shadow``: a shadow model of a seed trains on a random half of that seed's pool; every
   other example is evaluated (``test``), so shadows never see an attacked example.
 - ``by_unit``: a standard split in which whole units (e.g. all renderings of one person drawing, in
-  every skin tone) stay on one side, so test examples show units the model never saw.
+  every skin tone) stay on one side, so test examples show units the model never saw; optional
+  ``caps`` keep at most so many examples of a split (seeded choice; the rest are ``unused``), so
+  that more units can reach training without more training examples, and the test split grows.
 - ``downsample``: a positive control on top of another design: a group keeps only a small
   fraction of its training examples.
 - ``relabel``: a positive control that keeps its base design's split and relabels a fraction of
@@ -233,7 +235,7 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
     choose("split design", design.get("kind"), DESIGNS)
     kind = design["kind"]
     if kind == "by_unit":
-        return unit_split(ds, seed, fractions, design["unit"])
+        return cap_units(unit_split(ds, seed, fractions, design["unit"]), check_caps(design.get("caps")), seed)
     if kind == "downsample":
         base = split_for(ds, seed, fractions, design.get("base"))
         return downsample(ds, base, design["attribute"], design["group"], design["keep"], seed)
@@ -252,6 +254,16 @@ def unit_column(ds, design: dict | None) -> str | None:
     if design and design.get("unit"):
         return design["unit"]
     return "pair_id" if "pair_id" in ds.table and not (design and design.get("kind", "").startswith("mia")) else None
+
+
+def check_caps(caps: dict | None) -> dict | None:
+    """Caps on the number of examples per split (``{"train": 1200}``): positive integers for train,
+    val or test; the error names the bad one."""
+    for name, cap in (caps or {}).items():
+        choose("capped split", name, ("train", "val", "test"))
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise LorafairError(f"the cap on split {name!r} must be a positive integer, got {cap!r}")
+    return caps
 
 
 def cap_units(split: pd.Series, caps: dict | None, seed: int) -> pd.Series:
