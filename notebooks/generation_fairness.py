@@ -371,7 +371,7 @@ for model in P["models"]:
     d = gen.flip_rate_difference(sub[sub["method"] == "lora"], sub[sub["method"] == "full"], P["n_boot"])
     if d is not None:
         verdict = {"higher": "LoRA flips more", "lower": "LoRA flips less"}.get(d["verdict"], "inconclusive")
-        lines.append(f"- **{model}**: LoRA minus full flip rate, paired over (seed, text) pairs of {d['seeds']} seed(s): "
+        lines.append(f"- **{model}**: LoRA minus full flip rate, paired over (seed, text) pairs of {d['seeds']} {'seed' if d['seeds'] == 1 else 'seeds'}: "
                      f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
 cl = pref[pref["kind"] == "cloze"]
 if len(cl):
@@ -413,7 +413,8 @@ if control_recs:
         e = inference.planted_effect(d["per_seed"], higher=True)
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: flip rate over the "
                      f"order-only variants, planted minus plain {d['difference']:+.3f} [{d['ci'][0]:+.3f}, "
-                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} seed(s); seed-level 95% "
+                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} "
+                     f"{'seed' if d['seeds'] == 1 else 'seeds'}; seed-level 95% "
                      f"interval {inference.interval_text(e)}: "
                      + ("**detected**." if e["detected"] else "**not detected**: the probe cannot show an "
                         "order preference of this size, and its verdicts are left out of the count."))

@@ -59,6 +59,7 @@ second_dataset = None
 second_dataset_kwargs = None
 control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
+lr_pilot = None           # the learning-rate pilot: {factors, seeds, models}; None: none
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 pilots = None              # the experiment in the run store that holds the learning-rate pilots
@@ -143,11 +144,30 @@ else:
                      "`lorafair params llm_classification`."))
 
 # %% [markdown]
+# ### Are the learning rates stable across seeds?
+#
+# Each model and method also ran at 0.3 and 3 times its learning rate on three seeds (the
+# learning-rate pilot, stored apart from the chapter's runs in `pilot_lr_llm/`). The table gives
+# every seed's validation accuracy at the selected epoch for each learning rate tried, and whether
+# that seed's own validation split would choose the chapter's learning rate. Test accuracy plays no
+# part in it.
+
+# %% tags=["hide-input", "full-width"]
+lr_records = run("lr_pilot", "learning-rate pilot")
+stability = ex.lr_stability(lr_records + (store.records(P["pilots"]) if P.get("pilots") else []), records)
+if len(stability):
+    display(plots.table(stability, precision=3))
+display(Markdown(ex.lr_stability_note(stability, glue, "llm")))
+
+# %% [markdown]
 # ## Per-group accuracy and rates
 #
-# Test predictions of all seeds pooled; 95% Wilson intervals; pooled counts under each group. The
+# The mean over seeds of each group's accuracy with its 95% t-interval over seeds (the seed as the
+# unit; a cell with fewer than 3 seeds shows its pooled accuracy
+# with a Wilson interval instead); pooled test counts under each group. The
 # table after the figure lists each group's accuracy, F1, true- and false-positive rate and selection
-# rate (the share predicted positive), averaged over seeds.
+# rate (the share predicted positive): the mean over seeds ± the half-width of its 95% t-interval
+# over seeds (no half-width with fewer than 3 seeds), and the mean test count.
 
 # %% tags=["hide-input", "full-width"]
 preds = ex.predictions(records)
@@ -159,15 +179,16 @@ for r in records:
     for g, v in r.metrics["attributes"][ATTR]["groups"].items():
         rate_rows.append({"model": r.config["model"], "method": r.config["method"], "group": g,
                           **{k: v.get(k) for k in ("count", "accuracy", "f1", "tpr", "fpr", "selection_rate", "ece")}})
-rates = pd.DataFrame(rate_rows).groupby(["model", "method", "group"], sort=False).mean(numeric_only=True).round(3)
-display(rates)
+rates = ex.seed_interval_table(pd.DataFrame(rate_rows), ["model", "method", "group"],
+                               ["accuracy", "f1", "tpr", "fpr", "selection_rate", "ece"], count="count")
+display(plots.table(rates))
 
 
 # %% [markdown]
 # ```{glue:figure} llm_group_accuracy_fig
 # :name: fig-llm-group-accuracy
 #
-# Test accuracy per group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), test predictions of all seeds pooled; 95% Wilson intervals; pooled counts under each group.
+# Test accuracy per group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), the mean over seeds with its 95% t-interval over seeds (Wilson intervals on the pooled counts for a cell with fewer than 3 seeds); pooled test counts under each group.
 # ```
 
 # %% [markdown]
@@ -195,7 +216,7 @@ plots.plt.close(fig)
 display(Markdown("Per-group ECE, mean over seeds, beside the ECE a perfectly calibrated model with the same predicted "
                  "probabilities would show at that group's test size (ECE is biased upwards on small groups, so only "
                  "the excess over the second value says anything about calibration):"))
-display(ex.group_ece_table(records, ATTR, list(rates.index.get_level_values("group").unique())))
+display(ex.group_ece_table(records, ATTR, list(rates["group"].unique())))
 
 
 # %% [markdown]
@@ -304,7 +325,10 @@ lines.append(f"- The majority-class accuracy on this data is {majority:.3f}. "
 lines.append(f"- Scale: {len(ds.table)} examples, profile `{P['profile']}`. Small groups "
              "carry wide intervals; a difference whose interval contains zero is not evidence that the methods "
              "differ. The offline task is a stand-in: it shows how the comparison behaves, not how 7B models "
-             "detect hate speech. SmolLM2 ran one seed, so its differences rest on one split.")
+             "detect hate speech.")
+seeds_per_model = {m: len(seeds_for(P, m)) for m in P["models"]}
+lines.append("- Seeds per model: " + ", ".join(f"`{m}` {k}" for m, k in seeds_per_model.items())
+             + " (each seed draws its own split of the comments).")
 display(Markdown("\n".join(lines)))
 
 
@@ -320,5 +344,6 @@ display(Markdown("\n".join(lines)))
 # 3. **A task at chance.** Run the main comparison on StereoSet:
 #    `-p dataset stereoset -p dataset_kwargs "{n_pairs: 600, data_seed: 0}" -p models "[minilm]"`.
 #    What do "worst-group accuracy" and "gap" mean when the overall accuracy is near 0.5?
-# 4. **Decoder vs encoder.** Give SmolLM2 three seeds:
-#    `-p seeds_by_model "{}" -p models "[smollm2_135m]"` (slow on a CPU: about 10 minutes per seed).
+# 4. **Decoder vs encoder.** Give SmolLM2 as many seeds as MiniLM:
+#    `-p seeds_by_model "{}" -p models "[smollm2_135m]"` (slow on a CPU: about 14 minutes per seed
+#    for the three methods).

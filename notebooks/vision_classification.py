@@ -56,6 +56,7 @@ split_caps = None         # at most so many examples per split, e.g. {train: 120
 split_unit = None          # a table column whose units stay on one side of every split (the person drawing)
 control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
+lr_pilot = None           # the learning-rate pilot: {factors, seeds, models}; None: none
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 results_dir = None
@@ -153,10 +154,28 @@ display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="ind
 display(Markdown(ex.group_size_note(summary)))
 
 # %% [markdown]
+# ### Are the learning rates stable across seeds?
+#
+# Each model and method also ran at 0.3 and 3 times its learning rate on three seeds (the
+# learning-rate pilot, stored apart from the chapter's runs in `pilot_lr_vision/`). The table gives
+# every seed's validation accuracy at the selected epoch for each learning rate tried, and whether
+# that seed's own validation split would choose the chapter's learning rate. Test accuracy plays no
+# part in it.
+
+# %% tags=["hide-input", "full-width"]
+lr_records = run("lr_pilot", "learning-rate pilot")
+stability = ex.lr_stability(lr_records, records)
+if len(stability):
+    display(plots.table(stability, precision=3))
+display(Markdown(ex.lr_stability_note(stability, glue, "vision")))
+
+# %% [markdown]
 # ## Per-group accuracy
 #
-# Test predictions of all seeds pooled (each seed's own test split); intervals are 95% Wilson
-# intervals on the pooled counts, which are printed under each group.
+# Each seed tests on its own split. A point is the mean over seeds of the group's accuracy and its
+# bar the 95% t-interval over seeds (the seed as the unit, so training randomness is in it); a cell
+# with fewer than 3 seeds shows its pooled accuracy with a Wilson interval instead (test sampling
+# only). The test count pooled over seeds is under each group.
 
 # %% tags=["hide-input"]
 preds = ex.predictions(records)
@@ -170,7 +189,7 @@ plots.plt.close(fig)
 # ```{glue:figure} vision_group_accuracy_fig
 # :name: fig-vision-group-accuracy
 #
-# Test accuracy per skin-tone group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), test predictions of all seeds pooled; bars are 95% Wilson intervals; the pooled count is under each group.
+# Test accuracy per skin-tone group for head-only (grey squares), LoRA (blue circles) and full fine-tuning (orange triangles), the mean over seeds with its 95% t-interval over seeds; the test count pooled over seeds is under each group.
 # ```
 
 # %% [markdown]

@@ -176,3 +176,47 @@ def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance()
     assert "head is at chance" in out["not counted because"][1]
     assert "fewer than 3" in out["not counted because"][2]
     assert "not detected" in out["not counted because"][3]
+
+
+def _lr_record(method, seed, lr, val):
+    from lorafair.runs import RunRecord
+    cfg = {"dataset": "d", "model": "m", "method": method, "seed": seed, "epochs": 3, "lr": lr}
+    return RunRecord(path=None, config=cfg, metrics={}, meta={"history": {"selected_val_accuracy": val}})
+
+
+def test_lr_stability_says_which_seeds_would_choose_another_learning_rate():
+    from lorafair import experiments as ex
+    chapter = [_lr_record("lora", 13, 1e-3, 0.80), _lr_record("lora", 42, 1e-3, 0.70), _lr_record("full", 13, 1e-4, 0.9)]
+    pilots = [_lr_record("lora", 13, 3e-4, 0.75), _lr_record("lora", 13, 3e-3, 0.80),  # a tie keeps the chapter's
+              _lr_record("lora", 42, 3e-3, 0.72),
+              _lr_record("lora", 42, 3e-4, 0.60)]
+    t = ex.lr_stability(pilots, chapter)
+    assert t[["method", "seed"]].values.tolist() == [["lora", 13], ["lora", 42]]   # full has no pilot: left out
+    assert t["same"].tolist() == [True, False] and t.loc[1, "best on this seed"] == 3e-3
+    note = ex.lr_stability_note(t)
+    assert note.startswith("On 1 of 2") and "seed 42 (0.003 instead of 0.001)" in note
+    assert "not checked" in ex.lr_stability_note(t.iloc[:0])
+
+
+def test_per_group_intervals_use_seeds_when_there_are_three():
+    """With 3 or more seeds the interval is the t-interval over the seeds' group accuracies (wider
+    than the pooled Wilson interval when the seeds disagree); with fewer, the Wilson interval."""
+    from scipy import stats
+
+    from lorafair import experiments as ex
+    from lorafair import plots
+    rows = []
+    for seed, acc in zip((1, 2, 3, 4), (0.5, 0.7, 0.5, 0.7)):
+        n = 100
+        rows.append(pd.DataFrame({"split": "test", "seed": seed, "model": "m", "method": "lora", "group_g": "a",
+                                  "label": 1, "pred": (np.arange(n) < acc * n).astype(int)}))
+    preds = pd.concat(rows, ignore_index=True)
+    t = plots.pooled_group_accuracy(preds, "g", ["model", "method"]).iloc[0]
+    assert t["interval"] == "seeds" and t["seeds"] == 4 and t["n"] == 400 and abs(t["accuracy"] - 0.6) < 1e-9
+    half = stats.t.ppf(0.975, 3) * np.std([0.5, 0.7, 0.5, 0.7], ddof=1) / 2
+    assert abs((t["hi"] - t["lo"]) / 2 - half) < 1e-9
+    one = plots.pooled_group_accuracy(preds[preds["seed"] <= 2], "g", ["model", "method"]).iloc[0]
+    assert one["interval"] == "test examples" and one["hi"] - one["lo"] < t["hi"] - t["lo"]
+    table = ex.seed_interval_table(pd.DataFrame({"model": "m", "group": ["a"] * 4 + ["b"] * 2, "acc": [.5, .7, .5, .7, .5, .7],
+                                                 "count": [10, 10, 10, 10, 8, 8]}), ["model", "group"], ["acc"], "count")
+    assert table["acc"].tolist() == [f"0.600 ± {half:.3f}", "0.600"] and table["seeds"].tolist() == [4, 2]

@@ -110,3 +110,22 @@ def test_ece_of_a_calibrated_model_is_large_on_small_groups():
     multi = pd.DataFrame({"label": [0, 1, 2] * 10, "pred": [0] * 30,
                           **{f"prob_{k}": [v] * 30 for k, v in enumerate((0.5, 0.3, 0.2))}})
     assert 0 < metrics.ece_if_calibrated(multi, 20) < 1
+
+
+def test_design_table_sizes_seeds_from_the_pilot_sd_and_checks_the_target():
+    """The design table matches pilot and present cases on task, model, comparison and metric, asks
+    for more seeds where the pilot SD is larger, and says whether the present MDE meets the target."""
+    def case(task, model, sd, seeds, mde=np.nan):
+        return {"experiment": "vision_classification", "dataset": "d", "settings": f'{{"task": "{task}"}}',
+                "model": model, "comparison": "LoRA - full", "metric": "accuracy", "seeds": seeds, "sd": sd, "mde": mde}
+    pilot = pd.DataFrame([case("gender", "a", 0.01, 3), case("gender", "b", 0.06, 3), case("activity", "a", np.nan, 1)])
+    now = pd.DataFrame([case("gender", "a", 0.01, 5, inference.mde(0.01, 5)), case("gender", "b", 0.06, 5,
+                                                                                inference.mde(0.06, 5)),
+                        case("activity", "a", np.nan, 1)])
+    t = findings.design_table(pilot, now, target=0.03)
+    assert t["model"].tolist() == ["a", "b"]                         # one-seed pilot cases are not sized
+    need = dict(zip(t["model"], t["seeds for the target MDE"]))
+    assert need["a"] <= 5 < 20 < need["b"]
+    for model, sd in (("a", 0.01), ("b", 0.06)):                   # the fewest seeds that reach the target
+        assert inference.mde(sd, need[model]) <= 0.03 < inference.mde(sd, need[model] - 1)
+    assert t["target met"].tolist() == [True, False] and (t["seeds now"] == 5).all()

@@ -112,3 +112,27 @@ def test_unit_split_falls_back_to_label_strata_when_groups_are_too_small():
     assert (t.groupby("glyph")["split"].nunique() == 1).all()
     for _, g in t.groupby("label"):
         assert set(g["split"]) == {"train", "val", "test"}
+
+
+def test_unit_split_caps_keep_units_apart_and_leave_test_whole():
+    """Caps thin the training and validation examples (seeded, the same for the same seed), never
+    the test split, and a capped split still keeps every unit on one side; a downsampling control
+    thins the capped training set."""
+    ds = _ds(n_units=100, per_unit=6)
+    plain = splits.split_for(ds, 13, (0.45, 0.1, 0.45), {"kind": "by_unit", "unit": "glyph"})
+    design = {"kind": "by_unit", "unit": "glyph", "caps": {"train": 120, "val": 30}}
+    s = splits.split_for(ds, 13, (0.45, 0.1, 0.45), design)
+    assert (s == "train").sum() == 120 and (s == "val").sum() == 30
+    assert (s == "test").equals(plain == "test")                       # the test split is untouched
+    assert set(s[plain == "train"]) == {"train", "unused"} and (s[plain != "train"] != "train").all()
+    t = ds.table.assign(split=s)
+    used = t[t["split"] != "unused"]
+    assert (used.groupby("glyph")["split"].nunique() == 1).all()
+    assert s.equals(splits.split_for(ds, 13, (0.45, 0.1, 0.45), design))
+    assert not s.equals(splits.split_for(ds, 14, (0.45, 0.1, 0.45), design))
+    ctrl = splits.split_for(ds, 13, (0.45, 0.1, 0.45), {"kind": "downsample", "attribute": "tone", "group": "a",
+                                                         "keep": 0.1, "base": design})
+    assert (ctrl == "train").sum() < 120 and ((ctrl == "train") <= (s == "train")).all()
+    for bad, msg in (({"train": 0}, "positive integer, got 0"), ({"pool": 5}, "capped split")):
+        with pytest.raises(LorafairError, match=msg):
+            splits.split_for(ds, 13, design={"kind": "by_unit", "unit": "glyph", "caps": bad})

@@ -21,15 +21,37 @@ CHAPTERS = ("vision_classification", "llm_classification", "membership_inference
 
 
 def _classification(P: dict, experiment: str, max_length=None):
-    def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, **adapter):
+    def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, lr=None, **adapter):
         split_design = split_design or unit_design(P)
         return classification_config(experiment, P["profile"], dataset or P["dataset"],
                                      dataset_kwargs or P["dataset_kwargs"], model, method, seed,
-                                     per_model(P["epochs"], model, method), per_model(P["lrs"], model, method),
+                                     per_model(P["epochs"], model, method),
+                                     per_model(P["lrs"], model, method) if lr is None else lr,
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
                                      split_design=split_design,
                                      split_fractions=tuple(P.get("split_fractions") or (0.6, 0.2, 0.2)), **adapter)
     return config
+
+
+def lr_pilot_configs(config, P: dict, experiment: str, seeds_of) -> list[dict]:
+    """The learning-rate pilot (``P["lr_pilot"]``: ``factors``, ``seeds``, optional ``models``): every
+    model and method at its chosen learning rate times each factor, on each pilot seed that the model
+    runs, stored apart from the chapter's runs (``pilot_lr_<experiment>``), so that the chapter can show
+    whether each seed's validation split would choose the same learning rate
+    (``experiments.lr_stability``)."""
+    lp = P.get("lr_pilot")
+    if not lp:
+        return []
+    out = []
+    for mo in lp.get("models") or P["models"]:
+        choose("lr_pilot model", mo, P["models"])
+        for me in P["methods"]:
+            lr = per_model(P["lrs"], mo, me)
+            for f in lp["factors"]:
+                for s in [s for s in lp["seeds"] if s in seeds_of(mo)]:
+                    c = config(mo, me, s, lr=float(f"{lr * f:.3g}"))
+                    out.append({**c, "experiment": f"pilot_lr_{experiment}"})
+    return out
 
 
 def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, with_head: bool = True) -> list[dict]:
@@ -114,7 +136,8 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
             "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]],
             "control": control_configs(config, P, P["seeds"]),
             "control_relabel": relabel_control_configs(config, P, P["seeds"]),
-            "control_reference": control_references(config, P, P["seeds"])}
+            "control_reference": control_references(config, P, P["seeds"]),
+            "lr_pilot": lr_pilot_configs(config, P, "vision", lambda m: P["seeds"])}
 
 
 def llm_classification(P: dict) -> dict[str, list[dict]]:
@@ -130,7 +153,8 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
             "control_relabel": relabel_control_configs(config, P, seeds_for(P, P["control"]["model"])
                                                        if P.get("control") else []),
             "control_reference": control_references(config, P, seeds_for(P, P["control"]["model"])
-                                                    if P.get("control") else [])}
+                                                    if P.get("control") else []),
+            "lr_pilot": lr_pilot_configs(config, P, "llm", lambda m: seeds_for(P, m))}
 
 
 def shadow_seeds(P: dict) -> list[int]:

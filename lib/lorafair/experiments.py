@@ -283,6 +283,73 @@ def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str)
     return t.sort_values(["model", "method", "tokens", "lr", "record"], ignore_index=True)
 
 
+def lr_stability(pilots: list[RunRecord], chapter: list[RunRecord]) -> pd.DataFrame:
+    """Whether the learning rate chosen on one seed's validation split is the one every seed's
+    validation split would choose: per (model, method, seed) of the chapter's runs, every learning
+    rate tried on that seed with the same dataset, epochs, input length and split (pilot runs and the
+    chapter's own), the one with the best selected validation accuracy (ties: the chapter's), and
+    whether it is the chapter's. Seeds with only the chapter's learning rate are left out."""
+    def key(c):
+        return (c["dataset"], c["model"], c["method"], c["seed"], c["epochs"], c.get("max_length"),
+                c.get("rank"), c.get("layer_fraction", 1.0), (c.get("split_design") or {}).get("kind"))
+    tried: dict = {}
+    for r in list(pilots) + list(chapter):
+        h = r.meta.get("history", {})
+        if h.get("selected_val_accuracy") is not None:
+            tried.setdefault(key(r.config), {})[float(r.config["lr"])] = float(h["selected_val_accuracy"])
+    rows = []
+    for r in chapter:
+        c, lrs = r.config, tried.get(key(r.config), {})
+        if len(lrs) < 2:
+            continue
+        best = max(lrs.values())
+        pick = float(c["lr"]) if lrs[float(c["lr"])] == best else max(lrs, key=lrs.get)
+        rows.append({"model": c["model"], "method": c["method"], "seed": c["seed"],
+                     "val accuracy by lr": ", ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(lrs.items())),
+                     "chapter lr": float(c["lr"]), "best on this seed": pick, "same": pick == float(c["lr"])})
+    t = pd.DataFrame(rows)
+    return t if t.empty else t.sort_values(["model", "method", "seed"], ignore_index=True)
+
+
+def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], count: str | None = None) -> pd.DataFrame:
+    """Per ``by`` cell (one row per seed in ``rows``): each column's mean over seeds with the
+    half-width of its 95% t-interval over seeds ("0.812 ± 0.034"; the mean alone with fewer than 3
+    seeds), the seeds, and the mean of ``count``."""
+    from scipy import stats
+
+    def cell(x):
+        x = x.dropna()
+        if len(x) >= 3:
+            h = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+            return f"{x.mean():.3f} ± {h:.3f}"
+        return f"{x.mean():.3f}" if len(x) else ""
+    g = rows.groupby(by, sort=False)
+    out = g[cols].agg(cell)
+    out.insert(0, "seeds", g.size())
+    if count:
+        out.insert(1, f"{count} (mean)", g[count].mean().round().astype(int))
+    return out.reset_index()
+
+
+def lr_stability_note(table: pd.DataFrame, glue=None, prefix: str = "") -> str:
+    """One sentence on ``lr_stability``'s table: on how many (model, method, seed) the seed's own
+    validation split picks the chapter's learning rate, and which do not."""
+    if table.empty:
+        return "No learning-rate pilot on this profile (`lr_pilot`): the learning rates are not checked across seeds."
+    same, n = int(table["same"].sum()), len(table)
+    if glue is not None:
+        glue(f"{prefix}_lr_same", same, display=False)
+        glue(f"{prefix}_lr_checked", n, display=False)
+    off = table[~table["same"]]
+    text = f"On {same} of {n} (model, method, seed) the seed's own validation split picks the chapter's learning rate"
+    if not len(off):
+        return text + ": the choice is stable across these seeds."
+    cases = "; ".join(f"`{mo}` {me} seed {sd} ({b:g} instead of {c:g})" for mo, me, sd, b, c in
+                      zip(off["model"], off["method"], off["seed"], off["best on this seed"], off["chapter lr"]))
+    return (text + f". It does not for {cases}: there the chapter's learning rate is not the best this pilot "
+            "found on that seed, and the method may be under-tuned relative to the others.")
+
+
 def _task_key(c: dict) -> str:
     return json.dumps([c.get("dataset"), c.get("dataset_kwargs"), (c.get("split_design") or {}).get("kind")],
                       sort_keys=True, default=str)
@@ -379,9 +446,10 @@ def predictions(records: list[RunRecord]) -> pd.DataFrame:
 
 def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str = "lora", b: str = "full") -> pd.DataFrame:
     """Method ``a`` minus ``b`` per seed (the unit of inference, ``lorafair.inference``): test accuracy
-    and worst-group accuracy over the groups that can carry a claim in every seed
-    (``metrics.claim_groups``), with each method's worst group and the smaller of their test counts. The methods of a
-    seed share its split, so each row is a paired difference. Empty if no seed has both methods."""
+    and ECE, and over the groups that can carry a claim in every seed (``metrics.claim_groups``) the
+    worst-group accuracy and the accuracy gap (best minus worst group), with each method's worst group
+    and the smaller of their test counts. The methods of a seed share its split, so each row is a
+    paired difference. Empty if no seed has both methods."""
     t = preds[(preds["split"] == "test") & (preds["model"] == model)]
     col = f"group_{attribute}"
     A, B = (t[t["method"] == m].set_index(["seed", "example_id"]) for m in (a, b))
@@ -395,13 +463,15 @@ def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str
         ca = (A.loc[seed, "label"] == A.loc[seed, "pred"])
         cb = (B.loc[seed, "label"] == B.loc[seed, "pred"])
         g = A.loc[seed, col].astype(str)
-        row = {"seed": int(seed), "n": int(len(ca)), "accuracy": float(ca.mean() - cb.mean())}
+        row = {"seed": int(seed), "n": int(len(ca)), "accuracy": float(ca.mean() - cb.mean()),
+               "ece": metrics_mod.ece(A.loc[seed]) - metrics_mod.ece(B.loc[seed])}
         if eligible:
             acc_a = ca.groupby(g).mean().reindex(eligible)
             acc_b = cb.groupby(g).mean().reindex(eligible)
             wa, wb = acc_a.idxmin(), acc_b.idxmin()
             row.update(worst_group_accuracy=float(acc_a[wa] - acc_b[wb]), worst_group_a=wa, worst_group_b=wb,
-                       worst_n=int(min((g == wa).sum(), (g == wb).sum())))
+                       worst_n=int(min((g == wa).sum(), (g == wb).sum())),
+                       accuracy_gap=float((acc_a.max() - acc_a[wa]) - (acc_b.max() - acc_b[wb])))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -42,9 +42,9 @@ def is_main_run(c: dict, profile: str) -> bool:
 
 
 def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.DataFrame:
-    """Accuracy and worst-group accuracy, LoRA minus full and minus head-only, per seed; the worst
-    groups of each method and the smallest worst-group test count over seeds go with the
-    worst-group case."""
+    """Accuracy, worst-group accuracy, accuracy gap and ECE, LoRA minus full and minus head-only, per
+    seed; the worst groups of each method and the smallest worst-group test count over seeds go with
+    the worst-group and gap cases."""
     groups: dict = {}
     for r in store.records(experiment):
         c = r.config
@@ -65,9 +65,12 @@ def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.D
                               dict(zip(d["seed"], d["accuracy"])), test_n=int(d["n"].min())))
             if "worst_group_accuracy" in d:
                 worst = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
-                rows.append(_case(experiment, dataset, kw, model, attr, comp, "worst_group_accuracy",
-                                  dict(zip(d["seed"], d["worst_group_accuracy"])), test_n=int(d["n"].min()),
-                                  worst_groups=", ".join(worst), worst_n=int(d["worst_n"].min())))
+                for key in ("worst_group_accuracy", "accuracy_gap"):
+                    rows.append(_case(experiment, dataset, kw, model, attr, comp, key, dict(zip(d["seed"], d[key])),
+                                      test_n=int(d["n"].min()), worst_groups=", ".join(worst),
+                                      worst_n=int(d["worst_n"].min())))
+            rows.append(_case(experiment, dataset, kw, model, attr, comp, "ece", dict(zip(d["seed"], d["ece"])),
+                              test_n=int(d["n"].min())))
     return pd.DataFrame(rows)
 
 
@@ -436,3 +439,44 @@ def write_csv(cases: pd.DataFrame, results_dir) -> None:
     tmp = path.with_suffix(".tmp")
     out.to_csv(tmp, index=False, float_format="%.6g")
     tmp.replace(path)
+
+
+#: the largest minimum detectable effect the design aims at on a main accuracy case (LoRA minus full or head)
+TARGET_MDE = 0.03
+
+
+def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, experiment: str | None = None) -> pd.DataFrame:
+    """The classification cases of a pilot: the records in ``directory`` of the run store (e.g. a
+    committed earlier design), optionally only the given ``seeds``, with their seed SD, named as
+    cases of ``experiment`` (default: the directory's name)."""
+    cases = classification_cases(store, directory, profile)
+    if cases.empty:
+        return cases
+    cases["experiment"] = experiment or directory
+    if seeds is not None:
+        keep = {str(s) for s in seeds}
+        cases = cases.assign(per_seed=cases["per_seed"].map(lambda d: {k: v for k, v in d.items() if str(k) in keep}))
+    summary = pd.DataFrame([inference.seed_summary(list(d.values()), inference.margin(k))
+                            for d, k in zip(cases["per_seed"], cases["metric_key"])], index=cases.index)
+    return pd.concat([cases, summary[["seeds", "sd"]]], axis=1)
+
+
+def design_table(pilot: pd.DataFrame, cases: pd.DataFrame, target: float = TARGET_MDE) -> pd.DataFrame:
+    """The power analysis behind the design, one row per main classification case: the pilot's
+    seeds and seed-to-seed SD of the paired difference, the seeds an unadjusted two-sided t-test
+    would need for an MDE of ``target`` (80% power) at that SD, the seeds the design runs, and the
+    MDE the present records reach (their own SD). Cases are matched on experiment, model,
+    comparison and metric (the pilot may have another dataset size)."""
+    key = ["experiment", "dataset", "task", "model", "comparison", "metric"]
+    if pilot.empty:
+        return pd.DataFrame()
+
+    def keyed(frame):
+        return frame.assign(task=frame["settings"].map(lambda kw: json.loads(kw).get("task", "")))
+    p = keyed(pilot[pilot["seeds"] >= 2])[key + ["seeds", "sd"]].rename(columns={"seeds": "pilot seeds", "sd": "pilot SD"})
+    p["seeds for the target MDE"] = [inference.seeds_for(target, sd) for sd in p["pilot SD"]]
+    now = keyed(cases)[key + ["seeds", "sd", "mde"]].rename(columns={"seeds": "seeds now", "sd": "SD now",
+                                                                     "mde": "MDE now"})
+    out = p.merge(now, on=key, how="left")
+    out["target met"] = out["MDE now"] <= target
+    return out.reset_index(drop=True)

@@ -71,15 +71,27 @@ def order_groups(attribute: str, groups) -> list[str]:
 
 
 def pooled_group_accuracy(preds: pd.DataFrame, attribute: str, by: list[str]) -> pd.DataFrame:
-    """Per-group test accuracy pooled over seeds (each seed's own test split) with Wilson intervals."""
+    """Per-group test accuracy with a 95% interval. Where a cell has at least 3 seeds (each on its
+    own test split), the seed is the unit: the mean of the per-seed group accuracies and their
+    t-interval, which carries training randomness (``interval`` = "seeds"); with fewer seeds, the
+    pooled accuracy and its Wilson interval, which carries test sampling only ("test examples").
+    ``n`` is the test count pooled over seeds."""
+    from scipy import stats
+
     col = f"group_{attribute}"
     d = preds[preds["split"] == "test"].assign(correct=lambda x: x["label"] == x["pred"])
     rows = []
     for key, g in d.groupby(by + [col], sort=False):
         k, n = int(g["correct"].sum()), len(g)
-        lo, hi = wilson_interval(k, n)
+        per_seed = g.groupby("seed")["correct"].mean() if "seed" in g else pd.Series(dtype=float)
+        if len(per_seed) >= 3:
+            m, se = float(per_seed.mean()), float(per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
+            h = stats.t.ppf(0.975, len(per_seed) - 1) * se
+            acc, lo, hi, how = m, max(0.0, m - h), min(1.0, m + h), "seeds"
+        else:
+            (lo, hi), acc, how = wilson_interval(k, n), k / n, "test examples"
         rows.append(dict(zip(by + ["group"], key if isinstance(key, tuple) else (key,)),
-                         accuracy=k / n, lo=lo, hi=hi, n=n))
+                         accuracy=acc, lo=lo, hi=hi, n=n, seeds=len(per_seed), interval=how))
     return pd.DataFrame(rows)
 
 
@@ -97,11 +109,15 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
             ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
                         fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3, ms=6)
         counts = sub.drop_duplicates("group").set_index("group").reindex(groups)["n"]
+        long = max(len(str(g)) for g in groups) * len(groups) > 40  # names that would overlap side by side
         ax.set_xticks(np.arange(len(groups)), [f"{g}\n(n={int(n)})" for g, n in zip(groups, counts)],
-                      fontsize=8, rotation=0)
+                      fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
         ax.set_title(f"{f}")
         ax.set_xlabel(attribute.replace("_", " ") + " (n = test examples pooled over seeds)")
-    axes[0][0].set_ylabel("test accuracy (95% Wilson interval)")
+    how = set(table["interval"]) if "interval" in table else {"test examples"}
+    axes[0][0].set_ylabel("test accuracy (95% interval over seeds)" if how == {"seeds"} else
+                          "test accuracy (95% Wilson interval)" if how == {"test examples"} else
+                          "test accuracy (95% interval)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8)
     fig.suptitle(f"Per-group accuracy by adaptation method [profile: {profile}]", y=1.02)
@@ -149,13 +165,21 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
                ("accuracy_gap", "accuracy gap (max - min)")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     order = list(table.sort_values("x_order")["x"].drop_duplicates())
+    # the head-only run and the integer ranks are one series (joined); each fractional placement is its
+    # own point (a line through them would suggest an order that placements do not have)
+    fractional = [x for x in order if " of layers" in x]
+    series = [i for i, x in enumerate(order) if x not in fractional]
     for ax, (col, label) in zip(axes, metrics):
-        ax.plot(range(len(order)), table.set_index("x").reindex(order)[col], marker="o",
-                color=METHOD_COLOR["lora"], ls="-")
+        y = table.set_index("x").reindex(order)[col].to_numpy()
+        ax.plot(series, y[series], marker="o", color=METHOD_COLOR["lora"], ls="-", label="rank r on every layer")
+        frac_idx = [i for i, x in enumerate(order) if x in fractional]
+        if frac_idx:
+            ax.plot(frac_idx, y[frac_idx], marker="D", color=METHOD_COLOR["lora"], ls="none", mfc="white",
+                    label="rank 1 on a share of the layers")
         if full is not None and len(full):
             ax.axhline(full[col].mean(), color=METHOD_COLOR["full"], ls=METHOD_DASH["full"],
                        label="full fine-tuning")
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(label)
     fig.supxlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=10)

@@ -39,6 +39,7 @@ VISION = {
                     "relabel": {"fraction": 1.0, "to_label": 0}},
         "n_boot": 100,
         "workers": 1,
+        "lr_pilot": {"factors": [3.0], "seeds": [13]},
     },
     "offline": {
         "train_options": {},
@@ -66,6 +67,8 @@ VISION = {
                     "relabel": {"fraction": 1.0, "to_label": 0}},
         "n_boot": 1000,
         "workers": 2,
+        # the learning rates above, times 0.3 and 3, on three seeds: does every seed's validation choose the same?
+        "lr_pilot": {"factors": [0.3, 3.0], "seeds": [13, 1337, 42]},
     },
     "paper": {
         "train_options": {},
@@ -91,6 +94,7 @@ VISION = {
                     "relabel": {"fraction": 0.5, "to_label": 0}},
         "n_boot": 1000,
         "workers": 1,
+        "lr_pilot": None,
     },
 }
 
@@ -117,6 +121,7 @@ LLM = {
         "n_boot": 100,
         "workers": 1,
         "pilots": None,
+        "lr_pilot": {"factors": [3.0], "seeds": [13], "models": ["bert_tiny_random"]},
     },
     "offline": {
         "train_options": {},
@@ -147,6 +152,8 @@ LLM = {
         "n_boot": 1000,
         "workers": 2,
         "pilots": "pilot_llm",
+        # MiniLM's learning rates times 0.3 and 3 on three seeds (SmolLM2's grid of seed 13 is in pilot_llm)
+        "lr_pilot": {"factors": [0.3, 3.0], "seeds": [13, 1337, 42], "models": ["minilm"]},
     },
     "paper": {
         "train_options": {"gradient_checkpointing": True},
@@ -172,6 +179,7 @@ LLM = {
         "n_boot": 1000,
         "workers": 1,
         "pilots": None,
+        "lr_pilot": None,
     },
 }
 
@@ -357,7 +365,14 @@ GENERATION = {
 }
 
 #: The findings chapter reads the records the other chapters made; it trains nothing.
-FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100} for p in ("smoke", "offline", "paper")}
+FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100, "pilots": None} for p in ("smoke", "offline", "paper")}
+#: ``pilots``: the records the design's power analysis started from (findings.design_table): the vision
+#: chapter's earlier 3-seed design (committed in ``results/pilot_design_vision``) and the LLM chapter's first
+#: three seeds (then the only ones).
+FINDINGS["offline"]["pilots"] = [
+    {"directory": "pilot_design_vision", "experiment": "vision_classification", "seeds": None},
+    {"directory": "llm_classification", "experiment": "llm_classification", "seeds": [13, 1337, 42]},
+]
 
 # The performance chapter: estimated GPU training steps (lorafair.estimate). The paper-scale table
 # mirrors configs/gpu_checks.sh, plus the paper profile's own 7B setting (fp32 weights + bf16
