@@ -191,7 +191,16 @@ for exp in ("vision_classification", "pilot_lr_vision", "llm_classification", "p
     cost_rows.append({"experiment": exp, "runs": len(recs), "run time (min)": round(secs / 60, 1)})
     glue(f"cost_{exp}_runs", len(recs), display=False)
     glue(f"cost_{exp}_minutes", round(secs / 60, 1), display=False)
-display(pd.DataFrame(cost_rows).style.format(precision=3).hide(axis="index"))
+cost = pd.DataFrame(cost_rows)
+total = float(cost["run time (min)"].sum())
+glue("cost_total_minutes", round(total, 1), display=False)
+glue("cost_total_two_workers", round(total / 2), display=False)
+display(pd.concat([cost, pd.DataFrame([{"experiment": "all", "runs": int(cost["runs"].sum()),
+                                        "run time (min)": round(total, 1)}])])
+        .style.format(precision=1).hide(axis="index"))
+display(Markdown(f"From an empty run store these runs add up to {total:.0f} minutes of single-process run time; the "
+                 f"chapters run them in two 1-thread workers, so a from-scratch build takes at least about "
+                 f"{total / 2:.0f} minutes of wall time on two cores (more where one worker waits for the other)."))
 
 # %% [markdown]
 # ## Positive controls

@@ -67,7 +67,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import chapters, sweep
+from lorafair import chapters, splits, sweep
 from lorafair import experiments as ex
 from lorafair import metrics as M
 from lorafair import plots
@@ -89,9 +89,13 @@ display(Markdown(
 #
 # The images are renderings of a few hundred emoji glyphs: one person *drawing* (a gender and a
 # role, e.g. "woman farmer") in each of the five skin tones, each rendered several times with
-# different backgrounds, poses and noise. Each seed draws its own 60/20/20 train / validation / test
-# split **of person drawings**, stratified by label: all renderings of a drawing, in every tone, are
-# on one side, so the test set shows people the model has never seen in any tone. The drawing of
+# different backgrounds, poses and noise. Each seed draws its own train / validation / test split
+# **of person drawings** (`split_fractions` of the drawings), stratified by label: all renderings of
+# a drawing, in every tone, are on one side, so the test set shows people the model has never seen in
+# any tone. Where the profile caps a split (`split_caps`), a seeded choice of that many of its
+# renderings is used and the rest are left out (`unused`): the offline profile caps training and
+# validation to keep their cost, and tests on every rendering of its test drawings (the split sizes
+# per seed are below). The drawing of
 # every prediction is stored in its record (`split_unit`), so the disjointness can be checked from
 # the records alone. Because a drawing appears in all five tones, the split cannot also be
 # stratified by tone; the tone groups' test sizes vary a little from seed to seed. Models are selected
@@ -118,6 +122,16 @@ if P["split_unit"]:
     glue("vision_n_drawings", n_units, display=False)
     display(Markdown(f"{len(ds.table)} images of {n_units} person drawings ({len(ds.table) / n_units:.1f} renderings "
                      f"per drawing, over its tones); splits are drawn by drawing."))
+    design = chapters.unit_design(P)
+    sizes = pd.DataFrame({s: (lambda sp: {**sp.value_counts().to_dict(),
+                                           **{f"{k} drawings": v for k, v in ds.table.assign(split=sp)
+                                              .groupby("split")[P["split_unit"]].nunique().items()}})(
+        splits.split_for(ds, s, tuple(P["split_fractions"]), design)) for s in P["seeds"]}).T
+    sizes.index.name = "seed"
+    order = [c for c in ("train", "val", "test", "unused", "train drawings", "val drawings", "test drawings",
+                         "unused drawings") if c in sizes]
+    glue("vision_test_per_seed_min", int(sizes["test"].min()), display=False)
+    display(sizes[order].fillna(0).astype(int))
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])
@@ -197,9 +211,10 @@ plots.plt.close(fig)
 #
 # For each model, LoRA and full fine-tuning are evaluated on the same test examples for each seed, so
 # their difference is paired within a seed. The unit of inference is the seed: below, each seed's
-# difference in accuracy and in worst-group accuracy (each method's own worst group among the groups
-# that can carry a claim), their mean and the seed-level 95% t-interval, which carries training
-# randomness as well as test sampling. The verdicts, adjusted for multiplicity and tested for
+# difference in accuracy, in worst-group accuracy (each method's own worst group among the groups
+# that can carry a claim, named with the smallest test count among them), in the accuracy gap (best
+# minus worst of those groups) and in ECE, their mean and the seed-level 95% t-interval, which
+# carries training randomness as well as test sampling. The verdicts, adjusted for multiplicity and tested for
 # equivalence, are in {doc}`findings`.
 
 # %% tags=["hide-input", "full-width"]

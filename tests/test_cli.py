@@ -69,7 +69,9 @@ def test_cli_run_uses_the_chapter_split_and_reads_the_committed_record(capsys):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    before = sorted(p.name for p in (root / "results" / "vision_classification").iterdir())
     assert cli.main(["run", "vision", "--model", "mobilenet_v2", "--method", "head", "--seed", "42",
                      "--results-dir", str(root / "results")]) == 0
     out = capsys.readouterr().out
     assert "results/vision_classification/" in out and "test accuracy" in out
+    assert sorted(p.name for p in (root / "results" / "vision_classification").iterdir()) == before  # read, not run

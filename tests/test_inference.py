@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lorafair import findings, inference
+from lorafair import findings, inference, metrics
 
 
 def _simulate(rng, k, delta, tau, n=300, base=0.8):
@@ -129,3 +129,32 @@ def test_design_table_sizes_seeds_from_the_pilot_sd_and_checks_the_target():
     for model, sd in (("a", 0.01), ("b", 0.06)):                   # the fewest seeds that reach the target
         assert inference.mde(sd, need[model]) <= 0.03 < inference.mde(sd, need[model] - 1)
     assert t["target met"].tolist() == [True, False] and (t["seeds now"] == 5).all()
+
+
+def test_seeds_for_a_tiny_sd_is_the_minimum():
+    """A seed SD far below the target needs only the minimum number of seeds (the power solver
+    itself fails there)."""
+    assert inference.seeds_for(0.02, 0.0029) == inference.MIN_SEEDS
+    assert inference.seeds_for(0.03, 0.05) > inference.MIN_SEEDS
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_vectorised_expected_ece_equals_the_ece_of_each_draw(k):
+    """ece_if_calibrated draws every label set at once; each draw's ECE must be metrics.ece's (the
+    torchmetrics binning), so the mean equals the mean of the one-at-a-time computation."""
+    rng = np.random.default_rng(1)
+    n, n_sim = 150, 7
+    p = rng.dirichlet(np.ones(k), n)
+    p[0] = np.eye(k)[0]                                      # a confidence of exactly 1 (the last bin edge)
+    df = pd.DataFrame({f"prob_{j}": p[:, j] for j in range(k)})
+    df["prob"] = p[:, 1]
+    draw = np.random.default_rng(5)
+    ref = []
+    for _ in range(n_sim):
+        if k == 2:
+            labels = (draw.random(n) < p[:, 1]).astype(int)
+        else:
+            cum = np.cumsum(p, axis=1)
+            labels = np.minimum((draw.random((n, 1)) > cum).sum(axis=1), k - 1)
+        ref.append(metrics.ece(df.assign(label=labels, pred=p.argmax(axis=1))))
+    assert metrics.ece_if_calibrated(df.assign(label=0), n_sim, seed=5) == pytest.approx(np.mean(ref), abs=1e-6)  # torchmetrics bins in float32

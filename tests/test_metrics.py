@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from lorafair import metrics as M
 
@@ -89,20 +90,20 @@ def test_paired_difference_verdicts():
         M.paired_difference(np.ones(3), np.ones(4))
 
 
-def test_paired_worst_group_difference_value():
-    g = np.array(["a"] * 4 + ["b"] * 4)
-    ca = np.array([1, 1, 1, 1, 1, 1, 0, 0])  # worst = b: 0.5
-    cb = np.array([1, 0, 0, 0, 1, 1, 1, 1])  # worst = a: 0.25
-    d = M.paired_worst_group_difference(ca, cb, g, n_boot=200)
-    assert d["difference"] == pytest.approx(0.25)
-
-
-def test_paired_worst_group_difference_averages_over_blocks():
-    # block 0: A worst 0.5 (group b), B worst 0.25 (group a) -> +0.25
-    # block 1: A worst 0.0 (group a), B worst 1.0 (both)    -> -1.0 ; mean over blocks -0.375
-    g = np.array(["a"] * 4 + ["b"] * 4 + ["a"] * 2 + ["b"] * 2)
-    blocks = np.array([0] * 8 + [1] * 4)
-    ca = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1])
-    cb = np.array([1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
-    d = M.paired_worst_group_difference(ca, cb, g, blocks=blocks, n_boot=200)
-    assert d["difference"] == pytest.approx((0.25 - 1.0) / 2)
+def test_seed_worst_group_difference_is_per_seed_with_a_seed_level_interval():
+    """Each seed's own worst groups (which may differ between the methods), the mean over seeds and
+    the t-interval over them; no percentile bootstrap of a minimum."""
+    # seed 0: A worst 0.5 (group b), B worst 0.25 (group a) -> +0.25
+    # seed 1: A worst 0.0 (group a), B worst 1.0 (both)    -> -1.0
+    # seed 2: A worst 0.5 (a), B worst 0.5 (b)              ->  0.0
+    g = np.array(["a"] * 4 + ["b"] * 4 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2)
+    blocks = np.array([0] * 8 + [1] * 4 + [2] * 4)
+    ca = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1, 1])
+    cb = np.array([1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+    d = M.claim_groups(g, blocks, min_n=2)[0]
+    assert d == ["a", "b"]
+    w = M.seed_worst_group_difference(ca, cb, g, blocks, min_n=2)
+    assert w["per_seed"] == {0: pytest.approx(0.25), 1: pytest.approx(-1.0), 2: pytest.approx(0.0)}
+    assert w["difference"] == pytest.approx(-0.25) and w["worst"] == ["a", "b"]
+    half = stats.t.ppf(0.975, 2) * np.std([0.25, -1.0, 0.0], ddof=1) / np.sqrt(3)
+    assert w["ci"] == pytest.approx([-0.25 - half, -0.25 + half])

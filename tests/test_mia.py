@@ -128,3 +128,18 @@ def test_resampled_auc_equals_roc_auc_score_on_every_resample():
     fast = mia._resampled_auc(y, s, idx)
     slow = metrics.stratified_bootstrap(lambda i: roc_auc_score(y[i], s[i]), strata, 25, np.random.default_rng(9))[:, 0]
     assert np.allclose(fast, slow, atol=1e-12)
+
+
+def test_resampled_tprs_equal_the_roc_curve_interpolation_on_every_resample():
+    """The check-free ROC inside the TPR bootstraps gives the TPR scikit-learn's roc_curve
+    interpolates at each FPR (ties and collinear points included) on every resample."""
+    from lorafair import metrics
+
+    rng = np.random.default_rng(6)
+    y = (rng.random(300) < 0.5).astype(int)
+    s = np.round(rng.normal(size=300) + 0.8 * y, 1)  # rounded: many ties
+    idx = metrics.stratified_indices([np.flatnonzero(y == 1), np.flatnonzero(y == 0)], 40, np.random.default_rng(2))
+    levels = [0.01, 0.05, 0.2, 0.5]
+    fast = mia._resampled_tprs(y, s, idx, levels)
+    slow = np.array([mia.tprs_at_fprs(y[i], s[i], levels) for i in idx])
+    assert np.allclose(fast, slow, atol=1e-12)

@@ -28,8 +28,7 @@ def _classification(P: dict, experiment: str, max_length=None):
                                      per_model(P["epochs"], model, method),
                                      per_model(P["lrs"], model, method) if lr is None else lr,
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
-                                     split_design=split_design,
-                                     split_fractions=tuple(P.get("split_fractions") or (0.6, 0.2, 0.2)), **adapter)
+                                     split_design=split_design, split_fractions=split_fractions(P), **adapter)
     return config
 
 
@@ -77,6 +76,11 @@ def rank_sweep_label(cfg: dict) -> tuple[str, float]:
     if frac < 1:
         return f"1 on {frac:g} of layers ({cfg['placement']})", frac / 10 + PLACEMENT_ORDER[cfg["placement"]]
     return f"{int(cfg['rank'])}", float(cfg["rank"])
+
+
+def split_fractions(P: dict) -> tuple:
+    """The chapter's train / validation / test fractions (``split_fractions``; default 60 / 20 / 20)."""
+    return tuple(P.get("split_fractions") or (0.6, 0.2, 0.2))
 
 
 def unit_design(P: dict) -> dict | None:

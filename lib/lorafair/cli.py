@@ -131,7 +131,8 @@ def cmd_run(a) -> None:
         name, a.profile, P["dataset"], kw, model, method, a.seed,
         a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
-        n_boot=P["n_boot"], max_length=P.get("max_length"), split_design=chapters.unit_design(P))
+        n_boot=P["n_boot"], max_length=P.get("max_length"), split_design=chapters.unit_design(P),
+        split_fractions=chapters.split_fractions(P))
     rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
                         progress=True)
     if not is_main_process():

@@ -170,7 +170,8 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
                    n_boot: int = 1000) -> dict | None:
     """The positive control's planted effect: the group's test accuracy with its training examples
     thinned (``control``) minus with the full split (``reference``: the same model, method and seed),
-    paired over the same test examples and seeds; and the same for worst-group accuracy. ``seed_level``:
+    paired over the same test examples and seeds; and the worst-group accuracy difference with the seed
+    as the unit (``metrics.seed_worst_group_difference``). ``seed_level``:
     the group's per-seed effects read with the seed as the unit (``inference.planted_effect``);
     ``detected``: their seed-level interval lies below zero. None if no control has its reference."""
     ref = {(r.config["model"], r.config["method"], r.config["seed"]): r for r in reference}
@@ -201,7 +202,7 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
         hit = in_group & (labels != int(design["to_label"]))
         other_class = metrics_mod.paired_difference(a[hit], b[hit], n_boot)
         other_class["n"] = int(hit.sum())
-    d_worst = metrics_mod.claim_worst_group_difference(a, b, g, blocks, n_boot=n_boot)
+    d_worst = metrics_mod.seed_worst_group_difference(a, b, g, blocks)
     per_seed = {int(sd): float(a[in_group & (blocks == sd)].mean() - b[in_group & (blocks == sd)].mean())
                 for sd in seeds if (in_group & (blocks == sd)).any()}
     seed_level = inference.planted_effect(per_seed, higher=False)
@@ -244,8 +245,9 @@ def control_reading(effect: dict | None, attribute: str, keep, glue=None, prefix
     return (f"{what} changes that group's test accuracy by {d['difference']:+.3f} (95% example-level paired interval "
             f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], "
             f"{effect['group_test_examples']} test examples of the group over seeds {effect['seeds']}); worst-group "
-            f"accuracy ({attribute.replace('_', ' ')}) changes by {w['difference']:+.3f} "
-            f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]. The planted effect is {verdict}.{where}")
+            f"accuracy ({attribute.replace('_', ' ')}; worst groups {', '.join(w['worst']) or 'none'}) changes by "
+            f"{w['difference']:+.3f}, seed-level 95% interval {inference.interval_text({'lo': w['ci'][0], 'hi': w['ci'][1]})}. "
+            f"The planted effect is {verdict}.{where}")
 
 
 def control_report(control: list[RunRecord], reference: list[RunRecord], C: dict | None, n_boot: int,
@@ -497,7 +499,8 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
                  against: tuple = ("full", "head")) -> tuple[pd.DataFrame, dict]:
     """The LoRA-minus-other table shown in the chapters, read with the seed as the unit: per-seed
     paired differences (``per_seed_differences``), their mean, seed-level 95% t-interval and
-    unadjusted p-value (``inference.seed_summary``). Returns the table and, by (model, other), the
+    unadjusted p-value (``inference.seed_summary``), and for the group metrics every group that was
+    either method's worst on some seed, with the smallest test count among them. Returns the table and, by (model, other), the
     summary of each metric. The verdicts, adjusted for multiplicity, are the findings chapter's."""
     rows, diffs = [], {}
     for mo in models:
@@ -506,16 +509,20 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
             if d.empty:
                 continue
             diffs[(mo, other)] = {}
-            for metric in ("accuracy", "worst_group_accuracy"):
+            for metric in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece"):
                 if metric not in d:
                     continue
                 s = inference.seed_summary(d[metric].to_numpy(), inference.margin(metric))
                 s["per_seed"] = dict(zip(d["seed"], d[metric]))
                 diffs[(mo, other)][metric] = s
-                rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " "),
+                worst = ""
+                if metric in ("worst_group_accuracy", "accuracy_gap"):
+                    names = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
+                    worst = f"{', '.join(names)} ({int(d['worst_n'].min())})"
+                rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " ").replace("ece", "ECE"),
                              "per seed": ", ".join(f"{v:+.3f}" for v in d[metric]),
                              "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}",
-                             "seeds": s["seeds"], "p (unadjusted)": s["p"]})
+                             "seeds": s["seeds"], "p (unadjusted)": s["p"], "worst groups (smallest n)": worst})
     return pd.DataFrame(rows), diffs
 
 

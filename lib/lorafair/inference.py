@@ -111,7 +111,7 @@ def _detectable_effect(seeds: int, alpha: float, power: float) -> float:
 
 def seeds_for(target: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int:
     """Seeds needed so that the MDE at the seed-to-seed ``sd`` is at most ``target``."""
-    if sd <= 0:
+    if sd <= 0 or mde(sd, MIN_SEEDS, alpha, power) <= target:  # (the solver fails where fewer would do)
         return MIN_SEEDS
     k = TTestPower().solve_power(effect_size=target / sd, alpha=alpha, power=power, alternative="two-sided")
     return max(MIN_SEEDS, int(np.ceil(k)))

@@ -37,6 +37,8 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
+from . import inference
+
 N_BINS = 10
 CONFIDENCE = 0.95
 #: the quantiles of a 95% percentile interval
@@ -144,21 +146,31 @@ def ece(df: pd.DataFrame) -> float:
 def ece_if_calibrated(df: pd.DataFrame, n_sim: int = 100, seed: int = 0) -> float:
     """The ECE a perfectly calibrated model with these predicted probabilities would show on this
     many examples: labels drawn from the model's own probabilities ``n_sim`` times, the mean ECE.
-    ECE is biased upwards on small groups; a group's ECE means something only beside this value."""
+    ECE is biased upwards on small groups; a group's ECE means something only beside this value.
+
+    All draws at once: the confidence and its bin do not depend on the label, so each draw's ECE is
+    the sum over bins of |correct - confidence| summed in the bin, over n (the binning of ``ece``:
+    ``N_BINS`` equal-width bins, right-closed, as torchmetrics; a test checks the two agree)."""
     if len(df) == 0:
         return float("nan")
     rng = np.random.default_rng(seed)
     binary = is_binary(df)
-    probs = np.array(df["prob"], dtype=np.float64) if binary else np.asarray(prob_matrix(df), dtype=np.float64)
-    out = []
-    for _ in range(n_sim):
-        if binary:
-            labels = (rng.random(len(df)) < probs).astype(int)
-        else:
-            cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-            labels = np.minimum((rng.random((len(df), 1)) > cum).sum(axis=1), probs.shape[1] - 1)
-        out.append(ece(df.assign(label=labels)))
-    return float(np.mean(out))
+    n = len(df)
+    if binary:
+        conf = np.array(df["prob"], dtype=np.float64)
+        correct = rng.random((n_sim, n)) < conf                       # the drawn label is 1: "correct"
+    else:
+        probs = np.asarray(prob_matrix(df), dtype=np.float64)
+        cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+        u = rng.random((n_sim, n))
+        labels = np.minimum((u[:, :, None] > cum[None]).sum(axis=2), probs.shape[1] - 1)
+        conf = probs.max(axis=1)
+        correct = labels == probs.argmax(axis=1)[None]
+    bins = np.searchsorted(np.linspace(0, 1, N_BINS + 1), conf, side="right") - 1
+    onehot = np.zeros((n, N_BINS + 1))
+    onehot[np.arange(n), bins] = 1.0
+    per_draw = np.abs(correct.astype(np.float64) @ onehot - conf @ onehot).sum(axis=1) / n
+    return float(per_draw.mean())
 
 
 def wilson_interval(k: int, n: int) -> list[float]:
@@ -207,17 +219,31 @@ def claim_groups(groups, blocks=None, min_n: int = MIN_GROUP_N) -> tuple[list[st
     return sorted(k for k, v in smallest.items() if v >= min_n), smallest
 
 
-def claim_worst_group_difference(correct_a, correct_b, groups, blocks=None, n_boot: int = 2000,
-                                 seed: int = 0) -> dict:
-    """``paired_worst_group_difference`` over the groups that ``claim_groups`` lets carry a claim;
-    the result names them (``groups``) and the others with their smallest count (``small_groups``)."""
+def seed_worst_group_difference(correct_a, correct_b, groups, blocks=None, min_n: int = MIN_GROUP_N) -> dict:
+    """Worst-group accuracy of A minus that of B on the same test rows, with the seed as the unit:
+    per block (the seed of each row, when several seeds' test sets are stacked), each method's own
+    worst group among the groups that ``claim_groups`` lets carry a claim, and the difference of
+    their accuracies; the mean over blocks with its t-interval over blocks (``inference.seed_summary``,
+    no interval from one block). A percentile bootstrap of a minimum over groups would be biased, so
+    none is used. Also names the eligible groups (``groups``), every block's worst groups (``worst``)
+    and the too-small groups with their smallest count (``small_groups``)."""
     g = np.asarray(groups).astype(str)
     b = np.zeros(len(g)) if blocks is None else np.asarray(blocks)
-    eligible, smallest = claim_groups(g, b)
-    ok = np.isin(g, eligible)
-    out = paired_worst_group_difference(np.asarray(correct_a)[ok], np.asarray(correct_b)[ok], g[ok], blocks=b[ok],
-                                        n_boot=n_boot, seed=seed)
-    return {**out, "groups": eligible, "small_groups": {k: v for k, v in smallest.items() if k not in eligible}}
+    a, c = np.asarray(correct_a, dtype=np.float64), np.asarray(correct_b, dtype=np.float64)
+    eligible, smallest = claim_groups(g, b, min_n)
+    per_seed, worst = {}, set()
+    for blk in pd.unique(b):
+        m = (b == blk) & np.isin(g, eligible)
+        if not m.any():
+            continue
+        acc_a = pd.Series(a[m]).groupby(g[m]).mean()
+        acc_b = pd.Series(c[m]).groupby(g[m]).mean()
+        per_seed[blk.item() if hasattr(blk, "item") else blk] = float(acc_a.min() - acc_b.min())
+        worst |= {acc_a.idxmin(), acc_b.idxmin()}
+    s = inference.seed_summary(list(per_seed.values()), inference.margin("worst_group_accuracy"))
+    return {"difference": s["difference"], "ci": [s["lo"], s["hi"]], "per_seed": per_seed, "seeds": s["seeds"],
+            "groups": eligible, "worst": sorted(worst),
+            "small_groups": {k: v for k, v in smallest.items() if k not in eligible}}
 
 
 def group_gap_summary(correct, groups, eligible, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -340,37 +366,3 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: in
     diff = float(np.mean(a - b))
     ci = _bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), n_boot, seed, paired=True)
     return {"difference": diff, "ci": ci, "n": int(a.size), "verdict": verdict(ci)}
-
-def paired_worst_group_difference(correct_a: np.ndarray, correct_b: np.ndarray, groups: np.ndarray,
-                                  blocks: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Worst-group accuracy of A minus that of B on the same examples, with a paired bootstrap
-    interval (examples resampled jointly for A and B). With ``blocks`` (e.g. the seed of each row,
-    when several seeds' test sets are stacked), the statistic is the mean over blocks of each block's
-    worst-group accuracy, which is what the per-seed summaries average."""
-    a = np.asarray(correct_a, dtype=np.float64)
-    b = np.asarray(correct_b, dtype=np.float64)
-    if not len(a):  # no group large enough to carry a claim (claim_groups)
-        return {"difference": float("nan"), "ci": [float("nan"), float("nan")], "n": 0, "verdict": "indistinguishable"}
-    blocks = np.zeros(len(a)) if blocks is None else np.asarray(blocks)
-    cells = pd.Series(blocks.astype(str)) + "|" + pd.Series(np.asarray(groups).astype(str))
-    codes, uniq = pd.factorize(cells)
-    block_of_cell = pd.factorize(pd.Series(uniq).str.split("|").str[0])[0]
-    cell_ids = np.arange(len(uniq))
-    in_block = block_of_cell[None, :] == np.arange(block_of_cell.max() + 1)[:, None]  # (B, C)
-
-    def worst(c, g):
-        onehot = (g[..., None] == cell_ids)  # (..., n, C)
-        sums = (c[..., None] * onehot).sum(axis=-2)
-        counts = onehot.sum(axis=-2)
-        acc = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)  # (..., C)
-        per_block = np.where(in_block, acc[..., None, :], np.inf).min(axis=-1)  # (..., B)
-        per_block = np.where(np.isinf(per_block), np.nan, per_block)
-        return np.nanmean(per_block, axis=-1)
-
-    def stat(x, y, g, axis=-1):
-        return worst(x, g) - worst(y, g)
-
-    g = codes.astype(float)
-    value = float(stat(a, b, g))
-    ci = _bootstrap((a, b, g), stat, n_boot, seed, paired=True)
-    return {"difference": value, "ci": ci, "n": int(a.size), "verdict": verdict(ci)}

@@ -69,6 +69,26 @@ def tprs_at_fprs(member: np.ndarray, score: np.ndarray, fpr_levels) -> list[floa
     return [float(np.interp(f, fpr, tpr)) for f in fpr_levels]
 
 
+def _roc_points(member: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve's points (FPR, TPR) at every distinct score, from (0, 0), without input
+    checks: scikit-learn's ``roc_curve`` without dropping collinear points, which leaves every
+    linear interpolation on the curve unchanged (tested), at a fraction of the cost per resample."""
+    order = np.argsort(-score, kind="mergesort")
+    y, s = member[order].astype(np.float64), score[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the last row of each tied score
+    tps, fps = np.cumsum(y)[last], np.cumsum(1 - y)[last]
+    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+
+
+def _resampled_tprs(member: np.ndarray, score: np.ndarray, idx: np.ndarray, fpr_levels) -> np.ndarray:
+    """TPR at each FPR level for every resample (rows of ``idx``): (resamples, levels)."""
+    out = np.empty((len(idx), len(fpr_levels)))
+    for k, i in enumerate(idx):
+        fpr, tpr = _roc_points(member[i], score[i])
+        out[k] = np.interp(fpr_levels, fpr, tpr)
+    return out
+
+
 def _resampled_auc(member: np.ndarray, score: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """ROC AUC of every resample (rows of ``idx``) at once, from average ranks (the Mann-Whitney
     form, equal to scikit-learn's ``roc_auc_score`` with ties counted half). Members and
@@ -96,7 +116,7 @@ def attack_metrics(d: pd.DataFrame, attribute: str | None = None, n_boot: int = 
         idx = stratified_indices([np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
         out["auc_ci"] = percentile_interval(_resampled_auc(y, s, idx))
         levels = [f for f in fpr_levels if resolves(out["non_members"], f)]
-        tprs = np.array([tprs_at_fprs(y[i], s[i], levels) for i in idx]) if levels else np.empty((0, 0))
+        tprs = _resampled_tprs(y, s, idx, levels) if levels else np.empty((0, 0))
         for f in fpr_levels:
             out[f"tpr_at_{f:g}_fpr"] = tpr_at_fpr(y, s, f)
             out[f"tpr_at_{f:g}_fpr_ci"] = (percentile_interval(tprs[:, levels.index(f)]) if f in levels
