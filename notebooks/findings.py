@@ -52,6 +52,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from lorafair import experiments as ex
 from lorafair import findings, inference, plots
 from lorafair.notebook import setup_chapter
 
@@ -149,7 +150,8 @@ display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to
 #
 # The seeds of the classification chapters were chosen from pilot records: the vision chapter's
 # earlier design (3 seeds, 2,000 renderings split 60 / 20 / 20% by drawing; its records are kept in
-# the run store) and the LLM chapter's first three seeds. For each main case the table gives the
+# the run store) and MiniLM's first three seeds (SmolLM2 had one seed, so no SD: it runs the minimum
+# of 3). For each main case the table gives the
 # pilot's seed-to-seed SD of the paired difference; the seeds an unadjusted two-sided t-test would
 # need for a minimum detectable effect of {glue:text}`design_target_mde:.2f` at 80% power at that SD; the
 # seeds the design runs (bounded by the CPU budget of the methods chapter, and at least 5 for a main
@@ -161,17 +163,18 @@ display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to
 # %% tags=["hide-input", "full-width"]
 glue("design_target_mde", findings.TARGET_MDE, display=False)
 if P.get("pilots"):
-    pilot = pd.concat([findings.pilot_cases(store, p["directory"], P["profile"], p.get("seeds"), p["experiment"])
-                       for p in P["pilots"]], ignore_index=True)
+    pilot = pd.concat([findings.pilot_cases(store, p["directory"], P["profile"], p.get("seeds"), p["experiment"],
+                                            p.get("models")) for p in P["pilots"]], ignore_index=True)
     design = findings.design_table(pilot, cases)
     main_acc = design[design["metric"] == "accuracy"]
     glue("design_acc_cases", len(main_acc), display=False)
     glue("design_acc_met", int(main_acc["target met"].sum()), display=False)
     display(plots.table(design.drop(columns=["dataset"]), precision=3))
+    worst = design[design["metric"] == "worst group accuracy"]
     display(Markdown(f"On {int(main_acc['target met'].sum())} of {len(main_acc)} main accuracy cases the present "
-                     f"records reach an MDE of at most {findings.TARGET_MDE:.2f}; for worst-group accuracy the MDE "
-                     f"ranges from {design.loc[design['metric'] != 'accuracy', 'MDE now'].min():.3f} to "
-                     f"{design.loc[design['metric'] != 'accuracy', 'MDE now'].max():.3f}."))
+                     f"records reach an MDE of at most {findings.TARGET_MDE:.2f} (MDE from {main_acc['MDE now'].min():.3f} "
+                     f"to {main_acc['MDE now'].max():.3f}); for worst-group accuracy the MDE ranges from "
+                     f"{worst['MDE now'].min():.3f} to {worst['MDE now'].max():.3f}."))
 else:
     display(Markdown(f"Profile `{P['profile']}` names no pilot records (`pilots`), so no design table is shown."))
 
@@ -264,7 +267,16 @@ display(Markdown("\n".join(lines)))
 from scipy import stats
 
 k_max = int(cases["seeds"].max())
-display(Markdown("\n".join([
+
+lr_check = pd.concat([ex.lr_stability(store.records(f"pilot_lr_{short}"), store.records(exp))
+                      for short, exp in (("vision", "vision_classification"), ("llm", "llm_classification"))],
+                     ignore_index=True)
+lr_line = ("- **Learning rates chosen on one seed.** " + (
+    f"The learning-rate pilots found that on {int((~lr_check['same']).sum())} of {len(lr_check)} (model, method, "
+    "seed) that seed's own validation split would have chosen another of the rates tried (the chapters list them); "
+    "a method tuned less well than its comparator on some seeds biases the comparison against it, most of all for "
+    "head-only training." if len(lr_check) else "No learning-rate pilot ran on this profile."))
+display(Markdown("\n".join([lr_line,
     f"- **Few seeds.** The cases of these records have at most {k_max} seeds, and a t-interval over few seeds is "
     f"wide (its critical value is {stats.t.ppf(0.975, max(k_max - 1, 1)):.1f} at {k_max} seeds, "
     f"{stats.t.ppf(0.975, 4):.1f} at 5 and {stats.t.ppf(0.975, 9):.1f} at 10). An equivalence can be shown only "

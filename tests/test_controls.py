@@ -180,7 +180,7 @@ def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance()
 
 def _lr_record(method, seed, lr, val):
     from lorafair.runs import RunRecord
-    cfg = {"dataset": "d", "model": "m", "method": method, "seed": seed, "epochs": 3, "lr": lr}
+    cfg = {"dataset": "d", "dataset_kwargs": {}, "model": "m", "method": method, "seed": seed, "epochs": 3, "lr": lr}
     return RunRecord(path=None, config=cfg, metrics={}, meta={"history": {"selected_val_accuracy": val}})
 
 
@@ -190,9 +190,11 @@ def test_lr_stability_says_which_seeds_would_choose_another_learning_rate():
     pilots = [_lr_record("lora", 13, 3e-4, 0.75), _lr_record("lora", 13, 3e-3, 0.80),  # a tie keeps the chapter's
               _lr_record("lora", 42, 3e-3, 0.72),
               _lr_record("lora", 42, 3e-4, 0.60)]
-    t = ex.lr_stability(pilots, chapter)
+    other_task = _lr_record("full", 13, 3e-4, 0.95)
+    other_task.config["dataset_kwargs"] = {"task": "other"}          # another task's run is no pilot of this one
+    t = ex.lr_stability(pilots + [other_task], chapter)
     assert t[["method", "seed"]].values.tolist() == [["lora", 13], ["lora", 42]]   # full has no pilot: left out
-    assert t["same"].tolist() == [True, False] and t.loc[1, "best on this seed"] == 3e-3
+    assert t["same"].tolist() == [True, False] and t.loc[1, "best on this seed"] == "0.003"
     note = ex.lr_stability_note(t)
     assert note.startswith("On 1 of 2") and "seed 42 (0.003 instead of 0.001)" in note
     assert "not checked" in ex.lr_stability_note(t.iloc[:0])

@@ -292,8 +292,9 @@ def lr_stability(pilots: list[RunRecord], chapter: list[RunRecord]) -> pd.DataFr
     chapter's own), the one with the best selected validation accuracy (ties: the chapter's), and
     whether it is the chapter's. Seeds with only the chapter's learning rate are left out."""
     def key(c):
-        return (c["dataset"], c["model"], c["method"], c["seed"], c["epochs"], c.get("max_length"),
-                c.get("rank"), c.get("layer_fraction", 1.0), (c.get("split_design") or {}).get("kind"))
+        return (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"], c["seed"],
+                c["epochs"], c.get("max_length"), c.get("rank"), c.get("layer_fraction", 1.0),
+                (c.get("split_design") or {}).get("kind"))
     tried: dict = {}
     for r in list(pilots) + list(chapter):
         h = r.meta.get("history", {})
@@ -310,7 +311,10 @@ def lr_stability(pilots: list[RunRecord], chapter: list[RunRecord]) -> pd.DataFr
                      "val accuracy by lr": ", ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(lrs.items())),
                      "chapter lr": float(c["lr"]), "best on this seed": pick, "same": pick == float(c["lr"])})
     t = pd.DataFrame(rows)
-    return t if t.empty else t.sort_values(["model", "method", "seed"], ignore_index=True)
+    if t.empty:
+        return t
+    t = t.sort_values(["model", "method", "seed"], ignore_index=True)
+    return t.assign(**{c: t[c].map(lambda v: f"{v:g}") for c in ("chapter lr", "best on this seed")})  # rates as written
 
 
 def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], count: str | None = None) -> pd.DataFrame:
@@ -346,7 +350,7 @@ def lr_stability_note(table: pd.DataFrame, glue=None, prefix: str = "") -> str:
     text = f"On {same} of {n} (model, method, seed) the seed's own validation split picks the chapter's learning rate"
     if not len(off):
         return text + ": the choice is stable across these seeds."
-    cases = "; ".join(f"`{mo}` {me} seed {sd} ({b:g} instead of {c:g})" for mo, me, sd, b, c in
+    cases = "; ".join(f"`{mo}` {me} seed {sd} ({b} instead of {c})" for mo, me, sd, b, c in
                       zip(off["model"], off["method"], off["seed"], off["best on this seed"], off["chapter lr"]))
     return (text + f". It does not for {cases}: there the chapter's learning rate is not the best this pilot "
             "found on that seed, and the method may be under-tuned relative to the others.")

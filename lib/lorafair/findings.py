@@ -163,7 +163,8 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
                     d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, n_boot=0)
                     if d is None:
                         continue
-                    rows.append(_case("generation_fairness", f"{task} {test_set}", kw, model, "predisposition",
+                    settings = json.dumps({**json.loads(kw), "train_set": ts}, sort_keys=True)  # names the refs in the CSV
+                    rows.append(_case("generation_fairness", f"{task} {test_set}", settings, model, "predisposition",
                                       f"LoRA - {other}", metric_key, d["per_seed"],
                                       label=f"{get_metric(metric_key).label} ({ts} refs)"))
     probes: dict = {}
@@ -445,13 +446,16 @@ def write_csv(cases: pd.DataFrame, results_dir) -> None:
 TARGET_MDE = 0.03
 
 
-def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, experiment: str | None = None) -> pd.DataFrame:
+def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, experiment: str | None = None,
+                models=None) -> pd.DataFrame:
     """The classification cases of a pilot: the records in ``directory`` of the run store (e.g. a
-    committed earlier design), optionally only the given ``seeds``, with their seed SD, named as
-    cases of ``experiment`` (default: the directory's name)."""
+    committed earlier design), optionally only the given ``seeds`` and ``models``, with their seed
+    SD, named as cases of ``experiment`` (default: the directory's name)."""
     cases = classification_cases(store, directory, profile)
     if cases.empty:
         return cases
+    if models is not None:
+        cases = cases[cases["model"].isin(models)].reset_index(drop=True)
     cases["experiment"] = experiment or directory
     if seeds is not None:
         keep = {str(s) for s in seeds}
