@@ -321,13 +321,11 @@ def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], coun
     """Per ``by`` cell (one row per seed in ``rows``): each column's mean over seeds with the
     half-width of its 95% t-interval over seeds ("0.812 ± 0.034"; the mean alone with fewer than 3
     seeds), the seeds, and the mean of ``count``."""
-    from scipy import stats
-
     def cell(x):
         x = x.dropna()
-        if len(x) >= 3:
-            h = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-            return f"{x.mean():.3f} ± {h:.3f}"
+        if len(x) >= inference.MIN_SEEDS:
+            s = inference.seed_summary(x.to_numpy(), 0.0)  # the study's seed-level t-interval
+            return f"{s['difference']:.3f} ± {(s['hi'] - s['lo']) / 2:.3f}"
         return f"{x.mean():.3f}" if len(x) else ""
     g = rows.groupby(by, sort=False)
     out = g[cols].agg(cell)

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from sklearn.calibration import calibration_curve
 
+from . import inference
 from . import methods as methods_mod
 from .metrics import wilson_interval
 
@@ -76,18 +77,15 @@ def pooled_group_accuracy(preds: pd.DataFrame, attribute: str, by: list[str]) ->
     t-interval, which carries training randomness (``interval`` = "seeds"); with fewer seeds, the
     pooled accuracy and its Wilson interval, which carries test sampling only ("test examples").
     ``n`` is the test count pooled over seeds."""
-    from scipy import stats
-
     col = f"group_{attribute}"
     d = preds[preds["split"] == "test"].assign(correct=lambda x: x["label"] == x["pred"])
     rows = []
     for key, g in d.groupby(by + [col], sort=False):
         k, n = int(g["correct"].sum()), len(g)
         per_seed = g.groupby("seed")["correct"].mean() if "seed" in g else pd.Series(dtype=float)
-        if len(per_seed) >= 3:
-            m, se = float(per_seed.mean()), float(per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
-            h = stats.t.ppf(0.975, len(per_seed) - 1) * se
-            acc, lo, hi, how = m, max(0.0, m - h), min(1.0, m + h), "seeds"
+        if len(per_seed) >= inference.MIN_SEEDS:
+            sm = inference.seed_summary(per_seed.to_numpy(), 0.0)  # the study's seed-level t-interval
+            acc, lo, hi, how = sm["difference"], max(0.0, sm["lo"]), min(1.0, sm["hi"]), "seeds"
         else:
             (lo, hi), acc, how = wilson_interval(k, n), k / n, "test examples"
         rows.append(dict(zip(by + ["group"], key if isinstance(key, tuple) else (key,)),
