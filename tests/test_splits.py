@@ -133,6 +133,9 @@ def test_unit_split_caps_keep_units_apart_and_leave_test_whole():
     ctrl = splits.split_for(ds, 13, (0.45, 0.1, 0.45), {"kind": "downsample", "attribute": "tone", "group": "a",
                                                          "keep": 0.1, "base": design})
     assert (ctrl == "train").sum() < 120 and ((ctrl == "train") <= (s == "train")).all()
+    from lorafair import chapters
     for bad, msg in (({"train": 0}, "positive integer, got 0"), ({"pool": 5}, "capped split")):
         with pytest.raises(LorafairError, match=msg):
             splits.split_for(ds, 13, design={"kind": "by_unit", "unit": "glyph", "caps": bad})
+        with pytest.raises(LorafairError, match=msg):  # a chapter's grid refuses it before anything trains
+            chapters.unit_design({"split_unit": "glyph", "split_caps": bad})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import estimate
 from . import methods as methods_mod
+from . import splits
 from .errors import LorafairError, choose
 from .experiments import classification_config
 from .generation.runs import probe_config, pronoun_config
@@ -90,8 +91,8 @@ def unit_design(P: dict) -> dict | None:
     if not P.get("split_unit"):
         return None
     design = {"kind": "by_unit", "unit": P["split_unit"]}
-    if P.get("split_caps"):
-        design["caps"] = dict(sorted(P["split_caps"].items()))
+    if P.get("split_caps"):  # checked here, when the grid is built, before any run trains
+        design["caps"] = dict(sorted(splits.check_caps(P["split_caps"]).items()))
     return design
 
 
