@@ -60,6 +60,7 @@ second_dataset_kwargs = None
 control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
 lr_pilot = None           # the learning-rate pilot: {factors, seeds, models}; None: none
+beyond = None             # other PEFT methods on the main case: {model, methods, seeds, lrs, penalty, pilot}; None: none
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
 pilots = None              # the experiment in the run store that holds the learning-rate pilots

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from lorafair import chapters, data, findings, inference, methods, metrics, models, plots, profiles, splits, sweep
+from lorafair.errors import LorafairError
 from lorafair.runs import RunStore, run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +48,21 @@ def _adapter_params(model: nn.Module, spec, method: methods.Method, rank: int) -
                                              rank) for n in spec.lora_targets(model))
 
 
+def _unsupported(spec, m, model) -> bool:
+    """Whether peft cannot build ``m`` for this model (the registry says why; tested to refuse)."""
+    net = getattr(model, "net", model)
+    return spec.kind not in m.kinds or (m.linear_only and spec.target_layer != "linear") or \
+        (m.prompt_learning and spec.kind == "text" and net.config.model_type not in models.ENCODER_TYPES)
+
+
 @pytest.mark.parametrize("method", CLASSIFICATION_METHODS)
 @pytest.mark.parametrize("name", RANDOM_MODELS)
 def test_every_model_adapts_with_every_method(name, method):
     model, spec = models.build(name, 3, seed=0)
+    if _unsupported(spec, methods.for_classification(method), model):
+        with pytest.raises(LorafairError, match=f"method '{method}' (does not run on|needs an encoder)"):
+            models.adapt(model, spec, method)
+        return
     head = sum(p.numel() for p in model.get_submodule(spec.head).parameters())
     total = sum(p.numel() for p in model.parameters())
     m = methods.for_classification(method)
@@ -65,7 +77,8 @@ def test_every_model_adapts_with_every_method(name, method):
     else:  # an adapter without a formula here: more than the head, less than everything
         assert head < info["trainable_params"] < total
     if m.trains == "adapter":  # the record keeps the peft config as peft serialises it
-        assert info["peft_config"]["peft_type"] and info["peft_config"]["target_modules"]
+        assert info["peft_config"]["peft_type"]
+        assert info["peft_config"].get("target_modules") or m.prompt_learning
     logits = adapted(**_inputs(spec))
     assert logits.shape == (3, 3)
     logits.sum().backward()
@@ -73,7 +86,10 @@ def test_every_model_adapts_with_every_method(name, method):
         assert (p.grad is not None) == p.requires_grad, n
 
 
-@pytest.mark.parametrize("method", methods.names(("nothing", "adapter", "all")))
+GENERATION_METHODS = [n for n in methods.names(("nothing", "adapter", "all")) if methods.get(n).objective == "erm"]
+
+
+@pytest.mark.parametrize("method", GENERATION_METHODS)
 @pytest.mark.parametrize("name", [n for n in models.causal_lm_names() if models.MODELS[n].source == "random"])
 def test_every_causal_lm_adapts_with_every_generation_method(name, method):
     lm, tok = models.build_causal_lm(name, seed=0)
@@ -91,6 +107,76 @@ def test_every_causal_lm_adapts_with_every_generation_method(name, method):
         ids = torch.randint(5, 100, (2, 10))
         lm(input_ids=ids, labels=ids).loss.backward()
         assert all((p.grad is not None) == p.requires_grad for p in lm.parameters())
+
+
+def test_group_objectives_have_no_meaning_for_a_causal_lm():
+    lm, _ = models.build_causal_lm("llama_tiny_random")
+    with pytest.raises(LorafairError, match="method 'fairlora' weighs the groups of a classification dataset"):
+        models.adapt(lm, models.get_spec("llama_tiny_random"), "fairlora", causal_lm=True)
+
+
+@pytest.mark.parametrize("method", methods.names(("adapter",)))
+@pytest.mark.parametrize("name", RANDOM_MODELS)
+def test_every_adapter_trains_a_step_and_predicts_the_same_merged(name, method):
+    """Built, one optimiser step, then the predictions of the adapted model equal those of the copy
+    whose adapter is merged into the weights (``train.merged_for_inference``; a soft prompt cannot
+    merge and passes through unchanged)."""
+    import copy
+
+    from lorafair.train import merged_for_inference
+
+    torch.manual_seed(0)
+    model, spec = models.build(name, 3, seed=0)
+    m = methods.get(method)
+    if _unsupported(spec, m, model):
+        pytest.skip(f"{method} does not run on {name} (tested to refuse above)")
+    adapted, info = models.adapt(model, spec, method)
+    x = _inputs(spec, 4)
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    adapted.train()
+    nn.functional.cross_entropy(adapted(**x), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, params)), "the step changed nothing"
+    adapted.eval()
+    with torch.no_grad():
+        a = adapted(**x)
+        merged = merged_for_inference(copy.deepcopy(adapted))
+        b = merged(**x)
+    from peft import PeftModel
+
+    assert not isinstance(merged, PeftModel)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_a_method_peft_cannot_build_is_refused_before_any_run():
+    from lorafair import experiments as ex
+
+    with pytest.raises(LorafairError, match="method 'vera' does not run on mobilenet_v2: peft's VeRA adapts linear "
+                                            "layers only"):
+        ex.classification_config("vision_classification", "offline", "openmoji_people", {}, "mobilenet_v2", "vera",
+                                 13, 1, 1e-3, 32)
+    with pytest.raises(LorafairError, match="method 'prompt' does not run on mobilenet_v2: a soft prompt"):
+        ex.classification_config("vision_classification", "offline", "openmoji_people", {}, "mobilenet_v2", "prompt",
+                                 13, 1, 1e-3, 32)
+
+
+@pytest.mark.parametrize("objective", ["group_variance", "group_balanced"])
+def test_group_objectives_from_their_definition(objective):
+    from lorafair import train
+
+    losses = torch.tensor([1.0, 3.0, 2.0, 6.0])
+    groups = torch.tensor([0, 0, 1, 2])
+    if objective == "group_variance":  # group means 2, 2, 6: mean 10/3, population variance 32/9
+        got = train.group_objective(objective, losses, groups, penalty=0.5)
+        assert float(got) == pytest.approx(3.0 + 0.5 * 32 / 9)
+    else:  # train split: group 0 x2, group 1 x1, group 2 x1 -> weights 4/(3*2), 4/3, 4/3
+        w = train.balanced_weights(groups, [0, 1, 2, 3])
+        assert w.tolist() == pytest.approx([2 / 3, 2 / 3, 4 / 3, 4 / 3])
+        got = train.group_objective(objective, losses, groups, w)
+        assert float(got) == pytest.approx((2 / 3 * 4 + 4 / 3 * 8) / 4)
+    assert float(train.group_objective("erm", losses, groups)) == 3.0
 
 
 def test_head_only_has_no_meaning_for_a_causal_lm():

@@ -22,11 +22,12 @@ CHAPTERS = ("vision_classification", "llm_classification", "membership_inference
 
 
 def _classification(P: dict, experiment: str, max_length=None):
-    def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, lr=None, **adapter):
+    def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, lr=None, epochs=None,
+               **adapter):
         split_design = split_design or unit_design(P)
         return classification_config(experiment, P["profile"], dataset or P["dataset"],
                                      dataset_kwargs or P["dataset_kwargs"], model, method, seed,
-                                     per_model(P["epochs"], model, method),
+                                     per_model(P["epochs"], model, method) if epochs is None else epochs,
                                      per_model(P["lrs"], model, method) if lr is None else lr,
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
                                      split_design=split_design, split_fractions=split_fractions(P), **adapter)
@@ -52,6 +53,42 @@ def lr_pilot_configs(config, P: dict, experiment: str, seeds_of) -> list[dict]:
                     c = config(mo, me, s, lr=float(f"{lr * f:.3g}"))
                     out.append({**c, "experiment": f"pilot_lr_{experiment}"})
     return out
+
+
+def beyond_configs(config, P: dict, experiment: str) -> dict[str, list[dict]]:
+    """The other parameter-efficient and fairness-aware methods (``P["beyond"]``: ``model``,
+    ``methods``, ``seeds``, ``lrs`` {method: lr}, ``penalty``, and ``pilot`` {``seed``, ``lrs``
+    {method: [grid]}, ``penalties`` [grid]}) on the chapter's main case, each seed paired with the
+    chapter's runs of the same seed; and their pilot (``pilot_beyond_<experiment>``): every method at
+    each learning rate of its grid, and the FairLoRA-style penalty over its grid at LoRA's learning
+    rate, on the pilot seed. The chosen values (``lrs``, ``penalty``) are the pilot's best validation
+    accuracy (the penalty: best validation worst-group accuracy), checked by
+    ``experiments.beyond_choice``."""
+    b = P.get("beyond")
+    if not b:
+        return {"methods": [], "methods_pilot": []}
+    mo = b["model"]
+    choose("beyond model", mo, P["models"])
+
+    def settings(me, penalty=None):
+        return {"settings": {"penalty": float(b["penalty"] if penalty is None else penalty)}} if me == "fairlora" else {}
+
+    def lr_of(me):
+        if me in b["lrs"]:
+            return float(b["lrs"][me])
+        return float(per_model(P["lrs"], mo, "lora"))  # the LoRA objectives at LoRA's learning rate
+    epochs = per_model(P["epochs"], mo, "lora")  # every method trains as long as LoRA
+    main = [config(mo, me, s, lr=lr_of(me), epochs=epochs, **settings(me)) for me in b["methods"] for s in b["seeds"]]
+    pilot, pl = [], b["pilot"]
+    for me in b["methods"]:
+        for lr in pl["lrs"].get(me, []):
+            pilot.append(config(mo, me, pl["seed"], lr=float(lr), epochs=epochs, **settings(me)))
+        if me == "fairlora":
+            pilot += [config(mo, me, pl["seed"], lr=lr_of(me), epochs=epochs, **settings(me, w))
+                      for w in pl["penalties"]]
+    for c in pilot:
+        c["experiment"] = f"pilot_beyond_{experiment}"
+    return {"methods": main, "methods_pilot": pilot}
 
 
 def rank_sweep_configs(make_config, model: str, seed: int, ranks, placements, with_head: bool = True) -> list[dict]:
@@ -142,7 +179,8 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
             "control": control_configs(config, P, P["seeds"]),
             "control_relabel": relabel_control_configs(config, P, P["seeds"]),
             "control_reference": control_references(config, P, P["seeds"]),
-            "lr_pilot": lr_pilot_configs(config, P, "vision", lambda m: P["seeds"])}
+            "lr_pilot": lr_pilot_configs(config, P, "vision", lambda m: P["seeds"]),
+            **beyond_configs(config, P, "vision")}
 
 
 def llm_classification(P: dict) -> dict[str, list[dict]]:
@@ -159,7 +197,8 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
                                                        if P.get("control") else []),
             "control_reference": control_references(config, P, seeds_for(P, P["control"]["model"])
                                                     if P.get("control") else []),
-            "lr_pilot": lr_pilot_configs(config, P, "llm", lambda m: seeds_for(P, m))}
+            "lr_pilot": lr_pilot_configs(config, P, "llm", lambda m: seeds_for(P, m)),
+            **beyond_configs(config, P, "llm")}
 
 
 def shadow_seeds(P: dict) -> list[int]:

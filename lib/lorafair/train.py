@@ -172,12 +172,55 @@ def predict(model: nn.Module, encode: Callable, indices, labels: torch.Tensor, a
     return {"logits": logits, "loss": loss}
 
 
+OBJECTIVES = ("erm", "group_variance", "group_balanced")
+
+
+def group_objective(objective: str, losses: torch.Tensor, groups: torch.Tensor | None,
+                    weights: torch.Tensor | None = None, penalty: float = 0.0) -> torch.Tensor:
+    """The training loss of a batch from its per-example cross-entropies ``losses``:
+
+    - ``erm``: their mean;
+    - ``group_variance``: their mean plus ``penalty`` times the (population) variance, over the groups
+      present in the batch, of each group's mean loss (a FairLoRA-style regulariser);
+    - ``group_balanced``: their mean weighted by ``weights`` (each example's inverse group share of
+      the training split, ``balanced_weights``), so every group weighs the same."""
+    if objective == "erm":
+        return losses.mean()
+    if objective == "group_balanced":
+        return (losses * weights).sum() / weights.sum()
+    if objective == "group_variance":
+        present, inv = torch.unique(groups, return_inverse=True)
+        sums = torch.zeros(len(present), dtype=losses.dtype).index_add(0, inv, losses)
+        counts = torch.zeros(len(present), dtype=losses.dtype).index_add(0, inv, torch.ones_like(losses))
+        means = sums / counts
+        return losses.mean() + penalty * ((means - means.mean()) ** 2).mean()
+    raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+
+
+def balanced_weights(groups: torch.Tensor, train_idx) -> torch.Tensor:
+    """Per example, the training split's size over (number of groups x its group's training count)."""
+    g = groups[torch.as_tensor(train_idx)]
+    present, counts = torch.unique(g, return_counts=True)
+    share = torch.zeros(int(groups.max()) + 1)
+    share[present] = counts.float()
+    w = torch.zeros(len(groups))
+    ok = share[groups] > 0
+    w[ok] = len(g) / (len(present) * share[groups[ok]])
+    return w
+
+
 def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, labels: torch.Tensor,
-                splits: pd.Series, cfg: TrainConfig, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                splits: pd.Series, cfg: TrainConfig, progress: bool = True, objective: str = "erm",
+                groups: torch.Tensor | None = None, penalty: float = 0.0) -> tuple[pd.DataFrame, dict]:
     """Train on ``splits == 'train'``, select on ``'val'``, return outputs for every example.
 
     ``encode(ids, train, generator) -> dict`` builds a model-input batch (``train=True`` applies the
-    training augmentation, drawn from ``generator``). Returns (outputs, history)."""
+    training augmentation, drawn from ``generator``). ``objective`` (``group_objective``) with the
+    examples' ``groups`` (integer codes) replaces the mean cross-entropy. Returns (outputs, history)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    if objective != "erm" and groups is None:
+        raise ValueError(f"objective {objective!r} needs the examples' groups")
 
     accelerator = make_accelerator(cfg.precision)
     torch.manual_seed(cfg.seed)
@@ -187,8 +230,9 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     loader = torch.utils.data.DataLoader(
         IndexDataset(train_idx), batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
-        collate_fn=lambda ids: (encode(ids, train=True, generator=aug_gen),
-                                labels[torch.as_tensor(ids)]), **_loader_kwargs(cfg))
+        collate_fn=lambda ids: (encode(ids, train=True, generator=aug_gen), labels[torch.as_tensor(ids)],
+                                torch.as_tensor(ids)), **_loader_kwargs(cfg))
+    weights = balanced_weights(groups, train_idx) if objective == "group_balanced" else None
     model = speedups(model, cfg)
     opt, sched, steps = _optimizer(model, cfg, len(loader))
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
@@ -199,10 +243,16 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
         t0 = time.time()
         set_train_mode(model, freeze_norm_stats)
         losses = []
-        for batch, y in loader:
+        for batch, y, ids in loader:
             with accelerator.autocast():
                 logits = model(**batch)
-            _step(accelerator, nn.functional.cross_entropy(logits.float(), y), opt, sched, losses, bar, epoch)
+            if objective == "erm":
+                loss = nn.functional.cross_entropy(logits.float(), y)
+            else:
+                ids = ids.cpu()
+                loss = group_objective(objective, nn.functional.cross_entropy(logits.float(), y, reduction="none").cpu(),
+                                       groups[ids], None if weights is None else weights[ids], penalty)
+            _step(accelerator, loss, opt, sched, losses, bar, epoch)
         if len(val_idx):
             out = predict(merged_copy(accelerator.unwrap_model(model)), encode, val_idx, labels, accelerator,
                           cfg.eval_batch_size)
