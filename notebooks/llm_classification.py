@@ -281,6 +281,44 @@ display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_grou
 # ```
 
 # %% [markdown]
+# ## Beyond LoRA: other parameter-efficient methods and fairness-aware LoRA
+#
+# Is what this chapter finds about LoRA a property of LoRA, or of any parameter-efficient method?
+# On the main case ({glue:text}`llm_beyond_model`), the same seeds' splits also trained peft's
+# DoRA (LoRA with a learned magnitude per output), IA3 (learned rescaling of the targets'
+# outputs), VeRA (frozen random low-rank matrices shared by all layers with trained scaling
+# vectors; linear layers only), LoHa (a low-rank Hadamard product), OFT (an orthogonal rotation of
+# each target's output in blocks of 8) and prompt tuning (10 trained virtual tokens; text encoders
+# only), on the same target modules as LoRA, and two fairness-aware variants of LoRA that use the
+# groups of the sensitive attribute during training: a FairLoRA-style loss (the mean loss plus a
+# penalty times the variance of the groups' mean losses in each batch) and group-balanced weights
+# (each example weighted by the inverse of its group's share of the training split). Methods peft
+# cannot build for this model are not run (the registry refuses them before any training). Every
+# method trains for as many epochs as LoRA. Its learning rate was chosen on the validation split of
+# the pilot seed from a grid of three (`pilot_beyond_llm/`), the FairLoRA-style penalty on that
+# split's worst-group accuracy at LoRA's learning rate; group-balanced LoRA uses LoRA's rate. The
+# findings chapter compares each method with full fine-tuning and with LoRA, seed by seed.
+
+# %% tags=["hide-input", "full-width"]
+beyond_pilot = run("methods_pilot", "other methods: pilot")
+beyond_records = run("methods", "other methods")
+if P.get("beyond"):
+    glue("llm_beyond_model", P["beyond"]["model"], display=False)
+    pilot_table = ex.beyond_choice(beyond_pilot, ATTR)
+    if len(pilot_table):
+        display(plots.table(pilot_table, precision=3))
+    display(Markdown(ex.beyond_pilot_note(pilot_table, P["beyond"])))
+    same_seeds = [r for r in records if r.config["model"] == P["beyond"]["model"]
+                  and r.config["seed"] in P["beyond"]["seeds"]]
+    b_summary = ex.summary_table(same_seeds + beyond_records, ATTR)
+    display(plots.table(ex.seed_interval_table(b_summary, ["method"], ["accuracy", "worst_group_accuracy",
+                                                                        "accuracy_gap", "ece"], "trainable_params")))
+else:
+    glue("llm_beyond_model", "none", display=False)
+    display(Markdown("This profile runs no other methods (`beyond`)."))
+
+
+# %% [markdown]
 # ## A second dataset
 #
 # The same comparison on a second dataset with the first model and the first seed. Offline, this is

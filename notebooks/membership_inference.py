@@ -64,6 +64,8 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from lorafair import chapters, inference, mia, plots, sweep
+from lorafair import experiments as ex
+from lorafair import methods as methods_mod
 from lorafair.metrics import MIN_GROUP_N
 from lorafair.notebook import setup_chapter
 from lorafair.profiles import resolve
@@ -180,6 +182,39 @@ if not full_table["tpr_at_0.1%_resolved"].any():  # no group has the 1,000 non-m
     cols = cols[:-2]
     display(Markdown("TPR at 0.1% FPR is left out: no group (nor the whole set) has the 1,000 non-members it needs."))
 display(plots.table(shown[cols].rename(columns={"auc_lo": "AUC 95% low", "auc_hi": "AUC 95% high", "auc": "AUC"})))
+
+# %% [markdown]
+# ## Other methods' targets
+#
+# A task may also attack targets of other parameter-efficient methods (`extra_methods`; offline:
+# DoRA and IA3 on the vision task, at the vision chapter's chosen learning rates), each with eight
+# shadows of its own method, on the same members and non-members as the LoRA and full targets.
+# Per method: the mean over seeds, with the half-width of the 95% seed-level t-interval, of the
+# whole-set attack AUCs and the target's test accuracy, and its trainable parameters. The findings
+# chapter compares each with the full and the LoRA target of the same seed.
+
+# %% tags=["hide-input"]
+extra_rows = []
+for task in P["tasks"]:
+    shown_methods = list(P["methods"]) + [m for m in task.get("extra_methods") or [] if m not in P["methods"]]
+    if len(shown_methods) == len(P["methods"]):
+        continue
+    for seed in P["seeds"]:
+        res = {(m, a): all_results[(task["name"], seed, m, a)] for m in shown_methods for a in ("loss", "lira")}
+        tab = mia.attack_table(res, task["attribute"])
+        for m in shown_methods:
+            fit = next(r for r in fit_rows if (r["task"], r["seed"], r["method"]) == (task["name"], seed, m))
+            row = {"task": task["name"], "method": methods_mod.label(m), "seed": seed,
+                   "test accuracy": fit["test accuracy"], "trainable params": fit["trainable params"]}
+            for attack in ("lira", "loss"):
+                row[f"{attack} AUC"] = float(tab[(tab["attack"] == attack) & (tab["group"] == "all")
+                                                 & (tab["method"] == m)]["auc"].iloc[0])
+            extra_rows.append(row)
+if extra_rows:
+    display(plots.table(ex.seed_interval_table(pd.DataFrame(extra_rows), ["task", "method"],
+                                               ["lira AUC", "loss AUC", "test accuracy"], "trainable params")))
+else:
+    display(Markdown(f"No task of profile `{P['profile']}` attacks other methods' targets."))
 
 # %% [markdown]
 # ## Reading the results

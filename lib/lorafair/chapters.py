@@ -242,8 +242,8 @@ def mia_variant_configs(task: dict, P: dict, seed: int) -> dict[str, tuple[dict,
 
 
 def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
-    """One attacked task and seed: a target per method (best-validation checkpoint) and, per target
-    method, the shadows LiRA uses against it (last checkpoint): trained with the target's own method
+    """One attacked task and seed: a target per method (the chapter's ``methods``, then the task's
+    ``extra_methods``; best-validation checkpoint) and, per target method, the shadows LiRA uses against it (last checkpoint): trained with the target's own method
     (``shadow_methods: matched``) or LoRA for every target (``lora``); each run on its
     membership-inference split (``lorafair.splits``). The shadows of different methods train on the
     same halves of the pool."""
@@ -251,10 +251,11 @@ def mia_task_configs(task: dict, P: dict, seed: int) -> tuple[dict, dict]:
         return _mia_config(task, P, method, run_seed, design, select)
 
     choose("shadow_methods", P.get("shadow_methods", "lora"), ("matched", "lora"))
-    targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in P["methods"]}
+    methods = list(P["methods"]) + [m for m in task.get("extra_methods") or [] if m not in P["methods"]]
+    targets = {m: cfg(m, seed, {"kind": "mia_target", "seed": seed}, "best_val") for m in methods}
     shadows = {m: [cfg(m if P.get("shadow_methods") == "matched" else "lora", s,
                        {"kind": "mia_shadow", "seed": seed, "shadow_seed": s}, "last") for s in shadow_seeds(P)]
-               for m in P["methods"]}
+               for m in methods}
     return targets, shadows
 
 
@@ -272,7 +273,9 @@ def membership_inference(P: dict) -> dict[str, list[dict]]:
 def generation_fairness(P: dict) -> dict[str, list[dict]]:
     """Pronoun runs (every method and training set per seed; the base model per seed too, since the
     test frames are drawn per seed), probe runs (the base model once: its probe texts do not depend on
-    the seed) and the probe's positive control (``probe_plant`` planted answers, ``probe_control_method``)."""
+    the seed) and the probe's positive control (``probe_plant`` planted answers, ``probe_control_method``).
+    ``extra_methods`` ({``methods``, ``train_sets``}): other methods, pronoun runs only, on those training
+    sets (the "beyond LoRA" comparison: how far each method moves the base model)."""
     pronoun, probe, probe_control = [], [], []
 
     def probe_cfg(model, method, seed, plant=None):
@@ -282,17 +285,19 @@ def generation_fairness(P: dict) -> dict[str, list[dict]]:
                             per_model(P["probe_lrs"], model, method) if trains else 0.0,
                             P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"], P["max_text_tokens"],
                             rank=P["rank"], n_boot=P["n_boot"], plant=plant)
+    extra = P.get("extra_methods") or {}
     for model in P["models"]:
         for seed in P["seeds"]:
-            for method in P["methods"]:
+            for method in list(P["methods"]) + list(extra.get("methods", [])):
                 trains = methods_mod.get(method).trains != "nothing"
-                for ts in (P["train_sets"] if trains else [None]):
+                sets = extra["train_sets"] if method in extra.get("methods", []) else P["train_sets"]
+                for ts in (sets if trains else [None]):
                     pronoun.append(pronoun_config(
                         P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method, ts, seed,
                         per_model(P["epochs"], model, method) if trains else 0,
                         per_model(P["lrs"], model, method) if trains else 0.0,
                         P["batch_size"], P["max_length"], P["max_new_tokens"], rank=P["rank"]))
-                if trains or seed == P["seeds"][0]:
+                if method not in extra.get("methods", []) and (trains or seed == P["seeds"][0]):
                     probe.append(probe_cfg(model, method, seed))
             if P.get("probe_plant"):
                 probe_control.append(probe_cfg(model, P["probe_control_method"], seed, P["probe_plant"]))

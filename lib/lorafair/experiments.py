@@ -359,6 +359,22 @@ def beyond_choice(pilots: list[RunRecord], attribute: str) -> pd.DataFrame:
     return t
 
 
+def beyond_pilot_note(table: pd.DataFrame, beyond: dict) -> str:
+    """Whether the profile's learning rates and penalty (``beyond``) are the pilot's choice
+    (``beyond_choice``): one sentence, naming every method where they are not."""
+    if table.empty:
+        return "No pilot of the other methods on this profile."
+    off = []
+    for _, r in table[table["chosen"]].iterrows():
+        used = beyond.get("penalty") if r["method"] == "fairlora" else beyond.get("lrs", {}).get(r["method"])
+        if used is None or float(used) != float(r["value"]):
+            off.append(f"{r['method']} (profile {used}, pilot {r['value']:g})")
+    if off:
+        return "The profile does not use the pilot's choice for: " + "; ".join(off) + "."
+    return ("The profile's learning rates (and the FairLoRA-style penalty) are the pilot's choices for every method "
+            "tuned; group-balanced LoRA uses LoRA's learning rate.")
+
+
 def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], count: str | None = None) -> pd.DataFrame:
     """Per ``by`` cell (one row per seed in ``rows``): each column's mean over seeds with the
     half-width of its 95% t-interval over seeds ("0.812 ± 0.034"; the mean alone with fewer than 3

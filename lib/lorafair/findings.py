@@ -20,6 +20,7 @@ import pandas as pd
 from . import experiments as ex
 from . import generation as gen
 from . import inference
+from . import methods as methods_mod
 from . import mia
 from .metrics import get_metric, wilson_interval
 from .models import get_spec
@@ -56,22 +57,51 @@ def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.D
     for (dataset, kw, model), recs in sorted(groups.items()):
         attr = next(iter(recs[0].metrics["attributes"]))
         preds = ex.predictions(recs)
-        for other in ("full", "head"):
-            d = ex.per_seed_differences(preds, model, attr, "lora", other)
+        params = {m: int(np.mean([r.meta["adaptation"]["trainable_params"] for r in recs if r.config["method"] == m]))
+                  for m in set(preds["method"])}
+        for a, other in comparison_pairs(set(preds["method"])):
+            d = ex.per_seed_differences(preds, model, attr, a, other)
             if d.empty:
                 continue
-            comp = f"LoRA - {other}"
+            comp = comparison_label(a, other)
+            common = dict(test_n=int(d["n"].min()), method_a=a, method_b=other, trainable_a=params.get(a),
+                          trainable_b=params.get(other))
             rows.append(_case(experiment, dataset, kw, model, attr, comp, "accuracy",
-                              dict(zip(d["seed"], d["accuracy"])), test_n=int(d["n"].min())))
+                              dict(zip(d["seed"], d["accuracy"])), **common))
             if "worst_group_accuracy" in d:
                 worst = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
                 for key in ("worst_group_accuracy", "accuracy_gap"):
                     rows.append(_case(experiment, dataset, kw, model, attr, comp, key, dict(zip(d["seed"], d[key])),
-                                      test_n=int(d["n"].min()), worst_groups=", ".join(worst),
-                                      worst_n=int(d["worst_n"].min())))
+                                      worst_groups=", ".join(worst), worst_n=int(d["worst_n"].min()), **common))
             rows.append(_case(experiment, dataset, kw, model, attr, comp, "ece", dict(zip(d["seed"], d["ece"])),
-                              test_n=int(d["n"].min())))
+                              **common))
     return pd.DataFrame(rows)
+
+
+#: the study's own methods; every other method of the registry is compared with full fine-tuning and LoRA
+STUDY_METHODS = ("lora", "full", "head", "base")
+
+
+def comparison_pairs(present, references=("full", "head")) -> list[tuple[str, str]]:
+    """(method, reference) pairs among the methods ``present``: LoRA minus each of ``references``,
+    then every other method (registry order) minus full fine-tuning and minus LoRA."""
+    pairs = [("lora", o) for o in references if {"lora", o} <= set(present)]
+    others = [m for m in methods_mod.order(present) if m not in STUDY_METHODS]
+    return pairs + [(m, o) for m in others for o in ("full", "lora") if o in present]
+
+
+def comparison_label(a: str, b: str) -> str:
+    """"LoRA - full", "DoRA - LoRA", ...: the study's methods by their short names, others by label."""
+    def short(m):
+        return {"lora": "LoRA", "full": "full", "head": "head", "base": "base"}.get(m) or methods_mod.label(m)
+    return f"{short(a)} - {short(b)}"
+
+
+def is_beyond(cases: pd.DataFrame) -> pd.Series:
+    """The cases of the other methods (the "beyond LoRA" view), as opposed to LoRA's own."""
+    if "method_a" not in cases:
+        return pd.Series(False, index=cases.index)
+    return cases["method_a"].fillna("lora").ne("lora")
 
 
 def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
@@ -94,6 +124,7 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
         else:
             shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
     per_seed: dict = {}
+    meta: dict = {}  # the compared methods of each case
     fit: dict = {}  # pooled test accuracy of the compared targets, per case (did they learn the task?)
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
@@ -104,22 +135,32 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
             return own if len(own) >= 2 else lora
         if not {"lora", "full"} <= set(t) or len(shadows_for("lora", t["lora"].config["epochs"])) < 2:
             continue
-        pairs = [("LoRA - full", t["full"], shadows_for("full", t["full"].config["epochs"]))]
+        def own(name):
+            return t[name], shadows_for(name, t[name].config["epochs"])
+        pairs = [("LoRA - full", own("lora"), own("full"))]
         # the utility-matched comparison: a full target trained for fewer epochs, with its own shadows
-        pairs += [("LoRA - full (utility-matched)", r, shadows_for("full", name[1])) for name, r in t.items()
+        pairs += [("LoRA - full (utility-matched)", own("lora"), (r, shadows_for("full", name[1])))
+                  for name, r in t.items()
                   if isinstance(name, tuple) and name[0] == "full" and len(shadows_for("full", name[1])) >= 2
                   and shadows_for("full", name[1])[0].config["method"] == "full"]
-        lora_sh = [s.predictions() for s in shadows_for("lora", t["lora"].config["epochs"])]
-        for comparison, other, other_sh in pairs:
-            osh = [s.predictions() for s in other_sh]
-            for side, rec in (("lora", t["lora"]), (other.config["method"], other)):
-                _pool_accuracy(fit.setdefault((dataset, kw, model, comparison), {}), side, rec.predictions())
+        # other methods' targets, each with shadows of its own method, against full fine-tuning and LoRA
+        pairs += [(comparison_label(m, o), own(m), own(o)) for m, o in comparison_pairs({n for n in t if isinstance(n, str)}, ())
+                  if m != "lora" and len(own(m)[1]) >= 2 and own(m)[1][0].config["method"] == m]
+        for comparison, (a, a_sh), (b, b_sh) in pairs:
+            ash, bsh = ([s.predictions() for s in x] for x in (a_sh, b_sh))
+            meta[(dataset, kw, model, comparison)] = (a.config["method"], b.config["method"],
+                                                      a.meta["adaptation"]["trainable_params"],
+                                                      b.meta["adaptation"]["trainable_params"])
+            for rec in (a, b):
+                _pool_accuracy(fit.setdefault((dataset, kw, model, comparison), {}), rec.config["method"], rec.predictions())
             for key, fn in (("lira_auc", lambda p, s: mia.lira_scores(p, s)), ("loss_auc", lambda p, s: mia.loss_scores(p))):
-                d = mia.auc_difference(fn(t["lora"].predictions(), lora_sh), fn(other.predictions(), osh))
+                d = mia.auc_difference(fn(a.predictions(), ash), fn(b.predictions(), bsh))
                 per_seed.setdefault((dataset, kw, model, comparison, key), {})[int(seed)] = d
     return pd.DataFrame([_case("membership_inference", dataset, kw, model, "(all examples)", comparison, key, d,
                                at_chance=", ".join(m for m, ok in _learned(fit[(dataset, kw, model, comparison)]).items()
-                                                   if not ok))
+                                                   if not ok),
+                               **dict(zip(("method_a", "method_b", "trainable_a", "trainable_b"),
+                                          meta[(dataset, kw, model, comparison)])))
                          for (dataset, kw, model, comparison, key), d in sorted(per_seed.items())])
 
 
@@ -152,21 +193,29 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
                            []).append(r)
     for (task, kw, model), rs in sorted(by_case.items()):
         preds = gen.pronoun_predictions(rs)
+        params = {r.config["method"]: r.meta.get("adaptation", {}).get("trainable_params") for r in rs}
         for test_set in sorted(preds["test_set"].unique()):
             sub = preds[preds["test_set"] == test_set]
-            for ts in sorted(set(sub["train_set"]) - {"-"}):
-                readings = [("full", {"method": "full", "train_set": ts}, "stereotype_excess", gen.STEREOTYPE_EXCESS)]
-                if "loglik_pro" in sub:
-                    readings += [(o, sel, "pro_preference", "pro_preference") for o, sel in
-                                 (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"}))]
-                for other, sel, metric_key, score in readings:
-                    d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, score, n_boot=0)
-                    if d is None:
-                        continue
-                    settings = json.dumps({**json.loads(kw), "train_set": ts}, sort_keys=True)  # names the refs in the CSV
-                    rows.append(_case("generation_fairness", f"{task} {test_set}", settings, model, "predisposition",
-                                      f"LoRA - {other}", metric_key, d["per_seed"],
-                                      label=f"{get_metric(metric_key).label} ({ts} refs)"))
+            # LoRA, then every other method, against full fine-tuning (and the base model); the others also
+            # against LoRA; each on the training sets it was fine-tuned on
+            for a, _ in [("lora", None)] + [p for p in comparison_pairs(set(sub["method"]), ()) if p[1] == "lora"]:
+                for ts in sorted(set(sub.loc[sub["method"] == a, "train_set"]) - {"-"}):
+                    refs = [("full", {"method": "full", "train_set": ts})]
+                    if a != "lora":
+                        refs.append(("lora", {"method": "lora", "train_set": ts}))
+                    readings = [(o, sel, "stereotype_excess", gen.STEREOTYPE_EXCESS) for o, sel in refs]
+                    if "loglik_pro" in sub:
+                        readings += [(o, sel, "pro_preference", "pro_preference")
+                                     for o, sel in refs + [("base", {"method": "base"})]]
+                    for other, sel, metric_key, score in readings:
+                        d = gen.paired_rate_difference(sub, {"method": a, "train_set": ts}, sel, score, n_boot=0)
+                        if d is None:
+                            continue
+                        settings = json.dumps({**json.loads(kw), "train_set": ts}, sort_keys=True)  # names the refs
+                        rows.append(_case("generation_fairness", f"{task} {test_set}", settings, model, "predisposition",
+                                          comparison_label(a, other), metric_key, d["per_seed"],
+                                          label=f"{get_metric(metric_key).label} ({ts} refs)", method_a=a,
+                                          method_b=other, trainable_a=params.get(a), trainable_b=params.get(other)))
     probes: dict = {}
     for r in recs:
         if r.config["part"] == "token_bias" and not r.config.get("plant"):  # planted runs are the control
@@ -344,7 +393,34 @@ def decide(cases: pd.DataFrame) -> pd.DataFrame:
         out[col] = decided[col].reindex(out.index)
     out["family"] = out.apply(inference.family, axis=1)
     out["verdict"] = decided["verdict"].reindex(out.index).fillna("no verdict")
+    beyond = is_beyond(out)  # another method's verdict names no LoRA: "method better" / "method worse"
+    out.loc[beyond, "verdict"] = out.loc[beyond, "verdict"].str.replace("LoRA ", "method ", regex=False)
     return out
+
+
+def method_table(cases: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The method x metric view: one row per (case scope, method) of the other methods against
+    ``reference`` ("full" or "lora"), one column per metric, each cell the mean per-seed difference
+    with its seed-level interval and the verdict, with the method's trainable parameters."""
+    sub = cases[is_beyond(cases) & (cases["method_b"] == reference)]
+    if sub.empty:
+        return pd.DataFrame()
+    mark = {"method better": "better", "method worse": "WORSE", "equivalent": "equivalent",
+            "inconclusive": "inconclusive", "no verdict": "no verdict"}
+
+    def cell(r):
+        ci = "" if pd.isna(r["lo"]) else f" [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+        return f"{r['difference']:+.3f}{ci} {mark.get(r['verdict'], r['verdict'])}"
+    scope = sub["experiment"].str.replace("_classification", "").str.replace("_fairness", "") + " | " + \
+        sub["dataset"] + " | " + sub["model"]
+    t = sub.assign(scope=scope, method=sub["method_a"].map(methods_mod.label), cell=sub.apply(cell, axis=1),
+                   order=sub["method_a"].map(list(methods_mod.METHODS).index))
+    t["trainable"] = t["trainable_a"].map(lambda v: f"{int(v):,}" if pd.notna(v) else "")
+    wide = t.pivot_table(index=["scope", "order", "method", "trainable"], columns="metric", values="cell",
+                         aggfunc="first", sort=False)
+    wide = wide.sort_index(level=["scope", "order"]).droplevel("order").reset_index()
+    wide.columns.name = None
+    return wide.fillna("")
 
 
 def _short(kw: str) -> str:
@@ -392,8 +468,10 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | N
             names = c["at_chance"].split(", ")
             reasons.append(f"the {' and '.join(names)} target{'s are' if len(names) > 1 else ' is'} at chance on this task")
         if learned is not None and c["experiment"].endswith("classification"):
-            other = c["comparison"].split(" - ", 1)[1]
-            for m in ("lora", other):
+            pair = (c.get("method_a"), c.get("method_b"))
+            if not all(isinstance(m, str) for m in pair):
+                pair = ("lora", c["comparison"].split(" - ", 1)[1])
+            for m in pair:
                 if not learned.get((c["dataset"], c["settings"], c["model"], m), True):
                     reasons.append(f"{m} is at chance on this task")
         why.append("; ".join(reasons))
@@ -423,7 +501,8 @@ def counts(cases: pd.DataFrame) -> pd.DataFrame:
     return t.reindex(columns=list(inference.VERDICTS), fill_value=0)
 
 
-CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "comparison", "metric", "metric_key", "seeds",
+CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "comparison", "method_a", "method_b",
+               "trainable_a", "trainable_b", "metric", "metric_key", "seeds",
                "per_seed", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
                "p_tost", "p_tost_holm", "margin", "mde", "family", "verdict", "not counted because"]
 

@@ -147,10 +147,16 @@ def seeds_for_equivalence(margin_: float, sd: float, power: float = POWER, alpha
 
 def family(row) -> str:
     """The multiplicity family of a case, fixed by the design: its experiment, its comparison (a
-    variant such as "utility-matched" joins its comparison) and whether it measures utility or
-    fairness."""
+    variant such as "utility-matched" joins its comparison; every method other than LoRA, head-only
+    and full fine-tuning against one reference is one family, "other methods - full") and whether it
+    measures utility or fairness."""
     kind = "utility" if row["metric_key"] in UTILITY else "fairness"
-    return f"{row['experiment']} | {row['comparison'].split(' (')[0]} | {kind}"
+    a, b = row.get("method_a"), row.get("method_b")
+    if isinstance(a, str) and isinstance(b, str) and a not in ("lora", "full", "head", "base"):
+        comp = f"other methods - {'LoRA' if b == 'lora' else b}"
+    else:
+        comp = row["comparison"].split(" (")[0]
+    return f"{row['experiment']} | {comp} | {kind}"
 
 
 def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:

@@ -256,6 +256,6 @@ register(Method("fairlora", "FairLoRA-style", "adapter", "#882255", "d", (0, (6,
                 "LoRA plus a penalty on the variance of the groups' mean losses in a batch",
                 settings=("rank", "alpha", "penalty"), defaults={"penalty": 1.0}, peft_config=_lora,
                 objective="group_variance"))
-register(Method("reweight", "LoRA, group-balanced", "adapter", "#44AA99", "p", (0, (3, 3)),
+register(Method("reweight", "group-balanced LoRA", "adapter", "#44AA99", "p", (0, (3, 3)),
                 "LoRA with each group weighted equally in the loss (inverse group frequency)",
                 settings=("rank", "alpha"), peft_config=_lora, objective="group_balanced"))

@@ -307,6 +307,73 @@ def forest(cases: pd.DataFrame, profile: str):
     return fig
 
 
+def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
+    """Every other method's difference from ``reference`` (and LoRA's, for comparison) against its
+    trainable parameters, one panel per case: the mean per-seed difference with its 95% seed-level
+    interval, the method's marker, filled where the verdict is "better" or "worse" (or "LoRA ..."),
+    grey-edged where equivalent, hollow where inconclusive or without a verdict."""
+    sub = cases[(cases["method_b"] == reference) & cases["trainable_a"].notna()]
+    keys = list(dict.fromkeys(sub.loc[sub["method_a"] != "lora", "case"]))
+    sub = sub[sub["case"].isin(keys)]
+    cols = min(4, max(1, len(keys)))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.9), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        c = sub[sub["case"] == key]
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhspan(-c["margin"].iloc[0], c["margin"].iloc[0], color="#009E73", alpha=0.12, lw=0)
+        for _, r in c.iterrows():
+            st = methods_mod.style(r["method_a"])
+            decided = "better" in r["verdict"] or "worse" in r["verdict"]
+            err = None if pd.isna(r["lo"]) else [[r["difference"] - r["lo"]], [r["hi"] - r["difference"]]]
+            ax.errorbar(r["trainable_a"], r["difference"], yerr=err, fmt=st["marker"], color=st["color"], capsize=2,
+                        mfc=st["color"] if decided else "white", ms=7)
+        ax.set_xscale("log")
+        ax.set_title(key.split(" | ", 1)[1] if " | " in key else key, fontsize=8)
+        ax.set_xlabel("trainable parameters", fontsize=8)
+        arrow = "higher: method better" if c["higher_is_better"].iloc[0] else "lower: method better"
+        ax.set_ylabel(f"minus {'LoRA' if reference == 'lora' else reference} ({arrow})", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    from matplotlib.lines import Line2D
+
+    present = methods_mod.order(set(sub["method_a"]))
+    handles = [Line2D([], [], ls="", marker=methods_mod.style(m)["marker"], color=methods_mod.style(m)["color"],
+                      label=methods_mod.label(m)) for m in present]
+    handles.append(Line2D([], [], ls="", marker="o", color="grey", mfc="white", label="hollow: no decided difference"))
+    fig.suptitle(f"Each method minus {'LoRA' if reference == 'lora' else 'full fine-tuning'} against its trainable "
+                 f"parameters [profile: {profile}]", y=0.995, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / fig.get_figheight()))
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()))
+    return fig
+
+
+def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", label: str = ""):
+    """How far each method moved the base model (``table``: one row per method and panel with
+    ``panel``, ``method`` (name), ``trainable``, ``value``, ``lo``, ``hi``), against its trainable
+    parameters, log scale; one panel per test set."""
+    panels = list(dict.fromkeys(table["panel"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        sub = table[table["panel"] == panel]
+        ax.axhline(0, color="black", lw=0.8)
+        for _, r in sub.iterrows():
+            st = methods_mod.style(r["method"])
+            err = None if pd.isna(r["lo"]) else [[r[value] - r["lo"]], [r["hi"] - r[value]]]
+            ax.errorbar(r["trainable"], r[value], yerr=err, fmt=st["marker"], color=st["color"], capsize=3, ms=8,
+                        label=methods_mod.label(r["method"]))
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel(label or value)
+        ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Shift from the base model against trainable parameters [profile: {profile}]", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- generation fairness
 CATEGORY_STYLE = {  # colour and hatch, so the stacks stay readable in grey-scale
     "pro": ("#D55E00", ""), "anti": ("#0072B2", "//"), "neutral": ("#F0E442", ".."), "unknown": ("#bdbdbd", "xx"),

@@ -229,8 +229,8 @@ MIA = {
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people",
              "dataset_kwargs": {"task": "gender", "n": 60, "data_seed": 0, "render": {"size": 32}},
-             "model": "vit_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone",
-             "split_unit": "drawing",
+             "model": "vit_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3, "ia3": 1e-2},
+             "attribute": "skin_tone", "split_unit": "drawing", "extra_methods": ["ia3"],
              "variants": [{"name": "lora_overfit", "role": "control", "method": "lora", "epochs": 2, "select": "last"}]},
             {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"n": 60, "data_seed": 0},
              "model": "bert_tiny_random", "epochs": 1, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "target",
@@ -251,8 +251,10 @@ MIA = {
         "train_options": {},
         "tasks": [
             {"name": "vision", "dataset": "openmoji_people", "dataset_kwargs": {"task": "gender", "n": 2000, "data_seed": 0},
-             "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3}, "attribute": "skin_tone",
-             "split_unit": "drawing",
+             "model": "mobilenet_v2", "epochs": 3, "lrs": {"lora": 1e-3, "full": 1e-3, "dora": 1e-3, "ia3": 1e-2},
+             "attribute": "skin_tone", "split_unit": "drawing",
+             # DoRA and IA3 targets with their own shadows, at the vision chapter's chosen learning rates
+             "extra_methods": ["dora", "ia3"],
              "variants": [{"name": "lora_overfit", "role": "control", "method": "lora", "epochs": 12, "select": "last"}]},
             {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"threshold": 0.5},
              "model": "minilm", "epochs": 3, "lrs": {"lora": 5e-3, "full": 2e-4}, "attribute": "target",
@@ -281,8 +283,8 @@ MIA = {
              "model": "swinv2_large", "epochs": 6, "lrs": {"lora": 1e-3, "full": 3e-6}, "attribute": "race"},
             {"name": "text", "dataset": "measuring_hate_speech",
              "dataset_kwargs": {"axis": "religion", "aggregation": "majority", "threshold": 0.5},
-             "model": "llama2_7b", "epochs": 3, "lrs": {"lora": 3e-4, "full": 1e-5}, "attribute": "muslim",
-             "max_length": 256},
+             "model": "llama2_7b", "epochs": 3, "lrs": {"lora": 3e-4, "full": 1e-5, "dora": 3e-4, "ia3": 3e-3},
+             "attribute": "muslim", "max_length": 256, "extra_methods": ["dora", "ia3"]},
             {"name": "text-mistral", "dataset": "measuring_hate_speech",
              "dataset_kwargs": {"axis": "religion", "aggregation": "majority", "threshold": 0.5},
              "model": "mistral_7b", "epochs": 3, "lrs": {"lora": 3e-4, "full": 1e-5}, "attribute": "muslim",
@@ -318,7 +320,8 @@ GENERATION = {
         "rank": 8,
         "seeds": [13],
         "epochs": 1,
-        "lrs": {"lora": 1e-3, "full": 1e-3},
+        "lrs": {"lora": 1e-3, "full": 1e-3, "ia3": 1e-2},
+        "extra_methods": {"methods": ["ia3"], "train_sets": ["balanced"]},
         "batch_size": 8,
         "max_length": 96,
         "max_new_tokens": 8,
@@ -348,8 +351,11 @@ GENERATION = {
         "rank": 8,
         "seeds": [13, 1337, 42],
         "epochs": 2,
-        # untuned, one value per method (validation loss is recorded per epoch); book/methods.md
-        "lrs": {"lora": 2e-3, "full": 3e-5},
+        # untuned, one value per method (validation loss is recorded per epoch); book/methods.md; IA3 at ten
+        # times LoRA's rate (rescaling vectors move little per step)
+        "lrs": {"lora": 2e-3, "full": 3e-5, "dora": 2e-3, "ia3": 2e-2},
+        # DoRA and IA3 fine-tuned on the balanced references only: how far does each method move the base model?
+        "extra_methods": {"methods": ["dora", "ia3"], "train_sets": ["balanced"]},
         "batch_size": 16,
         "max_length": 64,
         "max_new_tokens": 24,
@@ -378,8 +384,12 @@ GENERATION = {
         "seeds": [13, 1337, 42, 666, 888],
         # the original study's selected settings for MT general (its appendix of hyper-parameters), used for both training
         # sets (its pro-set picks differ: Llama-2 full 4 epochs, LoRA 12; Mistral full 2, LoRA 3)
-        "epochs": {"llama2_7b": {"lora": 6, "full": 2}, "mistral_7b": {"lora": 2, "full": 1}},
-        "lrs": {"llama2_7b": {"lora": 3e-3, "full": 1e-5}, "mistral_7b": {"lora": 1e-3, "full": 3e-6}},
+        "epochs": {"llama2_7b": {"lora": 6, "full": 2, "dora": 6, "ia3": 6},
+                   "mistral_7b": {"lora": 2, "full": 1, "dora": 2, "ia3": 2}},
+        "lrs": {"llama2_7b": {"lora": 3e-3, "full": 1e-5, "dora": 3e-3, "ia3": 3e-2},
+                "mistral_7b": {"lora": 1e-3, "full": 3e-6, "dora": 1e-3, "ia3": 1e-2}},
+        # DoRA and IA3 at LoRA's epochs, IA3 at ten times its rate (untuned), balanced references only
+        "extra_methods": {"methods": ["dora", "ia3"], "train_sets": ["balanced"]},
         "batch_size": 32,
         "max_length": 128,
         "max_new_tokens": 100,
