@@ -143,6 +143,34 @@ for r, label in zip(records, rows["label"]):
 display(pd.DataFrame(tops).style.hide(axis="index"))
 
 # %% [markdown]
+# ## What the paper profile costs
+#
+# Every run of the paper profile, per chapter, from the chapters' grids (`lorafair sweep all --profile
+# paper`): its number of runs and the estimated GPU-hours, each run's epochs times its training
+# examples divided by the estimated training rate of its architecture and method above (an adapter
+# or a head trains at about LoRA's rate; Mistral 7B as Llama-2 7B), plus a fixed allowance for
+# loading, evaluation and decoding. These are planning numbers for the scheduler's time requests,
+# not measurements.
+
+# %% tags=["hide-input"]
+from lorafair import launch
+
+paper_rows = []
+for ch in launch.RUN_CHAPTERS:
+    rows_ch = launch.listing(ch, "paper")  # the paper store's records, where any, else estimates
+    secs = [r["seconds"] for r in rows_ch if r["seconds"]]
+    paper_rows.append({"chapter": ch.replace("_", " "), "runs": len(rows_ch),
+                       "estimated GPU-hours": sum(secs) / 3600, "runs without an estimate": len(rows_ch) - len(secs)})
+paper_cost = pd.DataFrame(paper_rows)
+for r in paper_rows:
+    key = r["chapter"].replace(" ", "_")
+    glue(f"paper_{key}_runs", r["runs"], display=False)
+    glue(f"paper_{key}_gpu_hours", round(r["estimated GPU-hours"], 1), display=False)
+glue("paper_total_runs", int(paper_cost["runs"].sum()), display=False)
+glue("paper_total_gpu_hours", round(float(paper_cost["estimated GPU-hours"].sum()), 1), display=False)
+display(paper_cost.style.format({"estimated GPU-hours": "{:.1f}"}).hide(axis="index"))
+
+# %% [markdown]
 # ## Reading the estimates
 #
 # Generated from the records above. The baselines and targets come from the design notes of this

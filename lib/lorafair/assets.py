@@ -93,26 +93,68 @@ def verify_sha256_prefix(path: Path, prefix: str) -> None:
         raise LorafairError(f"{path} is corrupt: sha256 {h.hexdigest()[:16]}... does not start with {prefix}")
 
 
-def hub_snapshot(repo_id: str, allow_patterns: list[str] | None = None) -> Path:
-    """Local folder of a Hugging Face Hub repository: the HF cache first, then a download.
+#: Hugging Face Hub revisions (commit hashes) the paper profile downloads. A repository left at None
+#: is fetched at its current main revision and the commit it resolved to is recorded; pin it here
+#: (its commit on the Hub's "Files and versions" page) for runs that must match another site's.
+HUB_REVISIONS: dict[str, str | None] = {
+    "meta-llama/Llama-2-7b-hf": "01c7f73d771dfac7d292323805ebc428287df4f9",
+    "mistralai/Mistral-7B-v0.1": "27d67f1b5f57dc0953326b2601d68371d40ea8da",
+    "google/vit-base-patch16-224-in21k": "b4569560a39a0f1af58e3ddaf17facf20ab919b0",
+    "microsoft/swinv2-large-patch4-window12-192-22k": None,
+    "ucberkeley-dlab/measuring-hate-speech": None,
+    "facebook/md_gender_bias": None,
+}
+
+#: {repository: commit} of every Hub repository this process resolved (recorded with each run)
+RESOLVED: dict[str, str] = {}
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit of a Hugging Face cache snapshot folder (``.../snapshots/<commit>``)."""
+    path = Path(path)
+    return path.name if path.parent.name == "snapshots" and len(path.name) == 40 else None
+
+
+def hub_snapshot(repo_id: str, allow_patterns: list[str] | None = None, revision: str | None = None) -> Path:
+    """Local folder of a Hugging Face Hub repository at its pinned revision (``HUB_REVISIONS``):
+    the HF cache first, then a download. The commit it resolves to is kept in ``RESOLVED``.
 
     Raises a one-line LorafairError when the Hub is unreachable, pointing at the offline profile."""
     from huggingface_hub import snapshot_download
 
+    revision = revision or HUB_REVISIONS.get(repo_id)
+    path = None
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=allow_patterns))
+        path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=allow_patterns))
     except Exception:  # not cached: try the network below
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    if path is None and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise LorafairError(
             f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; the paper profile "
             "needs Hub access (unset HF_HUB_OFFLINE) -- or use --profile offline"
         )
+    if path is None:
+        try:
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns))
+        except Exception as e:  # network errors come in many types
+            raise LorafairError(
+                f"could not download {repo_id}{f' at revision {revision}' if revision else ''} from the Hugging Face "
+                f"Hub (tried: local HF cache, Hub: {type(e).__name__}); the paper profile needs network access and, "
+                "for gated models, `huggingface-cli login` -- or use --profile offline"
+            ) from None
+    RESOLVED[repo_id] = snapshot_commit(path) or revision or "unknown"
+    return path
+
+
+def hub_dataset_revision(repo_id: str, revision: str | None = None) -> str:
+    """The commit a Hub dataset's revision (pinned in ``HUB_REVISIONS``, else its main branch)
+    resolves to, kept in ``RESOLVED``; ``unresolved`` if the Hub cannot be asked (offline cache)."""
+    revision = revision or HUB_REVISIONS.get(repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
-    except Exception as e:  # network errors come in many types
-        raise LorafairError(
-            f"could not download {repo_id} from the Hugging Face Hub (tried: local HF cache, Hub: "
-            f"{type(e).__name__}); the paper profile needs network access and, for gated models, "
-            "`huggingface-cli login` -- or use --profile offline"
-        ) from None
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(repo_id, revision=revision).sha
+    except Exception:  # offline, or an old cache: the pinned name is all that is known
+        sha = revision or "unresolved"
+    RESOLVED[repo_id] = sha
+    return sha

@@ -1,9 +1,11 @@
 """``lorafair``: run experiments, execute notebooks, build the book.
 
-    lorafair book [--profile offline|smoke|paper] [--recompute] [--only NAME ...] [--no-build]
+    lorafair book [--profile offline|smoke|paper] [--recompute | --no-compute] [--results-dir DIR] [--only NAME ...] [--no-build]
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
     lorafair plan NAME [--profile P] [-p KEY VALUE ...]   (a chapter's runs, without executing it)
+    lorafair sweep NAME|all [--profile P] [--emit FILE] [--launch local|gpus|slurm|sbatch] ...
+    lorafair exec FILE [--index I | --indices I,J] [--results-dir DIR]   (one line of an --emit file)
     lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
     lorafair bench --estimate [--gpu h200|h100|a100] ...   (a model of a GPU step, on any CPU)
@@ -35,7 +37,10 @@ def _value(text: str):
 def cmd_book(a) -> None:
     from .notebook import build_book
 
-    t = build_book(a.profile, recompute=a.recompute, only=a.only, build=not a.no_build)
+    if a.no_compute and a.recompute:
+        raise LorafairError("--no-compute and --recompute contradict each other; give one")
+    t = build_book(a.profile, recompute=a.recompute, only=a.only, build=not a.no_build, compute=not a.no_compute,
+                   results_dir=a.results_dir)
     print("[lorafair] wall time (s): " + json.dumps(t))
 
 
@@ -169,6 +174,85 @@ def cmd_plan(a) -> None:
     print(f"{len(seen)} runs, {done} with a record, {len(seen) - done} to compute")
 
 
+def cmd_sweep(a) -> None:
+    from . import launch
+
+    from .errors import choose
+
+    overrides = {k: _value(v) for k, v in (a.param or [])}
+    if overrides and a.name == "all":
+        raise LorafairError("-p applies to one chapter; name it instead of 'all'")
+    if a.launch:  # checked before anything is listed
+        choose("launcher", a.launch, launch.LAUNCHERS)
+        if not a.emit:
+            raise LorafairError(f"--launch {a.launch} needs --emit FILE (the file the tasks read)")
+    for flag in ("workers", "gpus", "retries", "tasks_per_job", "parallel", "time", "gpus_per_node"):
+        v = getattr(a, flag)
+        if v is not None and v < (0 if flag == "retries" else 1):
+            raise LorafairError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'retries' else 1}, got {v}")
+    rows = launch.listing(a.name, a.profile, overrides, a.results_dir)
+    states: dict = {}
+    for r in rows:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    if not a.quiet:
+        for r in rows:
+            est = f"{r['seconds'] / 60:7.1f} min" if r["seconds"] else "      ? min"
+            print(f"  {r['state']:10s} {est}  {r['experiment']}/{r['run_id']}  [{r['group']}] {r['what']}")
+    todo = [r for r in rows if r["state"] != "done"]
+    secs = [r["seconds"] for r in todo if r["seconds"]]
+    unit = "GPU" if a.profile == "paper" else "CPU (one process)"
+    total = sum(secs) / 3600
+    cost = f"{total:.1f} {unit}-hours" if total >= 1 else f"{total * 60:.0f} {unit}-minutes"
+    print(f"{a.name} on profile {a.profile}: {len(rows)} runs; " + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+          + f"; still to run: {len(todo)}, about {cost}"
+          + (f" ({len(todo) - len(secs)} without an estimate)" if len(secs) < len(todo) else ""))
+    if a.emit:
+        n = launch.emit(rows, a.emit)
+        print(f"[lorafair] wrote {n} configuration(s) to {a.emit}")
+    if not a.launch:
+        return
+    if not todo:
+        print("[lorafair] nothing to run")
+        return
+    if a.launch == "local":
+        if a.workers == 1:
+            launch.execute(a.emit, None, a.results_dir)
+        else:
+            from . import sweep
+            from .runs import RunStore
+
+            sweep.run(RunStore(a.results_dir or launch.RESULTS_DIRS[a.profile]),
+                      [e["config"] for e in launch.read(a.emit)], workers=a.workers, desc="runs",
+                      train_options=todo[0]["train_options"])
+    elif a.launch == "gpus":
+        launch.launch_gpus(a.emit, a.gpus_per_node, a.results_dir)
+    elif a.launch == "sbatch":
+        minutes = a.time or launch.time_request_minutes([r["seconds"] for r in todo])
+        script = launch.sbatch_script(a.emit, len(todo), minutes, a.gpus, a.results_dir, a.parallel, a.partition)
+        out = a.sbatch_out or "lorafair-array.sbatch"
+        with open(out, "w") as f:
+            f.write(script)
+        print(f"[lorafair] wrote {out}: submit it with `sbatch {out}`")
+    else:
+        res = launch.launch_slurm(a.emit, a.logs, a.results_dir, a.gpus, a.partition, a.parallel, a.retries,
+                                  cluster=a.cluster, minutes=a.time, tasks_per_job=a.tasks_per_job)
+        if res["failed"]:
+            raise LorafairError(f"{res['failed']} task(s) still failed after {a.retries} retries; logs in {a.logs}")
+        print(f"[lorafair] {res['submitted']} task(s) finished; the run store holds every record")
+
+
+def cmd_exec(a) -> None:
+    from . import launch
+
+    if a.index is not None and a.indices is not None:
+        raise LorafairError("give --index or --indices, not both")
+    entries = launch.read(a.file)
+    idx = launch.parse_indices(a.indices if a.indices is not None else a.index, len(entries))
+    states = launch.execute(a.file, idx, a.results_dir)
+    print(f"[lorafair] {len(states)} configuration(s) of {a.file}: " +
+          ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
+
+
 def cmd_check_pages(a) -> None:
     from .pagecheck import check
 
@@ -270,6 +354,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--recompute", action="store_true", help="recompute runs that have a record")
     b.add_argument("--only", nargs="+", help="execute only these notebooks")
     b.add_argument("--no-build", action="store_true", help="execute notebooks but do not build HTML")
+    b.add_argument("--no-compute", action="store_true",
+                   help="render from the run store only (e.g. filled by cluster jobs); fail naming any run still missing")
+    b.add_argument("--results-dir", help="run store root (default: the profile's)")
     b.set_defaults(func=cmd_book)
     n = sub.add_parser("notebook", help="execute one notebook with parameters")
     n.add_argument("name")
@@ -287,6 +374,33 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="a parameter, as for `lorafair notebook`")
     pl.set_defaults(func=cmd_plan)
+    w = sub.add_parser("sweep", help="list a chapter's runs with state and cost; emit and launch the pending ones")
+    w.add_argument("name", help="a chapter, or all")
+    w.add_argument("--profile", default="offline")
+    w.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a parameter, as for `lorafair notebook`")
+    w.add_argument("--results-dir", help="run store root (default: the profile's)")
+    w.add_argument("--emit", metavar="FILE", help="write the runs without a record as JSON lines")
+    w.add_argument("--launch", help="run the emitted file: local | gpus | slurm | sbatch (writes a script)")
+    w.add_argument("--workers", type=int, default=1, help="local: worker processes (1 thread each)")
+    w.add_argument("--gpus-per-node", type=int, help="gpus: workers (default: the visible GPUs)")
+    w.add_argument("--gpus", type=int, default=1, help="slurm/sbatch: GPUs per task")
+    w.add_argument("--partition", help="slurm/sbatch: the partition")
+    w.add_argument("--parallel", type=int, help="slurm/sbatch: at most so many array tasks at once")
+    w.add_argument("--time", type=int, help="slurm/sbatch: minutes per task (default: from the estimates)")
+    w.add_argument("--retries", type=int, default=2, help="slurm: resubmissions of failed tasks")
+    w.add_argument("--tasks-per-job", type=int, default=1, help="slurm: configurations per array task")
+    w.add_argument("--logs", default="slurm-logs", help="slurm: submitit's folder (logs per task)")
+    w.add_argument("--cluster", help="slurm: submitit cluster (default: auto; local runs jobs here)")
+    w.add_argument("--sbatch-out", help="sbatch: the script's path (default lorafair-array.sbatch)")
+    w.add_argument("--quiet", action="store_true", help="only the summary line")
+    w.set_defaults(func=cmd_sweep)
+    x = sub.add_parser("exec", help="run configurations of an --emit file into the run store")
+    x.add_argument("file")
+    x.add_argument("--index", help="one line (default: $SLURM_ARRAY_TASK_ID, else every line)")
+    x.add_argument("--indices", help="lines, comma-separated")
+    x.add_argument("--results-dir", help="run store root (default: each configuration's profile's)")
+    x.set_defaults(func=cmd_exec)
     r = sub.add_parser("run", help="one training run into the run store")
     r.add_argument("experiment", help="vision | llm | generation")
     r.add_argument("--profile", default="offline")

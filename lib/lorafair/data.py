@@ -449,7 +449,8 @@ def load_measuring_hate_speech(axis: str = "religion", aggregation: str = "major
         try:
             import datasets
 
-            raw = datasets.load_dataset(MHS_REPO, split="train").to_pandas()
+            raw = datasets.load_dataset(MHS_REPO, split="train", revision=assets.HUB_REVISIONS.get(MHS_REPO)).to_pandas()
+            assets.hub_dataset_revision(MHS_REPO)
         except Exception as e:  # offline, no cache, gated...
             raise LorafairError(f"could not load {MHS_REPO} from the Hugging Face Hub ({type(e).__name__}); "
                                 "the paper profile needs network access -- or use --profile offline, or pass "

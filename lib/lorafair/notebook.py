@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .assets import REPO_ROOT
 from .errors import LorafairError, choose
-from . import plots
+from . import launch, plots
 from .profiles import PROFILE_NAMES, parameter_names, resolve_from
 from .runs import RunStore
 
@@ -82,16 +82,44 @@ def notebook_errors(path: str | os.PathLike) -> list[str]:
     return found
 
 
+def missing_runs(profile: str, names, results_dir: str | None = None) -> dict[str, list[str]]:
+    """{chapter: run ids without a record} of the chapters among ``names`` that run anything."""
+    out = {}
+    for name in names:
+        if name not in launch.RUN_CHAPTERS:
+            continue
+        rows = launch.listing(name, profile, results_dir=results_dir)
+        todo = [f"{r['experiment']}/{r['run_id']}" for r in rows if r["state"] != "done"]
+        if todo:
+            out[name] = todo
+    return out
+
+
 def build_book(profile: str = "offline", recompute: bool = False, only: list[str] | None = None,
-               build: bool = True) -> dict:
-    """Execute every notebook on ``profile`` into book/, then ``jupyter-book build`` (warnings fail)."""
+               build: bool = True, compute: bool = True, results_dir: str | None = None) -> dict:
+    """Execute every notebook on ``profile`` into book/, then ``jupyter-book build`` (warnings fail).
+    ``compute=False`` renders from the run store alone: it first names every run still missing (and
+    the command that lists them) and fails, and the notebooks' kernels may not train
+    (``LORAFAIR_NO_COMPUTE``). ``results_dir``: another run store than the profile's."""
     choose("profile", profile, PROFILE_NAMES)
+    if not compute:
+        missing = missing_runs(profile, only or NOTEBOOKS, results_dir)
+        if missing:
+            first = next(iter(missing))
+            raise LorafairError("runs without a record: " + "; ".join(f"{k} {len(v)} (e.g. {v[0]})" for k, v in
+                                                                     missing.items())
+                                + f". List and launch them with `lorafair sweep {first} --profile {profile} --emit "
+                                  "pending.jsonl`")
+        os.environ["LORAFAIR_NO_COMPUTE"] = "1"
     timings = {}
     for name in only or NOTEBOOKS:
         t0 = time.time()
         print(f"[lorafair] executing {name} (profile {profile}{', recompute' if recompute else ''})",
               flush=True)
-        execute(name, {"profile": profile, "force": recompute}, BOOK_DIR, log=False)
+        params = {"profile": profile, "force": recompute}
+        if results_dir:
+            params["results_dir"] = str(results_dir)
+        execute(name, params, BOOK_DIR, log=False)
         timings[name] = round(time.time() - t0, 1)
         print(f"[lorafair] {name}: {timings[name]} s", flush=True)
     if build:

@@ -4,6 +4,16 @@ Contract (book/methods.md, "Run records"): ``<root>/<experiment>/<run_id>/`` hol
 ``predictions.parquet``, ``metrics.json`` and, written last, ``DONE``. A directory without ``DONE`` is
 incomplete: it is never read and is recomputed. A run is built in a temporary sibling directory and
 moved into place with one ``rename``, so an interrupted run never leaves a record that looks complete.
+
+Several processes (SLURM array tasks, the workers of one node, two users' shells) may share a store.
+A run is computed by the process that holds its *claim*: ``.claim-<run_id>`` beside the record,
+created with ``O_EXCL`` and holding the owner's host, pid and start time, its modification time
+refreshed every ``CLAIM_HEARTBEAT_S`` while the run computes. Another process asking for the same
+run waits for the record (or skips it, ``wait=False``). A claim is taken over only when its owner
+is gone: on the same host, its pid no longer exists; on another host, its heartbeat is older than
+``CLAIM_STALE_S``. A completed record is never removed by a process that did not ask to recompute
+it (``force``); a forced recomputation moves the old record aside and removes it only after the new
+one is in place. Temporary directories of owners that are gone are removed.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import assets
 from .precision import cpu_info
 
 #: Packages whose versions are recorded with every run.
@@ -30,6 +41,125 @@ RECORDED_PACKAGES = (
     "torch", "torchvision", "transformers", "peft", "accelerate", "timm", "fairlearn",
     "torchmetrics", "scikit-learn", "scipy", "numpy", "pandas",
 )
+
+
+#: seconds between two refreshes of a claim's modification time while its run computes
+CLAIM_HEARTBEAT_S = 30.0
+#: a claim of another host whose heartbeat is older than this is taken over (its owner is gone)
+CLAIM_STALE_S = float(os.environ.get("LORAFAIR_CLAIM_STALE_S", "600"))
+#: how often a process waiting for another's run looks again
+CLAIM_POLL_S = 2.0
+
+
+def _host() -> str:
+    return platform.node() or "unknown-host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (signal 0: no signal is sent)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class Claim:
+    """The exclusive right to compute one run (``.claim-<run_id>`` in the experiment's directory)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stop = None
+        self._thread = None
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def is_stale(self) -> bool:
+        """Its owner is gone: a dead pid on this host, or no heartbeat for ``CLAIM_STALE_S`` elsewhere.
+        An unreadable claim (being written) is stale only once it is old."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        o = self.owner()
+        if o is None:
+            return age > CLAIM_STALE_S
+        if o.get("host") == _host():
+            return not pid_alive(o.get("pid", -1))
+        return age > CLAIM_STALE_S
+
+    def acquire(self) -> bool:
+        """Create the claim; False if another live process holds it. A stale claim is removed and
+        taken (by exactly one of the processes that find it stale: the removal is a rename)."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self.is_stale():
+                    return False
+                grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+                try:
+                    os.rename(self.path, grave)  # only one taker succeeds
+                    grave.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": _host(), "pid": os.getpid(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                             time.gmtime())}, f)
+            self._start_heartbeat()
+            return True
+        return False
+
+    def _start_heartbeat(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+
+        def beat():
+            while not self._stop.wait(CLAIM_HEARTBEAT_S):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+        self._thread = threading.Thread(target=beat, daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        o = self.owner()
+        if o and o.get("host") == _host() and o.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def clean_stale_temporaries(directory: Path) -> int:
+    """Remove the ``.tmp-*`` directories of this host whose owner process is gone, and those of any
+    host older than ``CLAIM_STALE_S`` with no live claim; returns how many."""
+    removed = 0
+    if not directory.exists():
+        return 0
+    for p in directory.glob(".tmp-*"):
+        parts = p.name.split("-")  # .tmp-<run_id>-<host>-<pid>-<rand>; host names may hold dashes
+        try:
+            pid = int(parts[-2])
+            host = "-".join(parts[2:-2])
+        except (ValueError, IndexError):
+            pid, host = -1, ""
+        gone = (host == _host() and not pid_alive(pid)) or \
+            (time.time() - p.stat().st_mtime > CLAIM_STALE_S and host != _host())
+        if gone:
+            shutil.rmtree(p, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def canonical_json(obj) -> str:
@@ -59,8 +189,11 @@ def environment() -> dict:
 
     # the precision a training run used is added by the run itself (lorafair.precision)
     device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
-    return {"python": platform.python_version(), "packages": versions, "git_revision": rev, "device": device,
-            "cpu": cpu_info(), "threads": torch.get_num_threads()}
+    env = {"python": platform.python_version(), "packages": versions, "git_revision": rev, "device": device,
+           "cpu": cpu_info(), "threads": torch.get_num_threads()}
+    if assets.RESOLVED:  # the Hub repositories (and the commits) this process loaded
+        env["hub_revisions"] = dict(sorted(assets.RESOLVED.items()))
+    return env
 
 
 @dataclass
@@ -91,16 +224,34 @@ class RunStore:
     def load(self, experiment: str, config: dict) -> RunRecord:
         return load_record(self.path(experiment, config))
 
+    def claim(self, experiment: str, config: dict) -> Claim:
+        final = self.path(experiment, config)
+        return Claim(final.parent / f".claim-{final.name}")
+
+    def state(self, experiment: str, config: dict) -> str:
+        """``done``, ``running`` (a live claim), ``incomplete`` (a directory without DONE, or a claim
+        whose owner is gone) or ``pending``."""
+        final = self.path(experiment, config)
+        if (final / "DONE").exists():
+            return "done"
+        c = self.claim(experiment, config)
+        if c.path.exists():
+            return "incomplete" if c.is_stale() else "running"
+        return "incomplete" if final.exists() else "pending"
+
     def get_or_run(
         self,
         experiment: str,
         config: dict,
         compute: Callable[[], tuple[pd.DataFrame, dict] | tuple[pd.DataFrame, dict, dict]],
         force: bool = False,
-    ) -> RunRecord:
+        wait: bool = True,
+    ) -> RunRecord | None:
         """Return the completed record for ``config``; compute and store it if there is none.
 
         ``compute()`` returns ``(predictions, metrics)`` or ``(predictions, metrics, extra_meta)``.
+        If another live process holds the run's claim, wait for its record (``wait=False``: return
+        None at once); if that process dies, take the claim over and compute.
         """
         final = self.path(experiment, config)
         if (final / "DONE").exists() and not force:
@@ -111,27 +262,40 @@ class RunStore:
             _barrier()
             return load_record(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        claim = self.claim(experiment, config)
+        while not claim.acquire():
+            if (final / "DONE").exists() and not force:
+                return load_record(final)
+            if not wait:
+                return None
+            time.sleep(CLAIM_POLL_S)
+            if (final / "DONE").exists():
+                return load_record(final)
         try:
-            start = time.time()
-            out = compute()
-            predictions, metrics = out[0], out[1]
-            extra = dict(out[2]) if len(out) > 2 else {}
-            env = {**environment(), **extra.pop("environment", {})}  # e.g. the precision the run used
-            meta = {"experiment": experiment, "run_id": final.name, "config": config,
-                    "environment": env, "wall_seconds": round(time.time() - start, 2),
-                    "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-            predictions.to_parquet(tmp / "predictions.parquet", index=False)
-            _write_json(tmp / "metrics.json", metrics)
-            _write_json(tmp / "config.json", meta)
-            (tmp / "DONE").write_text(meta["finished_utc"] + "\n")
-            if final.exists():  # incomplete leftover, or forced recomputation
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if (final / "DONE").exists() and not force:  # finished by another process meanwhile
+                return load_record(final)
+            clean_stale_temporaries(final.parent)
+            tmp = final.parent / f".tmp-{final.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                start = time.time()
+                out = compute()
+                predictions, metrics = out[0], out[1]
+                extra = dict(out[2]) if len(out) > 2 else {}
+                env = {**environment(), **extra.pop("environment", {})}  # e.g. the precision the run used
+                meta = {"experiment": experiment, "run_id": final.name, "config": config,
+                        "environment": env, "wall_seconds": round(time.time() - start, 2),
+                        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+                predictions.to_parquet(tmp / "predictions.parquet", index=False)
+                _write_json(tmp / "metrics.json", metrics)
+                _write_json(tmp / "config.json", meta)
+                (tmp / "DONE").write_text(meta["finished_utc"] + "\n")
+                _publish(tmp, final, replace_done=force)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            claim.release()
         _barrier()
         return load_record(final)
 
@@ -162,6 +326,21 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _publish(tmp: Path, final: Path, replace_done: bool) -> None:
+    """Move a finished run into place. An incomplete leftover is replaced; a completed record is
+    kept unless ``replace_done``, and then it is moved aside first and removed only after the new
+    record is in place (a reader never finds neither)."""
+    if final.exists() and (final / "DONE").exists() and not replace_done:
+        return  # another process's completed record stays; ours is discarded
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def load_record(path: Path) -> RunRecord:
     path = Path(path)
     if not (path / "DONE").exists():
@@ -187,20 +366,40 @@ def _json_default(o):
     return str(o)
 
 
-def _one_thread() -> None:
+def _one_thread(counter=None, devices: tuple[str, ...] = ()) -> None:
+    """A worker's start: one torch thread, and on a multi-GPU machine its own GPU (the workers take
+    the visible devices in turn, pinned by ``CUDA_VISIBLE_DEVICES`` before torch starts CUDA)."""
+    if devices and counter is not None:
+        with counter.get_lock():
+            i = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
     import torch
 
     torch.set_num_threads(1)
 
 
+def worker_devices() -> tuple[str, ...]:
+    """The GPU ids the workers of ``map_in_workers`` are spread over (none on a CPU)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return tuple(d.strip() for d in env.split(",") if d.strip())
+    import torch
+
+    return tuple(str(i) for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else ()
+
+
 def map_in_workers(fn: Callable, arg_tuples: list[tuple], workers: int, on_done: Callable[[], None]) -> None:
-    """``fn(*args)`` for every tuple in ``workers`` spawned 1-thread processes; ``on_done()`` after
-    each. Independent runs store themselves as they finish; a worker's error is re-raised here."""
+    """``fn(*args)`` for every tuple in ``workers`` spawned 1-thread processes (each on its own GPU
+    where there are several, ``worker_devices``); ``on_done()`` after each. Independent runs store
+    themselves as they finish; a worker's error is re-raised here."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_one_thread) as pool:
+    ctx = mp.get_context("spawn")
+    devices = worker_devices()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread,
+                             initargs=(ctx.Value("i", 0), devices if len(devices) > 1 else ())) as pool:
         for f in as_completed([pool.submit(fn, *a) for a in arg_tuples]):
             f.result()
             on_done()

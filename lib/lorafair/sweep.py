@@ -15,6 +15,7 @@ them, not in spawned workers: run such sweeps with ``workers=1``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ def run(store: RunStore, configs: list[dict], force: bool = False, workers: int 
     compile, gradient_checkpointing, num_workers, precision)."""
     unique = list({run_id(c): c for c in configs}.values())
     todo = [c for c in unique if force or not store.is_done(c["experiment"], c)]
+    if todo and os.environ.get("LORAFAIR_NO_COMPUTE") == "1":
+        raise LorafairError(f"{len(todo)} run(s) of {desc} have no record in {store.root}/ and this build computes "
+                            f"nothing (--no-compute), e.g. {todo[0]['experiment']}/{run_id(todo[0])}")
     bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, disable=not progress, file=sys.stderr)
     try:
         if workers > 1 and len(todo) > 1:

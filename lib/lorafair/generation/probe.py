@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import assets
 from .. import data as data_mod
 from .. import metrics as metrics_mod
 from ..metrics import percentile_interval, stratified_bootstrap
@@ -48,8 +49,9 @@ def _yelp_texts(path) -> list[str]:
         except ImportError as e:
             raise LorafairError("the yelp_inferred corpus needs the 'datasets' package (paper profile)") from e
         try:
-            ds = datasets.load_dataset("facebook/md_gender_bias", "yelp_inferred", split="train",
-                                       revision="refs/convert/parquet")
+            revision = assets.HUB_REVISIONS.get("facebook/md_gender_bias") or "refs/convert/parquet"
+            ds = datasets.load_dataset("facebook/md_gender_bias", "yelp_inferred", split="train", revision=revision)
+            assets.hub_dataset_revision("facebook/md_gender_bias", revision)
         except Exception as e:  # noqa: BLE001 - any download failure gets the same actionable message
             raise LorafairError(f"cannot load facebook/md_gender_bias yelp_inferred from the Hub ({e}); "
                                 "pass yelp_path=<parquet file or folder> or use the offline profile") from e

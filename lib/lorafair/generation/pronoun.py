@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import hashlib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,18 @@ MT_GENDER_URL = ("https://raw.githubusercontent.com/kenziyuliu/lora-fairness/" +
 
 
 MT_GENDER_FILES = ("en_tr_general.txt", "en_tr_pro.txt")
+#: sha256 of each file at ``MT_GENDER_COMMIT`` (checked after every download and before every use)
+MT_GENDER_SHA256 = {"en_tr_general.txt": "a15d094a7073fdea4085095040508945e09778f25386ea048a37e9c5e727c76f",
+                    "en_tr_pro.txt": "ec6c7fb7d60006f377413d90f1bbc4768c10ccb1fa10d2dac0eb2b9ea62d1402"}
+
+
+def check_mt_gender(path: Path) -> None:
+    """A WinoMT file whose sha256 is not the pinned one is refused (a changed or truncated file)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    want = MT_GENDER_SHA256.get(Path(path).name)
+    if want and digest != want:
+        raise LorafairError(f"{path} has sha256 {digest[:16]}..., not the pinned {want[:16]}... of commit "
+                            f"{MT_GENDER_COMMIT[:7]}: delete it to download it again, or check mt_gender_dir")
 
 
 WINOGENDER_BLOCK = 12
@@ -337,7 +350,14 @@ def fetch_mt_gender(directory: str | Path | None = None) -> Path:
                                 f"into {out} (or pass mt_gender_dir=...), or use the offline profile.") from e
         tmp = dest.with_suffix(".tmp")
         tmp.write_bytes(body)
+        digest = hashlib.sha256(body).hexdigest()
+        if MT_GENDER_SHA256.get(name) and digest != MT_GENDER_SHA256[name]:
+            tmp.unlink(missing_ok=True)
+            raise LorafairError(f"the download of {url} has sha256 {digest[:16]}..., not the pinned "
+                                f"{MT_GENDER_SHA256[name][:16]}...; nothing was saved")
         tmp.replace(dest)
+    for name in MT_GENDER_FILES:
+        check_mt_gender(out / name)
     return out
 
 
@@ -373,7 +393,11 @@ def load_mt_gender_task(seed: int, mt_gender_dir: str | Path | None = None, frac
     (the original: 80% train, no validation; here the 80% is cut into 70% train and 10% val).
     Test sets: ``general_test`` (the Turkish of general lines 2i, 2i+1 of test groups) and
     ``pro_test`` (the test groups' pro lines)."""
-    d = Path(mt_gender_dir) if mt_gender_dir else fetch_mt_gender()
+    d = Path(mt_gender_dir) if mt_gender_dir else fetch_mt_gender()  # a download is checked against the pins
+    # provenance: the pinned commit for the downloaded files, else each given file's own sha256
+    assets.RESOLVED["github:kenziyuliu/lora-fairness data/mt_gender"] = MT_GENDER_COMMIT if not mt_gender_dir else \
+        ", ".join(f"{n} sha256 {hashlib.sha256((d / n).read_bytes()).hexdigest()[:16]}" for n in MT_GENDER_FILES
+                  if (d / n).exists())
     missing = [n for n in MT_GENDER_FILES if not (d / n).exists()]
     if missing:
         raise LorafairError(f"{d} lacks {', '.join(missing)}; run lorafair.generation.fetch_mt_gender() "

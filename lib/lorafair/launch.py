@@ -1,0 +1,348 @@
+"""A chapter's runs handed to any scheduler: list them, write the pending ones as JSON lines, execute
+one line (a SLURM array task, a container) or all of them, on worker processes, on every GPU of a
+node, or as a SLURM job array through submitit.
+
+    lorafair sweep NAME|all --profile P [--emit FILE] [--launch local|gpus|slurm|sbatch] ...
+    lorafair exec FILE [--index I | --indices I,J,...] [--results-dir DIR]
+
+Every configuration is written into the run store by ``lorafair.sweep.run_one``; the store's claims
+(``lorafair.runs``) make a configuration train once even when two jobs start it, so any number of
+tasks may run at once, be killed and be resubmitted: a completed record is never recomputed or
+removed, and a dead task's claim is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import chapters
+from . import sweep as sweep_mod
+from .errors import LorafairError, choose
+from .profiles import RESULTS_DIRS, resolve
+from .runs import RunStore, run_id
+
+LAUNCHERS = ("local", "gpus", "slurm", "sbatch")
+#: chapters whose runs the study computes (the findings and the book's other pages train nothing)
+RUN_CHAPTERS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
+                "performance")
+
+
+def chapter_configs(name: str, profile: str, overrides: dict | None = None) -> list[tuple[str, str, dict, dict]]:
+    """(chapter, group, configuration, the chapter's speed settings ``train_options``, not hashed)
+    of every run of a chapter (``all``: of every chapter), once."""
+    choose("chapter", name, RUN_CHAPTERS + ("all",))
+    names = list(RUN_CHAPTERS) if name == "all" else [name]
+    out, seen = [], set()
+    for ch in names:
+        P = resolve(ch, profile, **(overrides or {}))
+        for group, cfgs in chapters.configs(ch, P).items():
+            for c in cfgs:
+                rid = run_id(c)  # the hash of the configuration alone
+                if rid not in seen:
+                    seen.add(rid)
+                    out.append((ch, group, c, dict(P.get("train_options") or {})))
+    return out
+
+
+# ---------------------------------------------------------------- cost estimates
+#: training examples of the paper profile's datasets, from their published sizes (the estimate of a
+#: run's GPU time needs them before any data is downloaded): UTKFace aligned & cropped 23,705
+#: images (60% train); Measuring Hate Speech, religion comments after aggregation (about 9,000,
+#: 60% train); the WinoMT Turkish-English general file, 3,888 lines (70% train); Yelp probe texts.
+PAPER_TRAIN_EXAMPLES = {"utkface": 14_223, "measuring_hate_speech": 5_400, "mt_gender": 2_722,
+                        "yelp_inferred": 50_000}
+#: seconds one GPU run spends outside its training steps (loading, evaluation, decoding), by kind
+PAPER_OVERHEAD_S = {"classification": 300.0, "pronoun": 900.0, "token_bias": 900.0, "estimate": 30.0}
+#: the performance chapter's workload name of each paper model (Mistral 7B is estimated as Llama-2 7B:
+#: the same width and depth; its grouped-query attention makes it slightly cheaper)
+PAPER_ARCH = {"vit_base": "vit_base", "swinv2_large": "swinv2_large", "llama2_7b": "llama_7b",
+              "mistral_7b": "llama_7b"}
+
+
+def _cost_keys(experiment: str, group: str, c: dict) -> list[tuple]:
+    """From the most to the least specific: what a run's time is estimated from."""
+    exp = experiment.replace("pilot_beyond_", "").replace("pilot_lr_", "")
+    return [(experiment, group, c.get("model"), c.get("method")), (exp, c.get("model"), c.get("method")),
+            (exp, c.get("model"))]
+
+
+def measured_seconds(store: RunStore, items: list[tuple]) -> dict:
+    """{cost key (``_cost_keys``): mean wall seconds} over the records that exist."""
+    acc: dict = {}
+    for ch, group, c, _ in items:
+        if store.is_done(c["experiment"], c):
+            secs = store.load(c["experiment"], c).meta["wall_seconds"]
+            for k in _cost_keys(c["experiment"], group, c):
+                acc.setdefault(k, []).append(secs)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def gpu_step_rates(store: RunStore) -> dict:
+    """{(arch, method): estimated training samples per second on a GPU} from the performance
+    chapter's records (``lorafair.estimate``), any profile."""
+    rates = {}
+    for r in store.records("performance"):
+        m = r.metrics
+        if m.get("est_samples_per_s"):
+            rates.setdefault((m["arch"], m["method"]), float(m["est_samples_per_s"]))
+    return rates
+
+
+def estimate_seconds(items: list[tuple], store: RunStore, profile: str,
+                     reference: RunStore | None = None) -> list[float | None]:
+    """Each run's estimated seconds: its own record's time if it has one; on a CPU profile the mean
+    of the records of the same experiment, group, model and method (``reference``, default the
+    profile's committed store); on the paper profile epochs x training examples / the estimated GPU
+    rate of its architecture and method (the performance chapter's estimates), plus a fixed overhead.
+    None where nothing to estimate from exists."""
+    ref = reference or RunStore(RESULTS_DIRS["offline" if profile == "paper" else profile])
+    measured = measured_seconds(ref, items) if profile != "paper" else {}
+    rates = gpu_step_rates(ref) if profile == "paper" else {}
+    out = []
+    for ch, group, c, _ in items:
+        if store.is_done(c["experiment"], c):
+            out.append(float(store.load(c["experiment"], c).meta["wall_seconds"]))
+            continue
+        if profile != "paper":
+            out.append(next((measured[k] for k in _cost_keys(c["experiment"], group, c) if k in measured), None))
+            continue
+        kind = sweep_mod.kind_of(c)
+        # an adapter or a head trains at about LoRA's rate (a head-only run is cheaper: an upper bound)
+        rate = rates.get((PAPER_ARCH.get(c.get("model")), "full" if c.get("method") == "full" else "lora"))
+        n = PAPER_TRAIN_EXAMPLES.get(c.get("dataset") or c.get("task") or c.get("corpus"))
+        if kind == "estimate":
+            out.append(PAPER_OVERHEAD_S["estimate"])
+        elif c.get("epochs") == 0:  # the base model: evaluation only
+            out.append(PAPER_OVERHEAD_S.get(kind, 300.0))
+        elif rate and n:
+            out.append(float(c.get("epochs") or 1) * n / rate + PAPER_OVERHEAD_S.get(kind, 300.0))
+        else:
+            out.append(None)
+    return out
+
+
+def listing(name: str, profile: str, overrides: dict | None = None, results_dir: str | None = None) -> list[dict]:
+    """One row per run: chapter, group, experiment, run id, state, estimated seconds, a short description."""
+    items = chapter_configs(name, profile, overrides)
+    store = RunStore(results_dir or RESULTS_DIRS[profile])
+    est = estimate_seconds(items, store, profile)
+    rows = []
+    for (ch, group, c, options), s in zip(items, est):
+        what = " ".join(f"{k}={c[k]}" for k in ("model", "method", "seed", "rank", "layer_fraction", "part",
+                                               "train_set", "workload") if c.get(k) is not None)
+        rows.append({"chapter": ch, "group": group, "experiment": c["experiment"], "run_id": run_id(c),
+                     "state": store.state(c["experiment"], c), "seconds": s, "what": what, "config": c,
+                     "train_options": options})
+    return rows
+
+
+# ---------------------------------------------------------------- the file of configurations
+def emit(rows: list[dict], path: str | os.PathLike) -> int:
+    """Write the configurations that have no record (pending or incomplete) as JSON lines; returns how many."""
+    todo = [r for r in rows if r["state"] != "done"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps({"config": r["config"], "seconds": r["seconds"],
+                                       "train_options": r.get("train_options") or {}}, sort_keys=True) + "\n"
+                           for r in todo))
+    tmp.replace(path)
+    return len(todo)
+
+
+def read(path: str | os.PathLike) -> list[dict]:
+    """The entries of a file written by ``emit``; a malformed line is an error naming its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorafairError(f"no such file of configurations: {path} (write one with lorafair sweep NAME --emit FILE)")
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            e["config"]["experiment"]
+        except (ValueError, KeyError, TypeError):
+            raise LorafairError(f"{path} line {i} is not a configuration written by lorafair sweep --emit") from None
+        out.append(e)
+    return out
+
+
+def parse_indices(text: str | None, n: int) -> list[int]:
+    """``None``: every line (or the SLURM array task's, from ``SLURM_ARRAY_TASK_ID``); ``"3"`` or ``"0,2,5"``."""
+    if text is None:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return [int(task)] if task is not None else list(range(n))
+    try:
+        idx = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise LorafairError(f"--index must be integers separated by commas, got {text!r}") from None
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise LorafairError(f"--index {bad[0]} is out of range: the file has {n} configurations (0-{n - 1})")
+    return idx
+
+
+def execute(path: str | os.PathLike, indices: list[int] | None = None, results_dir: str | None = None,
+            wait: bool = True) -> list[str]:
+    """Run the chosen lines of a configuration file into the run store (the profile's, unless
+    ``results_dir``); returns each run's state afterwards (``done``, or ``running`` where another
+    process holds it and ``wait`` is False)."""
+    entries = read(path)
+    out = []
+    for i in (range(len(entries)) if indices is None else indices):
+        c, options = entries[i]["config"], dict(entries[i].get("train_options") or {})
+        store = RunStore(results_dir or RESULTS_DIRS[c.get("profile", "offline")])
+        kind = sweep_mod.KINDS[sweep_mod.kind_of(c)]
+        if not store.is_done(c["experiment"], c):
+            kind.prepare([c])
+        rec = store.get_or_run(c["experiment"], c, lambda c=c, o=options: kind.compute(c, False, o), wait=wait)
+        out.append("done" if rec is not None else "running")
+    return out
+
+
+def exec_task(path: str, indices: list[int], results_dir: str | None) -> list[str]:
+    """The function a submitit job calls (module level, so it pickles by name)."""
+    return execute(path, indices, results_dir)
+
+
+# ---------------------------------------------------------------- launchers
+def gpu_assignments(n_tasks: int, n_gpus: int) -> list[list[int]]:
+    """The task indices each GPU's worker runs: round-robin over ``n_gpus`` (at least one worker)."""
+    n_gpus = max(1, int(n_gpus))
+    return [list(range(g, n_tasks, n_gpus)) for g in range(min(n_gpus, max(n_tasks, 1)))]
+
+
+def visible_gpus() -> int:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else torch's count."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return len([d for d in env.split(",") if d.strip() != ""])
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def worker_commands(path: str, n_tasks: int, n_gpus: int, results_dir: str | None) -> list[tuple[dict, list[str]]]:
+    """(environment additions, command) of each GPU's worker: ``CUDA_VISIBLE_DEVICES`` pins it to one
+    device (the visible devices' own ids where the launcher itself was given a subset)."""
+    ids = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
+        [str(g) for g in range(n_gpus)]
+    out = []
+    for g, idx in enumerate(gpu_assignments(n_tasks, n_gpus)):
+        if not idx:
+            continue
+        cmd = [sys.executable, "-m", "lorafair.cli", "exec", str(path), "--indices", ",".join(map(str, idx))]
+        if results_dir:
+            cmd += ["--results-dir", str(results_dir)]
+        out.append(({"CUDA_VISIBLE_DEVICES": ids[g], "OMP_NUM_THREADS": "4"}, cmd))
+    return out
+
+
+def launch_gpus(path: str, n_gpus: int | None = None, results_dir: str | None = None) -> None:
+    """One worker process per GPU, each pinned by ``CUDA_VISIBLE_DEVICES``; waits for all, and
+    fails naming the workers that failed. A worker killed with its parent leaves its claim, which
+    the next launch takes over."""
+    n = len(read(path))
+    n_gpus = visible_gpus() if n_gpus is None else n_gpus
+    if n_gpus < 1:
+        raise LorafairError("--launch gpus found no GPU (CUDA_VISIBLE_DEVICES is empty and torch sees none); "
+                            "use --launch local on a CPU")
+    procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for env, cmd in worker_commands(path, n, n_gpus, results_dir)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [i for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise LorafairError(f"{len(failed)} of {len(procs)} GPU workers failed (workers {failed}); run the same "
+                            "command again: completed runs are kept and the rest resume")
+
+
+def time_request_minutes(seconds: list[float | None], default_s: float = 4 * 3600.0, margin: float = 1.5) -> int:
+    """A job array's time request: the longest estimated run times ``margin`` plus 10 minutes."""
+    known = [s for s in seconds if s]
+    return int(math.ceil((max(known) if known else default_s) * margin / 60.0)) + 10
+
+
+def sbatch_script(path: str, n: int, minutes: int, gpus: int = 1, results_dir: str | None = None,
+                  parallel: int | None = None, partition: str | None = None) -> str:
+    """A plain ``sbatch --array`` script for sites that submit by hand: task i runs line i."""
+    lines = ["#!/bin/bash", "#SBATCH --job-name=lorafair",
+             f"#SBATCH --array=0-{n - 1}" + (f"%{parallel}" if parallel else ""),
+             f"#SBATCH --time={minutes // 60:02d}:{minutes % 60:02d}:00",
+             f"#SBATCH --gpus-per-task={gpus}", "#SBATCH --cpus-per-task=8",
+             "#SBATCH --output=lorafair-%A_%a.out"]
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    lines += ["#SBATCH --requeue", "set -euo pipefail",
+              "# the repository's environment: .venv/bin on the PATH (README)",
+              'lorafair exec "' + str(path) + '" --index "$SLURM_ARRAY_TASK_ID"'
+              + (f' --results-dir "{results_dir}"' if results_dir else "")]
+    return "\n".join(lines) + "\n"
+
+
+class _Task:
+    """A requeueable submitit task (``submitit.helpers.Checkpointable``): on pre-emption or timeout
+    submitit resubmits it with the same arguments; its finished runs are read back, not recomputed."""
+
+    def __call__(self, path: str, indices: list[int], results_dir: str | None) -> list[str]:
+        return exec_task(path, indices, results_dir)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def launch_slurm(path: str, folder: str, results_dir: str | None = None, gpus: int = 1, partition: str | None = None,
+                 parallel: int | None = None, retries: int = 2, cluster: str | None = None,
+                 minutes: int | None = None, tasks_per_job: int = 1, poll_s: float = 10.0) -> dict:
+    """The file's configurations as one submitit job array (``cluster="local"`` runs the jobs as
+    local processes: the tests). Each job runs ``tasks_per_job`` lines; the time request is the
+    longest estimate's (``time_request_minutes``), GPUs and partition as given; logs per task in
+    ``folder``. Failed tasks are resubmitted up to ``retries`` times. Returns {submitted, failed}."""
+    import submitit
+
+    entries = read(path)
+    chunks = [list(range(i, min(i + tasks_per_job, len(entries)))) for i in range(0, len(entries), tasks_per_job)]
+    if not chunks:
+        return {"submitted": 0, "failed": 0}
+    minutes = minutes or time_request_minutes([e.get("seconds") for e in entries]) * tasks_per_job
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"timeout_min": minutes, "slurm_array_parallelism": parallel or len(chunks), "name": "lorafair"}
+    if ex.cluster == "slurm":
+        params.update(slurm_gpus_per_task=gpus, slurm_additional_parameters={"requeue": True})
+        if partition:
+            params["slurm_partition"] = partition
+    ex.update_parameters(**params)
+    todo, submitted = chunks, 0
+    for attempt in range(retries + 1):
+        task = _Task()
+        jobs = ex.map_array(task, [str(path)] * len(todo), todo, [results_dir] * len(todo))
+        submitted += len(jobs)
+        print(f"[lorafair] submitted {len(jobs)} task(s) to {ex.cluster} (job {jobs[0].job_id.split('_')[0]}); "
+              f"logs in {folder}", flush=True)
+        failed = []
+        for chunk, job in zip(todo, jobs):
+            try:
+                job.result()
+            except Exception as e:  # a failed task: its runs without a record are retried
+                failed.append(chunk)
+                print(f"[lorafair] task {job.job_id} failed: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}",
+                      flush=True)
+        if not failed:
+            return {"submitted": submitted, "failed": 0}
+        todo = failed
+        if attempt < retries:
+            print(f"[lorafair] resubmitting {len(todo)} failed task(s) (retry {attempt + 1} of {retries})", flush=True)
+            time.sleep(poll_s if ex.cluster == "slurm" else 0)
+    return {"submitted": submitted, "failed": len(todo)}
