@@ -325,3 +325,45 @@ def test_flip_rate_difference_by_hand():
         return pd.DataFrame(out)
     d = gen.flip_rate_difference(rows({0, 1, 2}), rows({0}), n_boot=50)
     assert d["difference"] == pytest.approx(3 / 4 - 1 / 4) and d["n"] == 4 and d["seeds"] == 1
+
+
+def test_fetched_mt_gender_files_are_checked_against_their_pinned_sha256(tmp_path, monkeypatch):
+    """A download whose bytes differ from the pinned commit's is refused and nothing is saved; a
+    changed file already in the cache is refused before use."""
+    import io
+
+    class Body(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    monkeypatch.setattr(pronoun.urllib.request, "urlopen", lambda url, timeout: Body(b"tampered ||| x\n"))
+    with pytest.raises(LorafairError, match="has sha256 .*not the pinned"):
+        gen.fetch_mt_gender(tmp_path)
+    assert not list(tmp_path.iterdir())
+    for name in pronoun.MT_GENDER_FILES:
+        (tmp_path / name).write_text("edited ||| x\n")
+    with pytest.raises(LorafairError, match="en_tr_general.txt has sha256 .*not the pinned .* delete it"):
+        gen.fetch_mt_gender(tmp_path)
+
+
+def test_hub_downloads_use_the_pinned_commit_and_records_name_it(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from lorafair import assets
+    from lorafair.runs import environment
+
+    calls = []
+    commit = "01c7f73d771dfac7d292323805ebc428287df4f9"
+    snap = tmp_path / "models--meta-llama--Llama-2-7b-hf" / "snapshots" / commit
+    snap.mkdir(parents=True)
+
+    def fake(repo_id, revision=None, local_files_only=False, allow_patterns=None):
+        calls.append((repo_id, revision))
+        return str(snap)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr(assets, "RESOLVED", {})
+    assert assets.hub_snapshot("meta-llama/Llama-2-7b-hf") == snap
+    assert calls == [("meta-llama/Llama-2-7b-hf", assets.HUB_REVISIONS["meta-llama/Llama-2-7b-hf"])]
+    assert environment()["hub_revisions"] == {"meta-llama/Llama-2-7b-hf": commit}
