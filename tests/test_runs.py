@@ -72,3 +72,70 @@ def test_only_rank_zero_writes_even_before_the_process_group_exists(tmp_path, mo
     with pytest.raises(FileNotFoundError):  # rank 1 computes (collectives need it) but reads rank 0's record
         RunStore(tmp_path).get_or_run("exp", {"k": 1}, compute_factory(calls))
     assert calls == [1] and not any(tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: (p / "predictions.parquet").write_bytes((p / "predictions.parquet").read_bytes()[:40]),
+     "predictions.parquet has 40 bytes"),
+    (lambda p: (p / "metrics.json").unlink(), "metrics.json is missing"),
+    (lambda p: (p / "config.json").write_text("{garbage" + " " * (len((p / "config.json").read_text()) - 8)),
+     "config.json is not valid JSON|its JSON does not parse"),
+])
+def test_a_damaged_record_is_refused_named_and_repaired(tmp_path, damage, problem, capsys):
+    from lorafair.cli import main
+    from lorafair.errors import LorafairError
+
+    store = RunStore(tmp_path)
+    cfg = {"a": 1}
+    rec = store.get_or_run("exp", cfg, lambda: (pd.DataFrame({"x": range(50)}), {"accuracy": 0.5}))
+    damage(rec.path)
+    with pytest.raises(LorafairError, match=f"run record {rec.path} is damaged .*lorafair runs verify --repair"):
+        store.load("exp", cfg).predictions()
+    assert main(["runs", "verify", "--results-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert "damaged" in out.out and "1 damaged" in out.out and problem.split("|")[0].split(" ")[0] in out.out
+    assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path)]) == 0
+    assert not store.is_done("exp", cfg)
+    again = store.get_or_run("exp", cfg, lambda: (pd.DataFrame({"x": range(50)}), {"accuracy": 0.5}))
+    assert len(again.predictions()) == 50 and main(["runs", "verify", "--results-dir", str(tmp_path)]) == 0
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, {lib!r})
+from lorafair.runs import map_in_workers
+import os
+def task(path):
+    open(path, "a").write(str(os.getpid()) + "\\n")
+    time.sleep(120)
+if __name__ == "__main__":
+    map_in_workers(task, [({out!r},), ({out!r},)], 2, lambda: None)
+"""
+
+
+def test_workers_die_when_their_sweep_is_killed(tmp_path):
+    """SIGKILL of the parent (a killed notebook kernel or shell): its worker processes end too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from lorafair.runs import pid_alive
+
+    out = tmp_path / "pids"
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(lib=str(Path(__file__).resolve().parents[1] / "lib"), out=str(out)))
+    parent = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_text().split()) < 2):
+        time.sleep(0.2)
+    pids = [int(p) for p in out.read_text().split()]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not any(pid_alive(p) for p in pids), "orphaned workers outlived their killed parent"

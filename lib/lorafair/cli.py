@@ -6,6 +6,7 @@
     lorafair plan NAME [--profile P] [-p KEY VALUE ...]   (a chapter's runs, without executing it)
     lorafair sweep NAME|all [--profile P] [--emit FILE] [--launch local|gpus|slurm|sbatch] ...
     lorafair exec FILE [--index I | --indices I,J] [--results-dir DIR]   (one line of an --emit file)
+    lorafair runs verify [--repair] [--results-dir DIR]   (damaged records: sizes, sha256, parsing)
     lorafair run vision|llm|generation [--profile P] [--model M] [--method M] [--seed S] [--rank R] ...
     lorafair bench [--scale tiny|paper] [--workloads ARCH:METHOD ...] [--precision P] [--compile] ...
     lorafair bench --estimate [--gpu h200|h100|a100] ...   (a model of a GPU step, on any CPU)
@@ -253,6 +254,26 @@ def cmd_exec(a) -> None:
           ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
 
 
+def cmd_runs(a) -> None:
+    from pathlib import Path
+
+    from .profiles import RESULTS_DIRS
+    from .runs import verify_store
+
+    root = Path(a.results_dir or RESULTS_DIRS[a.profile])
+    if not root.is_dir():
+        raise LorafairError(f"no run store at {root} (--results-dir: a folder of <experiment>/<run_id>/ records)")
+    bad = verify_store(root, repair=a.repair)
+    n = sum(1 for d in root.glob("*/*/DONE") if not d.parent.name.startswith(".")) + (len(bad) if a.repair else 0)
+    for path, problem in bad:
+        print(f"  {'removed' if a.repair else 'damaged'}  {path}: {problem}")
+    print(f"[lorafair] {n} records in {root}: {len(bad)} damaged" +
+          ("; removed, the next build recomputes them" if a.repair and bad else ""))
+    if bad and not a.repair:
+        raise LorafairError(f"{len(bad)} damaged record(s); `lorafair runs verify --repair --results-dir {root}` "
+                            "removes them so that they are recomputed")
+
+
 def cmd_check_pages(a) -> None:
     from .pagecheck import check
 
@@ -395,6 +416,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--sbatch-out", help="sbatch: the script's path (default lorafair-array.sbatch)")
     w.add_argument("--quiet", action="store_true", help="only the summary line")
     w.set_defaults(func=cmd_sweep)
+    v = sub.add_parser("runs", help="check the run store: lorafair runs verify [--repair]")
+    v.add_argument("action", choices=["verify"])
+    v.add_argument("--profile", default="offline")
+    v.add_argument("--results-dir", help="run store root (default: the profile's)")
+    v.add_argument("--repair", action="store_true", help="remove damaged records so that they are recomputed")
+    v.set_defaults(func=cmd_runs)
     x = sub.add_parser("exec", help="run configurations of an --emit file into the run store")
     x.add_argument("file")
     x.add_argument("--index", help="one line (default: $SLURM_ARRAY_TASK_ID, else every line)")

@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import assets
+from .errors import LorafairError
 from .precision import cpu_info
 
 #: Packages whose versions are recorded with every run.
@@ -208,7 +209,10 @@ class RunRecord:
         return self.path.name
 
     def predictions(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "predictions.parquet")
+        try:
+            return pd.read_parquet(self.path / "predictions.parquet")
+        except Exception as e:  # any parquet error: a damaged file
+            raise damaged(self.path, f"predictions.parquet does not parse: {type(e).__name__}") from None
 
 
 class RunStore:
@@ -289,7 +293,7 @@ class RunStore:
                 predictions.to_parquet(tmp / "predictions.parquet", index=False)
                 _write_json(tmp / "metrics.json", metrics)
                 _write_json(tmp / "config.json", meta)
-                (tmp / "DONE").write_text(meta["finished_utc"] + "\n")
+                (tmp / "DONE").write_text(meta["finished_utc"] + "\n" + json.dumps(manifest(tmp)) + "\n")
                 _publish(tmp, final, replace_done=force)
             finally:
                 if tmp.exists():
@@ -341,13 +345,100 @@ def _publish(tmp: Path, final: Path, replace_done: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+RECORD_FILES = ("config.json", "metrics.json", "predictions.parquet")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(directory: Path) -> dict:
+    """{file: [size, sha256]} of a record's files, written into DONE (its second line)."""
+    return {n: [(directory / n).stat().st_size, _sha256(directory / n)] for n in RECORD_FILES}
+
+
+def record_problem(path: Path, full: bool = False) -> str | None:
+    """What is wrong with a completed record, or None: a file missing, a size (``full``: or a sha256)
+    other than its DONE manifest's, or a file that does not parse. Records written before manifests
+    existed are checked by parsing only."""
+    path = Path(path)
+    try:
+        lines = (path / "DONE").read_text().splitlines()
+    except OSError:
+        return "no DONE file (incomplete)"
+    want = None
+    if len(lines) > 1:
+        try:
+            want = json.loads(lines[1])
+        except ValueError:
+            return "its DONE manifest does not parse"
+    for n in RECORD_FILES:
+        f = path / n
+        if not f.exists():
+            return f"{n} is missing"
+        if want and n in want:
+            if f.stat().st_size != want[n][0]:
+                return f"{n} has {f.stat().st_size} bytes, {want[n][0]} were written"
+            if full and _sha256(f) != want[n][1]:
+                return f"{n} has another sha256 than was written"
+    if not full:  # load_record parses the JSON files itself
+        return None
+    for n in ("config.json", "metrics.json"):
+        try:
+            json.loads((path / n).read_text())
+        except (ValueError, UnicodeDecodeError):
+            return f"{n} is not valid JSON"
+    if full:
+        try:
+            import pyarrow.parquet as pq
+
+            pq.ParquetFile(path / "predictions.parquet").metadata
+        except Exception:  # any parquet error: the file is damaged
+            return "predictions.parquet does not parse"
+    return None
+
+
+def damaged(path: Path, problem: str) -> LorafairError:
+    return LorafairError(f"run record {path} is damaged ({problem}); `lorafair runs verify --repair "
+                         f"--results-dir {path.parent.parent}` removes it so that it is recomputed")
+
+
 def load_record(path: Path) -> RunRecord:
     path = Path(path)
     if not (path / "DONE").exists():
         raise FileNotFoundError(f"run {path} is incomplete (no DONE file); re-run it")
-    meta = json.loads((path / "config.json").read_text())
-    metrics = json.loads((path / "metrics.json").read_text())
-    return RunRecord(path=path, config=meta["config"], metrics=metrics, meta=meta)
+    problem = record_problem(path)
+    if problem:
+        raise damaged(path, problem)
+    try:
+        meta = json.loads((path / "config.json").read_text())
+        metrics = json.loads((path / "metrics.json").read_text())
+        config = meta["config"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise damaged(path, f"its JSON does not parse: {type(e).__name__}") from None
+    return RunRecord(path=path, config=config, metrics=metrics, meta=meta)
+
+
+def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Path, str]]:
+    """Every damaged record under ``root`` (full check: sizes, sha256, parsing) as (path, problem);
+    ``repair`` removes them (moved aside, then deleted), so the next build recomputes them."""
+    out = []
+    for done in sorted(Path(root).glob("*/*/DONE")):
+        path = done.parent
+        if path.name.startswith("."):
+            continue
+        problem = record_problem(path, full=True)
+        if problem:
+            out.append((path, problem))
+            if repair:
+                grave = path.with_name(f".damaged-{path.name}-{uuid.uuid4().hex[:8]}")
+                os.rename(path, grave)
+                shutil.rmtree(grave, ignore_errors=True)
+    return out
 
 
 def _write_json(path: Path, obj) -> None:
@@ -369,6 +460,7 @@ def _json_default(o):
 def _one_thread(counter=None, devices: tuple[str, ...] = ()) -> None:
     """A worker's start: one torch thread, and on a multi-GPU machine its own GPU (the workers take
     the visible devices in turn, pinned by ``CUDA_VISIBLE_DEVICES`` before torch starts CUDA)."""
+    die_with_parent()
     if devices and counter is not None:
         with counter.get_lock():
             i = counter.value
@@ -377,6 +469,22 @@ def _one_thread(counter=None, devices: tuple[str, ...] = ()) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so that
+    worker processes never outlive a killed sweep (a SIGKILL included); elsewhere a no-op."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def worker_devices() -> tuple[str, ...]:
