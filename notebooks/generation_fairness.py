@@ -307,28 +307,27 @@ for model in P["models"]:
                 continue
             own = sub[(sub["method"] == m) & (sub["train_set"] == "balanced")]
             s_ = inference.seed_summary(list(d["per_seed"].values()), inference.margin("pro_preference"))
-            shift_rows.append({"panel": f"{model}, {test_set} test sources", "method": m,
+            shift_rows.append({"panel": f"{model}, test set '{test_set}'", "method": m,
                                "label": methods_mod.label(m), "trainable": params.get(m),
                                "preference": float((own["loglik_pro"] > own["loglik_anti"]).mean()),
                                "shift": s_["difference"], "lo": s_["lo"], "hi": s_["hi"], "seeds": s_["seeds"]})
 shift = pd.DataFrame(shift_rows)
 if len(shift):
-    display(shift.drop(columns=["method"]).rename(columns={"label": "method", "preference": "forced-choice preference",
-                                                          "shift": "shift from base", "lo": "95% low", "hi": "95% high",
-                                                          "trainable": "trainable params"})
-            .style.format(precision=3).hide(axis="index"))
+    display(plots.table(shift.drop(columns=["method"]).rename(columns={
+        "label": "method", "preference": "forced-choice preference", "shift": "shift from base", "lo": "95% low",
+        "hi": "95% high", "trainable": "trainable params"})))
     fig = plots.shift_from_base(shift, P["profile"], "shift", "forced-choice preference, method minus base")
     glue("gen_shift_fig", fig, display=False)
     plots.plt.close(fig)
     order = shift.groupby("method")["trainable"].first().sort_values()
     mags = shift.groupby("method")["shift"].apply(lambda x: x.abs().mean()).reindex(order.index)
-    rising = bool((mags.diff().dropna() >= 0).all())
+    rising = bool((mags.diff().dropna() > 0).all())
     display(Markdown(f"Ordered by trainable parameters ({', '.join(methods_mod.label(m) for m in order.index)}), the "
                      f"mean size of the shift over the test sets is "
                      + ", ".join(f"{v:.3f}" for v in mags) + ": it "
                      + ("grows with every step, as the hypothesis predicts; with so few methods and seeds this is "
                         "a description, not a test." if rising else
-                        "does not grow monotonically with the trainable parameters, so these records do not show the "
+                        "does not grow with every step in trainable parameters, so these records do not show the "
                         "predicted pattern (a description of few methods and seeds, not a test).")))
 else:
     glue("gen_shift_fig", plots.plt.figure(), display=False)

@@ -321,27 +321,16 @@ display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_grou
 # (each example weighted by the inverse of its group's share of the training split). Methods peft
 # cannot build for this model are not run (the registry refuses them before any training). Every
 # method trains for as many epochs as LoRA. Its learning rate was chosen on the validation split of
-# the pilot seed from a grid of three (`pilot_beyond_vision/`), the FairLoRA-style penalty on that
+# the pilot seed from a grid of three values, extended where the best lay at an edge (`pilot_beyond_vision/`), the FairLoRA-style penalty on that
 # split's worst-group accuracy at LoRA's learning rate; group-balanced LoRA uses LoRA's rate. The
 # findings chapter compares each method with full fine-tuning and with LoRA, seed by seed.
 
 # %% tags=["hide-input", "full-width"]
 beyond_pilot = run("methods_pilot", "other methods: pilot")
 beyond_records = run("methods", "other methods")
-if P.get("beyond"):
-    glue("vision_beyond_model", P["beyond"]["model"], display=False)
-    pilot_table = ex.beyond_choice(beyond_pilot, ATTR)
-    if len(pilot_table):
-        display(plots.table(pilot_table, precision=3))
-    display(Markdown(ex.beyond_pilot_note(pilot_table, P["beyond"])))
-    same_seeds = [r for r in records if r.config["model"] == P["beyond"]["model"]
-                  and r.config["seed"] in P["beyond"]["seeds"]]
-    b_summary = ex.summary_table(same_seeds + beyond_records, ATTR)
-    display(plots.table(ex.seed_interval_table(b_summary, ["method"], ["accuracy", "worst_group_accuracy",
-                                                                        "accuracy_gap", "ece"], "trainable_params")))
-else:
-    glue("vision_beyond_model", "none", display=False)
-    display(Markdown("This profile runs no other methods (`beyond`)."))
+glue("vision_beyond_model", (P.get("beyond") or {}).get("model", "none"), display=False)
+for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get("beyond")):
+    display(Markdown(part) if isinstance(part, str) else plots.table(part, precision=3))
 
 
 # %% [markdown]

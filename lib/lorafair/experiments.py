@@ -375,6 +375,28 @@ def beyond_pilot_note(table: pd.DataFrame, beyond: dict) -> str:
             "tuned; group-balanced LoRA uses LoRA's learning rate.")
 
 
+def beyond_report(records: list[RunRecord], pilots: list[RunRecord], others: list[RunRecord], attribute: str,
+                  beyond: dict | None) -> list:
+    """What a classification chapter shows of the other methods (``chapters.beyond_configs``): the
+    pilot table with the values chosen, whether the profile uses them, and per method (the chapter's
+    own on the same model and seeds included) the mean over seeds of accuracy, worst-group accuracy,
+    accuracy gap and ECE with the half-width of their seed-level interval and the trainable
+    parameters. A list of tables and Markdown strings, in order."""
+    if not beyond:
+        return ["This profile runs no other methods (`beyond`)."]
+    out = []
+    pilot_table = beyond_choice(pilots, attribute)
+    if len(pilot_table):
+        out.append(pilot_table)
+    out.append(beyond_pilot_note(pilot_table, beyond))
+    same = [r for r in records if r.config["model"] == beyond["model"] and r.config["seed"] in beyond["seeds"]]
+    summary = summary_table(same + list(others), attribute)
+    summary["method"] = summary["method"].map(methods_mod.label)
+    out.append(seed_interval_table(summary, ["method"], ["accuracy", "worst_group_accuracy", "accuracy_gap", "ece"],
+                                   "trainable_params"))
+    return out
+
+
 def seed_interval_table(rows: pd.DataFrame, by: list[str], cols: list[str], count: str | None = None) -> pd.DataFrame:
     """Per ``by`` cell (one row per seed in ``rows``): each column's mean over seeds with the
     half-width of its 95% t-interval over seeds ("0.812 ± 0.034"; the mean alone with fewer than 3
