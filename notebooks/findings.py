@@ -54,6 +54,7 @@ from myst_nb import glue
 
 from lorafair import experiments as ex
 from lorafair import findings, inference, plots
+from lorafair import methods as methods_mod
 from lorafair.notebook import setup_chapter
 
 P, store = setup_chapter("findings", globals())
@@ -275,6 +276,12 @@ if len(beyond):
             for _, r in sub[sub["verdict"] == label].iterrows():
                 lines.append(f"  - {label.replace('method', r['comparison'].split(' - ')[0])}: {r['case']} ({_fmt(r)}, "
                              f"{r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+    at_chance = sorted({r["method_a"] for _, r in beyond.iterrows()
+                        if f"{r['method_a']} is at chance" in str(r.get("not counted because", ""))})
+    if at_chance:
+        lines.append("- **Did not learn:** " + ", ".join(f"{methods_mod.label(m)}" for m in at_chance)
+                     + " stayed at the majority-class rate on its task (pooled test accuracy), so those cases carry no "
+                       "verdict: a method that learned nothing is not fairer for it.")
     fair = counted[counted["method_a"].isin(["fairlora", "reweight"]) & (counted["method_b"] == "full")
                    & (counted["metric_key"] == "worst_group_accuracy")]
     if len(fair):
@@ -349,12 +356,16 @@ k_max = int(cases["seeds"].max())
 lr_check = pd.concat([ex.lr_stability(store.records(f"pilot_lr_{short}"), store.records(exp))
                       for short, exp in (("vision", "vision_classification"), ("llm", "llm_classification"))],
                      ignore_index=True)
+beyond_line = ("- **Other methods tuned on one seed.** Each other method's learning rate (the FairLoRA-style "
+               "penalty) was chosen on one pilot seed's validation split from a grid of three to five values; LoRA's "
+               "own rate is as unstable across seeds (above), so a method that loses to LoRA or to full fine-tuning "
+               "may be tuned less well rather than worse." if len(beyond) else "")
 lr_line = ("- **Learning rates chosen on one seed.** " + (
     f"The learning-rate pilots found that on {int((~lr_check['same']).sum())} of {len(lr_check)} (model, method, "
     "seed) that seed's own validation split would have chosen another of the rates tried (the chapters list them); "
     "a method tuned less well than its comparator on some seeds biases the comparison against it, most of all for "
     "head-only training." if len(lr_check) else "No learning-rate pilot ran on this profile."))
-display(Markdown("\n".join([lr_line,
+display(Markdown("\n".join([lr_line] + ([beyond_line] if beyond_line else []) + [
     f"- **Few seeds.** The cases of these records have at most {k_max} seeds, and a t-interval over few seeds is "
     f"wide (its critical value is {stats.t.ppf(0.975, max(k_max - 1, 1)):.1f} at {k_max} seeds, "
     f"{stats.t.ppf(0.975, 4):.1f} at 5 and {stats.t.ppf(0.975, 9):.1f} at 10). An equivalence can be shown only "
