@@ -76,6 +76,34 @@ def cmd_params(a) -> None:
 EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification", "generation": "generation_fairness"}
 
 
+def check_run_flags(a, method) -> None:
+    """``lorafair run``'s flags, before anything loads: ranges, choices and combinations (0 is a value)."""
+    from .methods import PLACEMENTS
+
+    if a.epochs is not None and a.epochs < 1:
+        raise LorafairError(f"--epochs must be at least 1, got {a.epochs}")
+    if a.lr is not None and not a.lr > 0:
+        raise LorafairError(f"--lr must be positive, got {a.lr:g}")
+    if a.alpha is not None and not a.alpha > 0:
+        raise LorafairError(f"--alpha must be positive, got {a.alpha:g}")
+    if a.num_workers < 0:
+        raise LorafairError(f"--num-workers must be 0 or more, got {a.num_workers}")
+    if a.placement not in PLACEMENTS:
+        raise LorafairError(f"unknown --placement {a.placement!r}; valid choices: {', '.join(PLACEMENTS)}")
+    if not 0 < a.layer_fraction <= 1:
+        raise LorafairError(f"--layer-fraction must be in (0, 1], got {a.layer_fraction:g}")
+    takes_rank = method.uses_rank
+    if a.rank is not None:
+        if not takes_rank:
+            raise LorafairError(f"--rank applies to rank-taking methods (e.g. lora, dora), not {method.name!r}")
+        if not a.rank > 0:
+            raise LorafairError(f"--rank must be positive (rank 0 is --method head), got {a.rank:g}")
+    if a.alpha is not None and not takes_rank:
+        raise LorafairError(f"--alpha applies to rank-taking methods (e.g. lora, dora), not {method.name!r}")
+    if (a.layer_fraction != 1.0 or a.placement != "front") and method.trains != "adapter":
+        raise LorafairError(f"--layer-fraction and --placement apply to adapter methods, not {method.name!r}")
+
+
 def cmd_run_generation(a) -> None:
     from . import generation as gen
     from . import methods, sweep
@@ -88,17 +116,21 @@ def cmd_run_generation(a) -> None:
     choose("part", a.part, ("pronoun", "token_bias"))
     m = methods.get(a.method)
     method = "base" if m.trains == "head" else m.name  # a causal LM has no head: head-only means base
+    check_run_flags(a, methods.get(method))
+    from .models import causal_lm_names
+
+    choose("model for generation", model, causal_lm_names())
     train = methods.get(method).trains != "nothing"
     if a.part == "pronoun":
         cfg = gen.pronoun_config(P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method,
                                  a.train_set if train else None, a.seed,
-                                 a.epochs or (per_model(P["epochs"], model, method) if train else 0),
-                                 a.lr or (per_model(P["lrs"], model, method) if train else 0.0),
+                                 a.epochs if a.epochs is not None else (per_model(P["epochs"], model, method) if train else 0),
+                                 a.lr if a.lr is not None else (per_model(P["lrs"], model, method) if train else 0.0),
                                  P["batch_size"], P["max_length"], P["max_new_tokens"], rank=int(a.rank or P["rank"]))
     else:
         cfg = gen.probe_config(P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, a.seed,
-                               a.epochs or (per_model(P["probe_epochs"], model, method) if train else 0),
-                               a.lr or (per_model(P["probe_lrs"], model, method) if train else 0.0),
+                               a.epochs if a.epochs is not None else (per_model(P["probe_epochs"], model, method) if train else 0),
+                               a.lr if a.lr is not None else (per_model(P["probe_lrs"], model, method) if train else 0.0),
                                P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"],
                                P["max_text_tokens"], rank=int(a.rank or P["rank"]), n_boot=P["n_boot"])
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
@@ -129,13 +161,17 @@ def cmd_run(a) -> None:
     P = resolve(name, a.profile)
     model = get_spec(a.model or P["models"][0]).name
     method = resolve_method(a.method)
+    from .methods import get as get_method
+
+    check_run_flags(a, get_method(method))
     kw = dict(P["dataset_kwargs"])
     if a.task:
         kw["task"] = a.task
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
     cfg = ex.classification_config(
         name, a.profile, P["dataset"], kw, model, method, a.seed,
-        a.epochs or per_model(P["epochs"], model, method), a.lr or per_model(P["lrs"], model, method),
+        a.epochs if a.epochs is not None else per_model(P["epochs"], model, method),
+        a.lr if a.lr is not None else per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
         n_boot=P["n_boot"], max_length=P.get("max_length"), split_design=chapters.unit_design(P),
         split_fractions=chapters.split_fractions(P))

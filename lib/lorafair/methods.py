@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from .errors import LorafairError, choose
 
 TRAINS = ("nothing", "head", "adapter", "all")
+#: where an adapter on a fraction of the layers goes (``lorafair.models.select_layers``)
+PLACEMENTS = ("front", "back", "random")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from . import assets
 from . import methods as methods_mod
 from .errors import LorafairError, choose
 
-PLACEMENTS = ("front", "back", "random")
+PLACEMENTS = methods_mod.PLACEMENTS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Module-list names whose numeric children are "layers" for fractional placement.

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 
+from . import methods as methods_mod
 from .errors import LorafairError, choose
+from .methods import PLACEMENTS
 
 PROFILE_NAMES = ("smoke", "offline", "paper")
 #: Where each profile's run records live. The offline records are committed (the published record).
@@ -462,12 +464,88 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
             raise LorafairError(f"unknown parameter {k!r} for {notebook}; valid: {', '.join(sorted(params))}")
         if v is not None:
             params[k] = v
+    for k, v in params.items():  # a value the YAML reader could not parse stays a string: say so
+        if isinstance(v, str) and v.lstrip()[:1] in ("[", "{"):
+            raise LorafairError(f"parameter {k} of {notebook} is {v!r}: not valid YAML (a list is written "
+                                "[13, 42], a mapping {lora: 1e-3})")
     for k in ("models", "methods", "seeds"):
         if k not in params:
             continue
         if not isinstance(params[k], (list, tuple)):
             params[k] = [params[k]]
+    validate(notebook, params)
     return params
+
+
+#: speed settings a chapter's ``train_options`` may hold (lorafair.train.TrainConfig; not hashed)
+TRAIN_OPTIONS = ("compile", "gradient_checkpointing", "num_workers", "precision")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _leaves(value):
+    """The values of a scalar, a {method: v} or a {model: {method: v}} setting."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def validate(notebook: str, P: dict) -> None:
+    """Check a chapter's resolved parameters before anything trains: types, ranges and choices.
+    Each error is one line naming the parameter, the bad value and what is valid. (Models and
+    methods are checked against the registries where the grid is built.)"""
+    def bad(key, value, want):
+        raise LorafairError(f"parameter {key} of {notebook} is {value!r}: {want}")
+    for key in ("seeds",):
+        if key in P and (not P[key] or not all(_is_int(v) for v in P[key])):
+            bad(key, P[key], "a non-empty list of integers, e.g. [13, 42]")
+    for key in ("epochs", "probe_epochs"):
+        if key in P and not all(_is_int(v) and v >= (1 if key == "epochs" or notebook != "generation_fairness" else 0)
+                                for v in _leaves(P[key])):
+            bad(key, P[key], "a positive integer (or one per method or per model and method)")
+    for key in ("lrs", "probe_lrs"):
+        if key in P and not all(_is_number(v) and v > 0 for v in _leaves(P[key])):
+            bad(key, P[key], "a positive number (or one per method or per model and method), e.g. 1e-3")
+    for key, low in (("batch_size", 1), ("workers", 1), ("n_boot", 1), ("n_shadows", 1), ("max_length", 1),
+                     ("max_new_tokens", 1), ("max_text_tokens", 1), ("n_probe", 1), ("probe_block", 1),
+                     ("probe_plant", 0), ("second_task_n", 1), ("rank", 1)):
+        v = P.get(key)
+        if v is not None and not (_is_int(v) and v >= low):
+            bad(key, v, f"an integer of at least {low}")
+    for key in ("models", "methods", "train_sets"):
+        if key in P and (not isinstance(P[key], (list, tuple)) or not P[key]
+                         or not all(isinstance(v, str) for v in P[key])):
+            bad(key, P[key], "a non-empty list of names, e.g. [lora, full]")
+    if "methods" in P:
+        for m in P["methods"]:
+            choose(f"method in parameter methods of {notebook}", m, list(methods_mod.METHODS))
+    if "ranks" in P and (not isinstance(P["ranks"], (list, tuple)) or not all(_is_number(r) and r > 0 for r in P["ranks"])):
+        bad("ranks", P["ranks"], "a list of positive ranks (below 1: rank 1 on that fraction of the layers), "
+                                 "e.g. [1, 8, 0.5]; rank 0 is the method head")
+    if "placements" in P:
+        if not isinstance(P["placements"], (list, tuple)) or not P["placements"]:
+            bad("placements", P["placements"], f"a non-empty list of: {', '.join(PLACEMENTS)}")
+        for v in P["placements"]:
+            choose(f"placement in parameter placements of {notebook}", v, PLACEMENTS)
+    if P.get("split_fractions") is not None:
+        f = P["split_fractions"]
+        if not (isinstance(f, (list, tuple)) and len(f) == 3 and all(_is_number(x) and 0 <= x <= 1 for x in f)
+                and f[0] > 0 and f[2] > 0 and abs(sum(f) - 1) < 1e-6):
+            bad("split_fractions", f, "three fractions (train, validation, test) summing to 1, e.g. [0.6, 0.2, 0.2]")
+    t = P.get("train_options")
+    if t is not None:
+        if not isinstance(t, dict):
+            bad("train_options", t, f"a mapping of speed settings ({', '.join(TRAIN_OPTIONS)})")
+        for k in t:
+            choose(f"key in parameter train_options of {notebook}", k, TRAIN_OPTIONS)
 
 
 def per_model(value, model: str, method: str):
