@@ -58,6 +58,7 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
         raise LorafairError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
                             f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (partial output: {out})") from None
     executed = nbformat.read(out, as_version=4)
+    scrub_paths(executed)
     for cell in executed.cells:
         tags = cell.metadata.setdefault("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
@@ -67,6 +68,33 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
     if errors:
         raise LorafairError(f"notebook {name} holds error outputs: {errors[0]}")
     return out
+
+
+def scrub_paths(nb) -> None:
+    """No absolute path of the machine that executed a notebook stays in it (the book publishes the
+    executed notebooks): papermill's input and output paths become repository-relative, and the
+    repository root and the home directory in any output text become ``.`` and ``~``."""
+    pm = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if pm.get(key):
+            pm[key] = os.path.relpath(pm[key], REPO_ROOT) if os.path.isabs(str(pm[key])) else pm[key]
+    roots = [(str(REPO_ROOT), "."), (os.path.expanduser("~"), "~")]
+
+    def clean(text: str) -> str:
+        for a, b in roots:
+            if a and a not in ("/", "."):
+                text = text.replace(a, b)
+        return text
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if "text" in o:
+                o["text"] = clean(o["text"] if isinstance(o["text"], str) else "".join(o["text"]))
+            for mime, v in (o.get("data") or {}).items():
+                if mime.startswith("text/") or mime.endswith("json"):
+                    if isinstance(v, str):
+                        o["data"][mime] = clean(v)
+            if "traceback" in o:
+                o["traceback"] = [clean(t) for t in o["traceback"]]
 
 
 def notebook_errors(path: str | os.PathLike) -> list[str]:

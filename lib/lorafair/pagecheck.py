@@ -1,5 +1,6 @@
 """Check the built book like a reader: every page of the table of contents exists, every image and
-internal link resolves, no page shows an error output, and (with Debian's chromium) every page
+internal link resolves, no page loads a script or stylesheet from the network (MathJax included),
+no page shows an error output, and (with Debian's chromium) every page
 renders to a PNG screenshot for a person to look at. Offline: nothing is fetched."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .errors import LorafairError
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.images, self.links, self.ids = [], [], set()
+        self.images, self.links, self.ids, self.scripts = [], [], set(), []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -29,6 +30,10 @@ class _Links(HTMLParser):
             self.images.append(a["src"])
         if tag == "a" and a.get("href"):
             self.links.append(a["href"])
+        if tag == "script" and a.get("src"):
+            self.scripts.append(a["src"])
+        if tag == "link" and a.get("href") and "stylesheet" in (a.get("rel") or ""):
+            self.scripts.append(a["href"])
 
 
 def toc_pages(root: Path = REPO_ROOT) -> list[str]:
@@ -62,6 +67,12 @@ def check(html_dir: Path | None = None, screenshots: Path | None = None) -> list
                 problems.append(f"{rel}: image loads from the network: {src}")
             elif u.scheme != "data" and not (f.parent / unquote(u.path)).exists():
                 problems.append(f"{rel}: missing image {src}")
+        for src in p.scripts:  # a script or stylesheet from the network: the page does not read offline
+            u = urlparse(src)
+            if u.scheme in ("http", "https") or src.startswith("//"):
+                problems.append(f"{rel}: loads a script or stylesheet from the network: {src}")
+            elif u.scheme != "data" and not (f.parent / unquote(u.path)).exists():
+                problems.append(f"{rel}: missing script or stylesheet {src}")
         for href in p.links:
             u = urlparse(href)
             if u.scheme or href.startswith(("mailto:", "javascript:")):
@@ -71,9 +82,28 @@ def check(html_dir: Path | None = None, screenshots: Path | None = None) -> list
                 problems.append(f"{rel}: broken link {href}")
             elif u.fragment and target in parsed and u.fragment not in parsed[target][0].ids:
                 problems.append(f"{rel}: broken anchor {href}")
+    problems += builder_paths(html_dir)
     if screenshots is not None:
         problems += _screenshots(parsed, html_dir, Path(screenshots))
     return problems
+
+
+def builder_paths(html_dir: Path, roots: list[str] | None = None) -> list[str]:
+    """Published files (pages, downloadable notebooks, sources) that name an absolute path of the
+    machine that built the book: the repository's root or the home directory."""
+    import os
+
+    roots = [r for r in (roots or [str(REPO_ROOT), os.path.expanduser("~")]) if r and r != "/"]
+    found = []
+    for f in sorted(Path(html_dir).rglob("*")):
+        if not f.is_file() or f.suffix not in (".html", ".ipynb", ".txt", ".md", ".py", ".json"):
+            continue
+        text = f.read_text(errors="replace")
+        for r in roots:
+            if r + "/" in text or f'"{r}"' in text:
+                found.append(f"{f.relative_to(html_dir)}: names the builder's path {r}")
+                break
+    return found
 
 
 def _screenshots(parsed: dict, html_dir: Path, out: Path) -> list[str]:
