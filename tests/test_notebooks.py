@@ -1,17 +1,41 @@
 """One end-to-end smoke execution of every notebook, through the same driver as the book."""
 
 import json
+import math
+import os
 
 import nbformat
 import pytest
 
-from lorafair import notebook
+from lorafair import launch, notebook
 
 
 @pytest.fixture(scope="module")
 def shared_runs(tmp_path_factory):
-    """One run store for all notebooks: the findings chapter (last) reads what the others wrote."""
-    return tmp_path_factory.mktemp("runs")
+    """One run store for all notebooks, filled as a cluster would fill it: every smoke run emitted
+    (``lorafair sweep all --emit``) and executed by two concurrent jobs of submitit's local executor
+    (the cluster path's ``--launch slurm``); the notebooks then only render (``LORAFAIR_NO_COMPUTE``:
+    a run without a record fails the notebook), so none is recomputed."""
+    root = tmp_path_factory.mktemp("runs")
+    rows = launch.listing("all", "smoke", results_dir=str(root))
+    emitted = root.parent / "smoke.jsonl"
+    n = launch.emit(rows, emitted)
+    res = launch.launch_slurm(str(emitted), str(root.parent / "logs"), str(root), cluster="local",
+                              tasks_per_job=math.ceil(n / 2), retries=0)
+    assert res == {"submitted": 2, "failed": 0}
+    after = launch.listing("all", "smoke", results_dir=str(root))
+    assert {r["state"] for r in after} == {"done"}
+    dirs = [p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith(".")]
+    assert len(dirs) == len(after) == n  # every record present once
+    stamps = {p: (p / "DONE").stat().st_mtime_ns for p in dirs}
+    old = os.environ.get("LORAFAIR_NO_COMPUTE")
+    os.environ["LORAFAIR_NO_COMPUTE"] = "1"
+    yield root
+    if old is None:
+        os.environ.pop("LORAFAIR_NO_COMPUTE", None)
+    else:
+        os.environ["LORAFAIR_NO_COMPUTE"] = old
+    assert {p: (p / "DONE").stat().st_mtime_ns for p in dirs} == stamps  # nothing recomputed by the notebooks
 
 
 @pytest.mark.parametrize("name", notebook.NOTEBOOKS)
