@@ -51,7 +51,7 @@ def cmd_notebook(a) -> None:
     params = {k: _value(v) for k, v in (a.param or [])}
     if a.profile:
         params["profile"] = a.profile
-    print(execute(a.name, params, a.out, log=True))
+    print(execute(a.name, params, a.out or "_runs/notebooks", log=True))
 
 
 def cmd_params(a) -> None:
@@ -420,7 +420,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--profile")
     n.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="a parameter (value parsed as YAML: 3, 1e-3, [13, 42], {a: 1})")
-    n.add_argument("--out", help="folder for the executed notebook (default book/)")
+    n.add_argument("--out", help="folder for the executed notebook (default _runs/notebooks/; the book's are "
+                                 "written by lorafair book)")
     n.set_defaults(func=cmd_notebook)
     q = sub.add_parser("params", help="list a notebook's parameters and each profile's values")
     q.add_argument("name")
