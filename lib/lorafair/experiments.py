@@ -386,8 +386,9 @@ def beyond_report(records: list[RunRecord], pilots: list[RunRecord], others: lis
         return ["This profile runs no other methods (`beyond`)."]
     out = []
     pilot_table = beyond_choice(pilots, attribute)
-    if len(pilot_table):
-        out.append(pilot_table)
+    if len(pilot_table):  # rates as written (1e-4 is not 0.000)
+        out.append(pilot_table.assign(value=pilot_table["value"].map("{:g}".format),
+                                      lr=pilot_table["lr"].map("{:g}".format)))
     out.append(beyond_pilot_note(pilot_table, beyond))
     same = [r for r in records if r.config["model"] == beyond["model"] and r.config["seed"] in beyond["seeds"]]
     summary = summary_table(same + list(others), attribute)
