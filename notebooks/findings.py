@@ -268,14 +268,8 @@ if len(beyond):
         sub = counted[counted["method_b"] == ref]
         if not len(sub):
             continue
-        n = sub["verdict"].value_counts()
-        lines.append(f"- **Against {'full fine-tuning' if ref == 'full' else 'LoRA'}**: {len(sub)} cases; the method "
-                     f"is worse in {n.get('method worse', 0)}, better in {n.get('method better', 0)}, equivalent in "
-                     f"{n.get('equivalent', 0)}, inconclusive in {n.get('inconclusive', 0)}.")
-        for label in ("method worse", "method better", "equivalent"):
-            for _, r in sub[sub["verdict"] == label].iterrows():
-                lines.append(f"  - {label.replace('method', r['comparison'].split(' - ')[0])}: {r['case']} ({_fmt(r)}, "
-                             f"{r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+        lines += findings.verdict_lines(sub, f"Against {'full fine-tuning' if ref == 'full' else 'LoRA'}", _fmt,
+                                        "the method is", beyond=True)
     at_chance = sorted({r["method_a"] for _, r in beyond.iterrows()
                         if f"{r['method_a']} is at chance" in str(r.get("not counted because", ""))})
     if at_chance:
@@ -315,13 +309,7 @@ display(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", 
 # %% tags=["hide-input"]
 lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases can carry a verdict; the counts below are theirs."]
 for comp, sub in cases[cases["counted"]].groupby(cases["comparison"].str.split(" [(]").str[0], sort=False):
-    n = sub["verdict"].value_counts()
-    lines.append(f"- **{comp}**: {len(sub)} cases; LoRA worse in {n.get('LoRA worse', 0)}, better in "
-                 f"{n.get('LoRA better', 0)}, equivalent in {n.get('equivalent', 0)}, inconclusive in "
-                 f"{n.get('inconclusive', 0)}.")
-    for label in ("LoRA worse", "LoRA better", "equivalent"):
-        for _, r in sub[sub["verdict"] == label].iterrows():
-            lines.append(f"  - {label}: {r['case']} ({_fmt(r)}, {r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+    lines += findings.verdict_lines(sub, comp, _fmt)
     und = sub[sub["verdict"] == "inconclusive"]
     if len(und):
         lines.append(f"  - inconclusive: minimum detectable effects from {und['mde'].min():.3f} to "

@@ -398,6 +398,21 @@ def decide(cases: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def verdict_lines(sub: pd.DataFrame, title: str, fmt, who: str = "LoRA", beyond: bool = False) -> list[str]:
+    """The reading of a set of counted cases as Markdown bullets: the five-way counts, then every
+    case with a decided verdict, with its difference and interval (``fmt``), seeds and Holm p.
+    ``beyond``: the verdicts are the other methods' ("method better"), each named by its comparison."""
+    worse, better = ("method worse", "method better") if beyond else ("LoRA worse", "LoRA better")
+    n = sub["verdict"].value_counts()
+    lines = [f"- **{title}**: {len(sub)} cases; {who} worse in {n.get(worse, 0)}, better in {n.get(better, 0)}, "
+             f"equivalent in {n.get('equivalent', 0)}, inconclusive in {n.get('inconclusive', 0)}."]
+    for label in (worse, better, "equivalent"):
+        for _, r in sub[sub["verdict"] == label].iterrows():
+            named = label.replace("method", r["comparison"].split(" - ")[0]) if beyond else label
+            lines.append(f"  - {named}: {r['case']} ({fmt(r)}, {r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+    return lines
+
+
 def method_table(cases: pd.DataFrame, reference: str) -> pd.DataFrame:
     """The method x metric view: one row per (case scope, method) of the other methods against
     ``reference`` ("full" or "lora"), one column per metric, each cell the mean per-seed difference
