@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from . import chapters
+from . import runs as runs_mod
 from . import sweep as sweep_mod
 from .errors import LorafairError, choose
 from .profiles import RESULTS_DIRS, resolve
@@ -199,10 +200,9 @@ def execute(path: str | os.PathLike, indices: list[int] | None = None, results_d
     for i in (range(len(entries)) if indices is None else indices):
         c, options = entries[i]["config"], dict(entries[i].get("train_options") or {})
         store = RunStore(results_dir or RESULTS_DIRS[c.get("profile", "offline")])
-        kind = sweep_mod.KINDS[sweep_mod.kind_of(c)]
         if not store.is_done(c["experiment"], c):
-            kind.prepare([c])
-        rec = store.get_or_run(c["experiment"], c, lambda c=c, o=options: kind.compute(c, False, o), wait=wait)
+            sweep_mod.KINDS[sweep_mod.kind_of(c)].prepare([c])
+        rec = sweep_mod.run_one(store, c, train_options=options, progress=False, wait=wait)
         out.append("done" if rec is not None else "running")
     return out
 
@@ -221,19 +221,13 @@ def gpu_assignments(n_tasks: int, n_gpus: int) -> list[list[int]]:
 
 def visible_gpus() -> int:
     """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else torch's count."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return len([d for d in env.split(",") if d.strip() != ""])
-    import torch
-
-    return torch.cuda.device_count()
+    return len(runs_mod.worker_devices())
 
 
 def worker_commands(path: str, n_tasks: int, n_gpus: int, results_dir: str | None) -> list[tuple[dict, list[str]]]:
     """(environment additions, command) of each GPU's worker: ``CUDA_VISIBLE_DEVICES`` pins it to one
     device (the visible devices' own ids where the launcher itself was given a subset)."""
-    ids = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
-        [str(g) for g in range(n_gpus)]
+    ids = list(runs_mod.worker_devices()) or [str(g) for g in range(n_gpus)]
     out = []
     for g, idx in enumerate(gpu_assignments(n_tasks, n_gpus)):
         if not idx:

@@ -143,8 +143,8 @@ class Claim:
 
 
 def clean_stale_temporaries(directory: Path) -> int:
-    """Remove the ``.tmp-*`` directories of this host whose owner process is gone, and those of any
-    host older than ``CLAIM_STALE_S`` with no live claim; returns how many."""
+    """Remove the ``.tmp-*`` directories of this host whose owner process is gone, and those of
+    another host untouched for ``CLAIM_STALE_S``; returns how many."""
     removed = 0
     if not directory.exists():
         return 0

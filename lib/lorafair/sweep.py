@@ -109,13 +109,14 @@ def kind_of(cfg: dict) -> str:
 
 
 def run_one(store: RunStore | str, cfg: dict, force: bool = False, train_options: dict | None = None,
-            progress: bool | None = None) -> RunRecord:
-    """One configuration's record: read back, or computed and stored."""
+            progress: bool | None = None, wait: bool = True) -> RunRecord | None:
+    """One configuration's record: read back, or computed and stored (``wait=False``: None at once
+    if another process is computing it)."""
     store = RunStore(store) if isinstance(store, str) else store
     kind = KINDS[kind_of(cfg)]
     inner = kind.inner_progress if progress is None else progress
     return store.get_or_run(cfg["experiment"], cfg, lambda: kind.compute(cfg, inner, dict(train_options or {})),
-                            force=force)
+                            force=force, wait=wait)
 
 
 def _in_worker(root: str, cfg: dict, force: bool, train_options: dict | None) -> str:

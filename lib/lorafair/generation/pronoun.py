@@ -319,13 +319,14 @@ MT_GENDER_SHA256 = {"en_tr_general.txt": "a15d094a7073fdea4085095040508945e09778
                     "en_tr_pro.txt": "ec6c7fb7d60006f377413d90f1bbc4768c10ccb1fa10d2dac0eb2b9ea62d1402"}
 
 
-def check_mt_gender(path: Path) -> None:
-    """A WinoMT file whose sha256 is not the pinned one is refused (a changed or truncated file)."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    want = MT_GENDER_SHA256.get(Path(path).name)
+def check_mt_gender(what, name: str, data: bytes, remedy: str) -> None:
+    """WinoMT bytes whose sha256 is not the pinned one for ``name`` are refused (a changed or
+    truncated file); ``what`` names them in the error, ``remedy`` says what to do."""
+    digest = hashlib.sha256(data).hexdigest()
+    want = MT_GENDER_SHA256.get(name)
     if want and digest != want:
-        raise LorafairError(f"{path} has sha256 {digest[:16]}..., not the pinned {want[:16]}... of commit "
-                            f"{MT_GENDER_COMMIT[:7]}: delete it to download it again, or check mt_gender_dir")
+        raise LorafairError(f"{what} has sha256 {digest[:16]}..., not the pinned {want[:16]}... of commit "
+                            f"{MT_GENDER_COMMIT[:7]}{remedy}")
 
 
 WINOGENDER_BLOCK = 12
@@ -348,16 +349,13 @@ def fetch_mt_gender(directory: str | Path | None = None) -> Path:
             raise LorafairError(f"cannot download {url} ({e}). The paper profile fetches the WinoMT "
                                 f"Turkish-English files at run time; without network, copy {', '.join(MT_GENDER_FILES)} "
                                 f"into {out} (or pass mt_gender_dir=...), or use the offline profile.") from e
+        check_mt_gender(f"the download of {url}", name, body, "; nothing was saved")
         tmp = dest.with_suffix(".tmp")
         tmp.write_bytes(body)
-        digest = hashlib.sha256(body).hexdigest()
-        if MT_GENDER_SHA256.get(name) and digest != MT_GENDER_SHA256[name]:
-            tmp.unlink(missing_ok=True)
-            raise LorafairError(f"the download of {url} has sha256 {digest[:16]}..., not the pinned "
-                                f"{MT_GENDER_SHA256[name][:16]}...; nothing was saved")
         tmp.replace(dest)
     for name in MT_GENDER_FILES:
-        check_mt_gender(out / name)
+        check_mt_gender(out / name, name, (out / name).read_bytes(),
+                        ": delete it to download it again, or check mt_gender_dir")
     return out
 
 
