@@ -139,3 +139,35 @@ def test_workers_die_when_their_sweep_is_killed(tmp_path):
     while time.time() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.2)
     assert not any(pid_alive(p) for p in pids), "orphaned workers outlived their killed parent"
+
+
+def _strict_loads(text):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_records_are_standard_json_with_null_for_a_missing_number(tmp_path):
+    import numpy as np
+
+    store = RunStore(tmp_path)
+    metrics = {"auc": float("nan"), "inf": float("inf"), "ok": np.float32(0.25), "per_epoch": [np.nan, 0.5]}
+    rec = store.get_or_run("exp", {"k": 9}, lambda: (pd.DataFrame({"x": [1]}), metrics))
+    parsed = _strict_loads((rec.path / "metrics.json").read_text())
+    assert parsed == {"auc": None, "inf": None, "ok": 0.25, "per_epoch": [None, 0.5]}
+    _strict_loads((rec.path / "config.json").read_text())
+
+
+def test_the_committed_records_are_standard_json():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    files = sorted(root.glob("*/*/*.json"))
+    assert len(files) > 100
+    bad = []
+    for f in files:
+        try:
+            _strict_loads(f.read_text())
+        except ValueError as e:
+            bad.append(f"{f.relative_to(root)}: {e}")
+    assert not bad, bad[:5]

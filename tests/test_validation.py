@@ -74,7 +74,21 @@ CASES = [
     (["exec", "/nonexistent.jsonl"], "no such file of configurations"),
     (["runs", "verify", "--results-dir", "/nonexistent-store"], "no run store at /nonexistent-store"),
     (["book", "--no-compute", "--recompute"], "--no-compute and --recompute contradict each other"),
+    (["book", "--no-build", "--out", "book"], "would overwrite the book's sources"),
     (["params", "nosuch"], "unknown notebook 'nosuch'"),
+    (["run", "vision", "--profile", "smoke", "--results-dir", "/proc/lorafair-store"], "--results-dir /proc/lorafair-store is not writable"),
+    (["exec", "/dev/null", "--results-dir", "/proc/lorafair-store"], "--results-dir /proc/lorafair-store is not writable"),
+    # lorafair bench: numbers and the output file, checked before anything is measured
+    (["bench", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["bench", "--warmup", "-1"], "--warmup must be at least 0, got -1"),
+    (["bench", "--seq-len", "0"], "--seq-len must be at least 1, got 0"),
+    (["bench", "--cpu", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["bench", "--cpu", "--budget", "0"], "--budget must be positive"),
+    (["bench", "--out", "/nonexistent-dir/x.json"], "--out /nonexistent-dir/x.json: no folder /nonexistent-dir"),
+    (["bench", "--workloads", "nosuch:lora"], "unknown architecture 'nosuch'"),
+    (["bench", "--estimate", "--compile"], "--estimate models an eager step"),
+    (["sweep", V, "--workers", "0"], "--workers must be at least 1, got 0"),
     (["notebook", "nosuch"], "unknown notebook 'nosuch'"),
 ]
 
@@ -91,3 +105,32 @@ def test_a_bad_input_is_one_line_naming_it(argv, message, capsys):
 
 def test_the_table_covers_at_least_sixty_inputs():
     assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "vision", "--profile", "smoke", "--results-dir", "{file}"], "--results-dir {file} is a file, not a folder"),
+    (["book", "--no-build", "--results-dir", "{file}"], "--results-dir {file} is a file, not a folder"),
+    (["runs", "verify", "--results-dir", "{file}"], "--results-dir {file} is a file, not a folder"),
+    (["bench", "--out", "{dir}"], "--out {dir} is a folder; give a file name"),
+    (["book", "--out", "{file}"], "--out {file} is a file, not a folder"),
+    (["notebook", "findings", "--out", "{file}"], "--out {file} is a file, not a folder"),
+])
+def test_a_file_where_a_folder_belongs_and_back(argv, message, tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    fill = {"file": str(f), "dir": str(tmp_path)}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(**fill) in err and "Traceback" not in err
+
+
+def test_an_estimate_that_does_not_fit_the_gpu_says_so(capsys):
+    assert main(["bench", "--estimate", "--workloads", "vit_base:lora", "--batch-size", "1000000", "--scale", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_base:lora does not fit: about" in out and "try a smaller --batch-size" in out
+
+
+def test_a_cpu_allocation_failure_is_a_row_not_a_traceback(capsys):
+    assert main(["bench", "--workloads", "vit_base:lora", "--batch-size", "1000000000", "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_base:lora" in out and "out of memory" in out

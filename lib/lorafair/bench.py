@@ -260,6 +260,10 @@ def run(specs=DEFAULT_WORKLOADS, **kw) -> "list[dict]":
         except torch.OutOfMemoryError as e:
             rows.append({"workload": w.name, "error": f"out of memory: {str(e).splitlines()[0]}"})
             torch.cuda.empty_cache()
+        except RuntimeError as e:  # the CPU allocator raises a plain RuntimeError
+            if "allocate" not in str(e):
+                raise
+            rows.append({"workload": w.name, "error": f"out of memory: {str(e).splitlines()[0]}"})
     return rows
 
 

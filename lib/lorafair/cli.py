@@ -1,6 +1,6 @@
 """``lorafair``: run experiments, execute notebooks, build the book.
 
-    lorafair book [--profile offline|smoke|paper] [--recompute | --no-compute] [--results-dir DIR] [--only NAME ...] [--no-build]
+    lorafair book [--profile offline|smoke|paper] [--recompute | --no-compute] [--results-dir DIR] [--out DIR] [--only NAME ...] [--no-build]
     lorafair notebook NAME [--profile P] [-p KEY VALUE ...] [--out DIR]
     lorafair params NAME
     lorafair plan NAME [--profile P] [-p KEY VALUE ...]   (a chapter's runs, without executing it)
@@ -41,7 +41,7 @@ def cmd_book(a) -> None:
     if a.no_compute and a.recompute:
         raise LorafairError("--no-compute and --recompute contradict each other; give one")
     t = build_book(a.profile, recompute=a.recompute, only=a.only, build=not a.no_build, compute=not a.no_compute,
-                   results_dir=a.results_dir)
+                   results_dir=a.results_dir, out_dir=a.out)
     print("[lorafair] wall time (s): " + json.dumps(t))
 
 
@@ -313,13 +313,39 @@ def cmd_runs(a) -> None:
 def cmd_check_pages(a) -> None:
     from .pagecheck import check
 
-    problems = check(screenshots=a.screenshots)
+    reader = not a.static
+    if reader:
+        from .pagecheck import browser_path
+
+        browser_path()  # before anything is read: a missing browser is one line
+    problems = check(a.html, screenshots=a.screenshots, reader=reader)
     for p in problems:
         print(f"  {p}")
     if problems:
         raise LorafairError(f"{len(problems)} problem(s) in the built book")
-    print("[lorafair] every page checked: images, internal links, no error outputs"
+    print("[lorafair] every page checked: images, links, scripts, builder paths"
+          + (", and read in chromium at 1280 and 390 px" if reader else "")
           + (f"; screenshots in {a.screenshots}" if a.screenshots else ""))
+
+
+def check_bench_flags(a) -> None:
+    """``lorafair bench``'s numbers and output file, before anything is measured."""
+    import os
+
+    for flag, least in (("batch_size", 1), ("seq_len", 1), ("steps", 1), ("warmup", 0), ("threads", 1)):
+        v = getattr(a, flag)
+        if v is not None and v < least:
+            raise LorafairError(f"--{flag.replace('_', '-')} must be at least {least}, got {v}")
+    if not a.budget > 0:
+        raise LorafairError(f"--budget must be positive (seconds), got {a.budget:g}")
+    if a.out:
+        parent = os.path.dirname(os.path.abspath(a.out))
+        if os.path.isdir(a.out):
+            raise LorafairError(f"--out {a.out} is a folder; give a file name, e.g. {os.path.join(a.out, 'bench.json')}")
+        if not os.path.isdir(parent):
+            raise LorafairError(f"--out {a.out}: no folder {parent} to write it in")
+        if not os.access(parent, os.W_OK):
+            raise LorafairError(f"--out {a.out}: the folder {parent} is not writable")
 
 
 def cmd_bench(a) -> None:
@@ -327,6 +353,7 @@ def cmd_bench(a) -> None:
 
     from . import bench
 
+    check_bench_flags(a)
     if a.cpu:
         return cmd_bench_cpu(a)
     a.batch_size = 8 if a.batch_size is None else a.batch_size
@@ -346,8 +373,10 @@ def cmd_bench(a) -> None:
           f"measured matmul peak {rows[0].get('peak_flops', float('nan')) / 1e12:.1f} TFLOP/s")
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if a.out:
+        from .runs import strict_json
+
         with open(a.out, "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=1, default=str)
+            f.write(strict_json({"environment": env, "rows": rows}, indent=1))
         print(f"[lorafair] wrote {a.out}")
 
 
@@ -373,8 +402,10 @@ def cmd_bench_cpu(a) -> None:
     for m, (prec, why) in cpubench.chosen(models).items():
         print(f"[lorafair] {m} trains in {prec} on this machine: {why}")
     if a.out:
+        from .runs import strict_json
+
         with open(a.out, "w") as f:
-            json.dump({"environment": {"header": cpubench.header(a.threads)}, "rows": rows}, f, indent=1, default=str)
+            f.write(strict_json({"environment": {"header": cpubench.header(a.threads)}, "rows": rows}, indent=1))
         print(f"[lorafair] wrote {a.out}")
 
 
@@ -397,9 +428,16 @@ def cmd_bench_estimate(a) -> None:
           f"torch {env['packages']['torch']}, transformers {env['packages']['transformers']}, "
           f"peft {env['packages']['peft']}")
     print(table.reindex(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    for r in rows:
+        if "error" not in r and r["est_peak_gib"] > r["gpu_gib"]:
+            print(f"[lorafair] {r['workload']} does not fit: about {r['est_peak_gib']:,.0f} GiB at batch {r['batch']}, "
+                  f"more than the {estimate.GPUS[gpu].name}'s {r['gpu_gib']:.0f} GiB; try a smaller --batch-size "
+                  "or --checkpointing")
     if a.out:
+        from .runs import strict_json
+
         with open(a.out, "w") as f:
-            json.dump({"environment": env, "estimate": True, "rows": rows}, f, indent=1, default=str)
+            f.write(strict_json({"environment": env, "estimate": True, "rows": rows}, indent=1))
         print(f"[lorafair] wrote {a.out}")
 
 
@@ -414,6 +452,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-compute", action="store_true",
                    help="render from the run store only (e.g. filled by cluster jobs); fail naming any run still missing")
     b.add_argument("--results-dir", help="run store root (default: the profile's)")
+    b.add_argument("--out", help="build in this folder (a copy of the sources; HTML in OUT/_build/html) "
+                                 "instead of the checkout")
     b.set_defaults(func=cmd_book)
     n = sub.add_parser("notebook", help="execute one notebook with parameters")
     n.add_argument("name")
@@ -514,20 +554,54 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write the table and environment as JSON")
     e.set_defaults(func=cmd_bench)
     c = sub.add_parser("check-pages", help="check the built book (_build/html) like a reader")
-    c.add_argument("--screenshots", help="also render every page to PNG with chromium into this folder")
+    c.add_argument("--screenshots", help="full-page screenshots of every page at both widths into this folder")
+    c.add_argument("--static", action="store_true", help="only the checks of the HTML files (no browser)")
+    c.add_argument("--html", help="the built book's HTML folder (default _build/html; lorafair book --out DIR: "
+                                  "DIR/_build/html)")
     c.set_defaults(func=cmd_check_pages)
     return p
+
+
+def check_results_dir(a) -> None:
+    """``--results-dir`` is a folder, and a writable one where the command writes records."""
+    import os
+    import tempfile
+
+    out = getattr(a, "out", None)
+    if a.command in ("book", "notebook") and out and os.path.exists(out) and not os.path.isdir(out):
+        raise LorafairError(f"--out {out} is a file, not a folder")
+    d = getattr(a, "results_dir", None)
+    if not d:
+        return
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise LorafairError(f"--results-dir {d} is a file, not a folder")
+    writes = a.command in ("run", "exec", "book") or (a.command == "sweep" and a.launch)
+    if not writes:
+        return
+    try:
+        os.makedirs(d, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        raise LorafairError(f"--results-dir {d} is not writable: {e.strerror or e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        check_results_dir(args)
         args.func(args)
     except LorafairError as e:
         print(f"lorafair: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lorafair: interrupted; completed runs are kept, re-run to resume", file=sys.stderr)
+        if argv is None:  # the command line: every record is published atomically and the kernel and
+            import os     # workers have ended, so skip the interpreter's slow teardown of its modules
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     return 0
 

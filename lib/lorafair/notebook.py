@@ -13,13 +13,14 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .assets import REPO_ROOT
 from .errors import LorafairError, choose
 from . import launch, plots
 from .profiles import PROFILE_NAMES, parameter_names, resolve_from
-from .runs import RunStore
+from .runs import RunStore, die_with_parent
 
 NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
              "findings", "performance")
@@ -50,11 +51,17 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
     out = Path(out_dir or BOOK_DIR) / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source(name))
+    interrupted: list = []
     try:
-        papermill.execute_notebook(nb, str(out), parameters=parameters, kernel_name="python3",
-                                   language="python", cwd=str(REPO_ROOT), progress_bar=False,
-                                   log_output=log)
-    except PapermillExecutionError as e:
+        with _interrupt_kernel_on_ctrl_c() as interrupted:
+            papermill.execute_notebook(nb, str(out), parameters=parameters, kernel_name="python3",
+                                       language="python", cwd=str(REPO_ROOT), progress_bar=False,
+                                       log_output=log, shutdown_kernel="immediate")
+    except Exception as e:
+        if interrupted:  # the kernel stopped (interrupted or killed) because of Ctrl-C
+            raise KeyboardInterrupt from None
+        if not isinstance(e, PapermillExecutionError):
+            raise
         raise LorafairError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
                             f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (partial output: {out})") from None
     executed = nbformat.read(out, as_version=4)
@@ -68,6 +75,71 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
     if errors:
         raise LorafairError(f"notebook {name} holds error outputs: {errors[0]}")
     return out
+
+
+KILL_AFTER_S = 5.0
+
+
+class Text(str):
+    """A string glued for prose (``{glue}`` in a page): it displays without quotes."""
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+
+@contextmanager
+def _interrupt_kernel_on_ctrl_c():
+    """While a notebook executes: Ctrl-C (SIGINT) or SIGTERM interrupts the kernel, which runs in a
+    session of its own and does not see the terminal's Ctrl-C. The running cell unwinds through its
+    clean-ups (a run's temporary directory, its claim, the sweep's workers) and the execution ends
+    with the cell's error, which ``execute`` turns into KeyboardInterrupt. A kernel still alive
+    ``KILL_AFTER_S`` later, or a second Ctrl-C, is killed with its process group. Yields a list
+    that is non-empty once interrupted."""
+    import signal
+    import threading
+
+    import psutil
+
+    fired: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
+
+    def kernels():
+        return [p for p in psutil.Process().children() if "ipykernel" in " ".join(p.cmdline())]
+
+    def kill():
+        for k in kernels():
+            try:
+                os.killpg(k.pid, signal.SIGKILL)  # the kernel leads its process group (its workers too)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def handler(signum, frame):
+        if fired:
+            kill()
+            return
+        fired.append(signum)
+        for k in kernels():
+            try:
+                k.send_signal(signal.SIGINT)
+            except psutil.NoSuchProcess:
+                pass
+        timers.append(threading.Timer(KILL_AFTER_S, kill))
+        timers[0].daemon = True
+        timers[0].start()
+
+    timers: list = []
+    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield fired
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        for t in timers:
+            t.cancel()
+        if fired:
+            kill()
 
 
 def scrub_paths(nb) -> None:
@@ -123,13 +195,44 @@ def missing_runs(profile: str, names, results_dir: str | None = None) -> dict[st
     return out
 
 
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
+
+
+def stage_sources(out: Path) -> Path:
+    """A copy of the book's sources (configuration, table of contents, the text chapters) in
+    ``out/source``, where the notebooks are executed and the book is built: nothing in the checkout
+    changes. Returns the copy's root."""
+    import shutil
+
+    src = out / "source"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in BOOK_SOURCES:
+        a = REPO_ROOT / name
+        if a.is_dir():
+            shutil.copytree(a, src / name, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        else:
+            shutil.copy2(a, src / name)
+    return src
+
+
 def build_book(profile: str = "offline", recompute: bool = False, only: list[str] | None = None,
-               build: bool = True, compute: bool = True, results_dir: str | None = None) -> dict:
+               build: bool = True, compute: bool = True, results_dir: str | None = None,
+               out_dir: str | None = None) -> dict:
     """Execute every notebook on ``profile`` into book/, then ``jupyter-book build`` (warnings fail).
     ``compute=False`` renders from the run store alone: it first names every run still missing (and
     the command that lists them) and fails, and the notebooks' kernels may not train
-    (``LORAFAIR_NO_COMPUTE``). ``results_dir``: another run store than the profile's."""
+    (``LORAFAIR_NO_COMPUTE``). ``results_dir``: another run store than the profile's. ``out_dir``:
+    execute and build in a copy of the sources there (the HTML in ``out_dir/_build/html``) instead
+    of in the checkout."""
     choose("profile", profile, PROFILE_NAMES)
+    root = REPO_ROOT
+    if out_dir:
+        out_dir = Path(out_dir).resolve()
+        if out_dir == REPO_ROOT or REPO_ROOT in out_dir.parents and out_dir.parts[len(REPO_ROOT.parts)] in BOOK_SOURCES:
+            raise LorafairError(f"--out {out_dir} would overwrite the book's sources; give a folder outside them")
+        root = stage_sources(out_dir)
     if not compute:
         missing = missing_runs(profile, only or NOTEBOOKS, results_dir)
         if missing:
@@ -147,19 +250,20 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
         params = {"profile": profile, "force": recompute}
         if results_dir:
             params["results_dir"] = str(results_dir)
-        execute(name, params, BOOK_DIR, log=False)
+        execute(name, params, root / "book", log=False)
         timings[name] = round(time.time() - t0, 1)
         print(f"[lorafair] {name}: {timings[name]} s", flush=True)
     if build:
         t0 = time.time()
-        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO_ROOT), "-W", "-n",
-               "--keep-going"]
+        html_root = Path(out_dir) if out_dir else REPO_ROOT
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n",
+               "--keep-going", *(["--path-output", str(out_dir)] if out_dir else [])]
         print("[lorafair] " + " ".join(cmd[1:]), flush=True)
-        res = subprocess.run(cmd, cwd=REPO_ROOT)
+        res = subprocess.run(cmd, cwd=root)
         if res.returncode != 0:
             raise LorafairError(f"jupyter-book build failed (exit {res.returncode}); see the log above")
         timings["jupyter-book"] = round(time.time() - t0, 1)
-        print(f"[lorafair] book: {REPO_ROOT / '_build' / 'html' / 'index.html'}", flush=True)
+        print(f"[lorafair] book: {html_root / '_build' / 'html' / 'index.html'}", flush=True)
     return timings
 
 
@@ -173,6 +277,7 @@ def setup_chapter(name: str, namespace: dict):
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning)
+    die_with_parent()  # a kernel never outlives the process that executes its notebook (SIGKILL included)
     threads = os.environ.get("LORAFAIR_THREADS", "2")
     if not threads.isdigit() or int(threads) < 1:
         raise LorafairError(f"LORAFAIR_THREADS must be a positive integer, got {threads!r}")

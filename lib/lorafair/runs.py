@@ -442,7 +442,30 @@ def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Pa
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+    path.write_text(strict_json(obj, indent=1, sort_keys=True) + "\n")
+
+
+def finite(obj):
+    """``obj`` with every NaN or infinite float (numpy's too) replaced by None, so that it can be
+    written as standard JSON: a missing value reads as ``null``, never as ``NaN``."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def strict_json(obj, **kw) -> str:
+    """Standard JSON (RFC 8259: no NaN, no Infinity); non-finite numbers are written as null."""
+    return json.dumps(finite(obj), allow_nan=False, default=_json_default, **kw)
 
 
 def _json_default(o):
@@ -460,7 +483,13 @@ def _json_default(o):
 def _one_thread(counter=None, devices: tuple[str, ...] = ()) -> None:
     """A worker's start: one torch thread, and on a multi-GPU machine its own GPU (the workers take
     the visible devices in turn, pinned by ``CUDA_VISIBLE_DEVICES`` before torch starts CUDA)."""
+    import signal
+
     die_with_parent()
+    # Ctrl-C reaches the parent, which stops the workers; SIGTERM (from it, or from the kernel when
+    # the parent dies) unwinds a run through its clean-ups: no temporary directory or claim is left
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_term)
     if devices and counter is not None:
         with counter.get_lock():
             i = counter.value
@@ -469,6 +498,22 @@ def _one_thread(counter=None, devices: tuple[str, ...] = ()) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+_TERMINATING: list = []
+
+
+def _exit_on_term(signum, frame):
+    _TERMINATING.append(signum)
+    raise SystemExit(128 + signum)
+
+
+def _guarded(fn: Callable, *args):
+    """A worker's task, unless the worker has been told to stop (a task the pool had already queued
+    for it must not start after SIGTERM)."""
+    if _TERMINATING:
+        os._exit(128 + _TERMINATING[0])
+    return fn(*args)
 
 
 def die_with_parent() -> None:
@@ -506,8 +551,29 @@ def map_in_workers(fn: Callable, arg_tuples: list[tuple], workers: int, on_done:
 
     ctx = mp.get_context("spawn")
     devices = worker_devices()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread,
-                             initargs=(ctx.Value("i", 0), devices if len(devices) > 1 else ())) as pool:
-        for f in as_completed([pool.submit(fn, *a) for a in arg_tuples]):
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread,
+                               initargs=(ctx.Value("i", 0), devices if len(devices) > 1 else ()))
+    try:
+        for f in as_completed([pool.submit(_guarded, fn, *a) for a in arg_tuples]):
             f.result()
             on_done()
+    except BaseException:  # an error or an interrupt: stop now, do not train the queued runs to the end
+        stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def stop_workers(pool, grace_s: float = 3.0) -> None:
+    """End a process pool at once: queued runs cancelled, each worker interrupted (it removes its
+    temporary directory and claim), and killed if it has not ended within ``grace_s``."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: the worker's handler exits through its clean-ups (_one_thread)
+    deadline = time.time() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.time()))
+        if p.is_alive():
+            p.kill()
+            p.join(1)

@@ -62,10 +62,18 @@ class IndexDataset(torch.utils.data.Dataset):
 
 
 def make_accelerator(precision: str = "fp32"):
+    """An Accelerator for one run. Accelerate keeps one mixed-precision setting per process; a
+    single process that trains several runs (a chapter with one worker) may need bf16 for one model
+    and fp32 for the next, so outside a distributed launch the setting is reset between runs."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, DistributedType
 
     cuda = torch.cuda.is_available()
-    return Accelerator(cpu=not cuda, mixed_precision="bf16" if precision == "bf16" else "no")
+    mixed = "bf16" if precision == "bf16" else "no"
+    state = AcceleratorState._shared_state
+    if state and str(state.get("mixed_precision")) != mixed and state.get("distributed_type") == DistributedType.NO:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not cuda, mixed_precision=mixed)
 
 
 def speedups(model: nn.Module, cfg: TrainConfig) -> nn.Module:
