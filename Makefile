@@ -6,7 +6,7 @@ PROFILE ?= offline
 # RECOMPUTE=1 recomputes every run instead of re-using the committed run records.
 RECOMPUTE ?= 0
 
-.PHONY: setup book test smoke-book clean
+.PHONY: setup book test smoke-book check-pages clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-assets.txt pyproject.toml
@@ -18,6 +18,9 @@ $(VENV)/.installed: requirements.txt requirements-assets.txt pyproject.toml
 
 book: setup
 	$(BIN)/lorafair book --profile $(PROFILE) $(if $(filter 1,$(RECOMPUTE)),--recompute,)
+
+check-pages: setup
+	$(BIN)/lorafair check-pages --screenshots _build/pages
 
 smoke-book: setup
 	$(BIN)/lorafair book --profile smoke

@@ -21,7 +21,7 @@
 # inference the same attacked examples, for the token-bias probe the same texts).
 #
 # **The unit of inference is the training run.** Each seed gives one paired difference (the two
-# methods on that seed's split and test examples); the dots in the figure below are these. A case's
+# methods on that seed's split and test examples); the dots in {numref}`fig-findings-forest` are these. A case's
 # interval is the 95% t-interval over its per-seed differences, so it carries training randomness
 # as well as test sampling; an interval that resampled test examples only would not. Its p-value is
 # the one-sample t-test, and within each family of comparisons (one experiment's comparison, e.g.
@@ -76,8 +76,10 @@ display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons of LoR
 
 # %% [markdown]
 # ## Every case
+#
+# See {numref}`fig-findings-forest` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 fig = plots.forest(cases, P["profile"])
 glue("findings_forest_fig", fig, display=False)
 plots.plt.close(fig)
@@ -87,7 +89,7 @@ plots.plt.close(fig)
 # ```{glue:figure} findings_forest_fig
 # :name: fig-findings-forest
 #
-# Every case, one panel per comparison: the mean of the per-seed paired differences with its 95% seed-level t-interval, coloured by the five-way verdict (orange down-triangles: LoRA worse; blue up-triangles: LoRA better; green diamonds: equivalent; grey circles: inconclusive; hollow squares: no verdict), each seed's difference (black dots), and the equivalence band of the case's margin (green). The right margin gives the direction in which LoRA is better for that metric.
+# Every case, one panel per comparison: the mean of the per-seed paired differences with its 95% seed-level t-interval, coloured by the five-way verdict (orange down-triangles: LoRA worse; blue up-triangles: LoRA better; green diamonds: equivalent; grey circles: inconclusive; hollow squares: no verdict), each seed's difference (black dots), and the equivalence band of the case's margin (green). Each row says under its metric in which direction LoRA is better (an arrow), since some metrics are better high (accuracy) and others low (gaps, ECE, attack AUC).
 # ```
 
 # %% [markdown]
@@ -114,7 +116,7 @@ for k, v in vs_full.items():  # zero where nothing is counted, so the introducti
 glue("findings_full_total", int(vs_full.sum()), display=False)
 glue("findings_full_with_verdict", int(vs_full.sum() - vs_full["no verdict"]), display=False)
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 def _fmt(r):
     if pd.isna(r["lo"]):
         return f"{r['difference']:+.3f}"
@@ -125,11 +127,11 @@ show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
                        "within margin": (cases["lo"] > -cases["margin"]) & (cases["hi"] < cases["margin"]),
                        "worst group (n)": cases.apply(lambda r: f"{r['worst_groups']} ({int(r['worst_n'])})"
                                                       if isinstance(r.get("worst_groups"), str) else "", axis=1)})
-display(show[["case", "comparison", "seeds", "worst group (n)",
+display(plots.table(show[["case", "comparison", "seeds", "worst group (n)",
               "difference [95% seed CI]", "p_holm", "p_bh", "p_tost_holm", "margin", "within margin", "mde", "verdict",
               "not counted because"]]
         .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_tost_holm": "TOST p (Holm)", "mde": "MDE"})
-        .style.format(precision=3, na_rep="").hide(axis="index"))
+        , caption="Every case: its seed-level interval, adjusted p-values and verdict, or why it is not counted"))
 
 # %% [markdown]
 # ## Power: how many seeds each case needs
@@ -141,14 +143,14 @@ display(show[["case", "comparison", "seeds", "worst group (n)",
 # were zero. The SD of 2 or 3 seeds is itself very uncertain, and the Holm adjustment raises every
 # requirement, so these are planning numbers, not guarantees.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 powered = cases[cases["sd"].notna()].copy()
 powered["seeds to detect the margin"] = [inference.seeds_for(m, sd) for m, sd in zip(powered["margin"], powered["sd"])]
 powered["seeds to show equivalence"] = [inference.seeds_for_equivalence(m, sd)
                                         for m, sd in zip(powered["margin"], powered["sd"])]
-display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to detect the margin",
+display(plots.table(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to detect the margin",
                  "seeds to show equivalence"]]
-        .rename(columns={"sd": "seed SD", "mde": "MDE now"}).style.format(precision=3).hide(axis="index"))
+        .rename(columns={"sd": "seed SD", "mde": "MDE now"}), caption="Power: the seed SD, the minimum detectable effect now and the seeds each case would need"))
 
 # %% [markdown]
 # ## The design: from the pilot's seed SD to the seeds run
@@ -165,7 +167,7 @@ display(powered[["case", "comparison", "seeds", "sd", "mde", "margin", "seeds to
 # effect larger than their MDE, and their "inconclusive" verdicts are the expected outcome, not
 # evidence of equality.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 glue("design_target_mde", findings.TARGET_MDE, display=False)
 if P.get("pilots"):
     pilot = pd.concat([findings.pilot_cases(store, p["directory"], P["profile"], p.get("seeds"), p["experiment"],
@@ -203,9 +205,9 @@ cost = pd.DataFrame(cost_rows)
 total = float(cost["run time (min)"].sum())
 glue("cost_total_minutes", round(total, 1), display=False)
 glue("cost_total_two_workers", round(total / 2), display=False)
-display(pd.concat([cost, pd.DataFrame([{"experiment": "all", "runs": int(cost["runs"].sum()),
+display(plots.table(pd.concat([cost, pd.DataFrame([{"experiment": "all", "runs": int(cost["runs"].sum()),
                                         "run time (min)": round(total, 1)}])])
-        .style.format(precision=1).hide(axis="index"))
+        , precision=1, caption="What the records cost: runs and CPU minutes per experiment"))
 display(Markdown(f"From an empty run store these runs add up to {total:.0f} minutes of single-process run time; the "
                  f"chapters run them in two 1-thread workers, so a from-scratch build takes at least about "
                  f"{total / 2:.0f} minutes of wall time on two cores (more where one worker waits for the other)."))
@@ -226,8 +228,10 @@ display(Markdown(f"From an empty run store these runs add up to {total:.0f} minu
 # adjustment within each family (here all the other methods against one reference, in one experiment,
 # utility and fairness apart), an equivalence test against the same margins, and the same rules for
 # which cases can carry a verdict. "better" and "worse" are the method's, against the reference.
+#
+# See {numref}`fig-findings-beyond` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 glue("findings_beyond_total", len(beyond), display=False)
 glue("findings_beyond_counted", int(beyond["counted"].sum()) if len(beyond) else 0, display=False)
 if len(beyond):
@@ -294,12 +298,12 @@ if len(beyond):
 # not detected cannot support "no difference" claims at this scale, and its cases carry no verdict;
 # one with no control yet is listed as such.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)
 glue("findings_controls_total", int((ctrl["detected"] != "no control").sum()), display=False)
-display(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", "n": "test examples",
+display(plots.table(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", "n": "test examples",
                                                    "scope": "vouches for"})
-        .style.format(precision=3, na_rep="").hide(axis="index"))
+        , caption="The positive controls: the planted effect and whether each experiment detects it"))
 
 # %% [markdown]
 # ## Reading

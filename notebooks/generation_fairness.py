@@ -49,7 +49,7 @@
 # **Part 2: answer-token bias.** The original asked language models for the gender of a review's
 # author with 45 prompt variants: yes/no, multiple choice and cloze questions, and copies whose
 # options are listed in another order or labelled with digits or symbols (◐ ◑, and the orange,
-# yellow and green circle emoji 🟠 🟡 🟢). If the
+# yellow and green circle emoji, written below as [large orange circle] and so on). If the
 # answer changes when only the order or the symbol changes, the model prefers an answer *token* or
 # *position*, not a gender: that is **token bias**, and it makes prompt-based fairness measurements
 # unreliable.
@@ -119,7 +119,7 @@ display(Markdown(
 # then greedy decoding of every test source. The table shows what trained and how well it fit: the
 # validation loss per target token at the selected epoch.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 pronoun_recs = sweep.run(store, pronoun_cfgs, force=force, train_options=P["train_options"], workers=P["workers"],
                          desc="pronoun runs")
 task = gen.load_pronoun_task(P["pronoun_task"], P["seeds"][0], **P["pronoun_task_kwargs"])
@@ -133,15 +133,17 @@ for r in pronoun_recs:
                  "val loss / token": (min(h["val_loss"]) if h.get("val_loss") else float("nan")),
                  "trainable params": r.meta["adaptation"]["trainable_params"],
                  "seconds": r.meta["wall_seconds"]})
-display(pd.DataFrame(rows).round(4).style.format(precision=3).hide(axis="index"))
+display(plots.table(pd.DataFrame(rows)))
 preds = gen.pronoun_predictions(pronoun_recs)
 
 # %% [markdown]
 # ### Pronoun categories
 #
 # Fractions over the test sources, with 95% Wilson intervals, pooled over seeds.
+#
+# See {numref}`fig-gen-pronouns` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 summary = []
 for (model, method, ts, test_set), g in preds.groupby(["model", "method", "train_set", "test_set"], sort=False):
     for scope, d in (("all", g), ("male-predisposed", g[g["predisposition"] == "male"]),
@@ -153,7 +155,7 @@ for (model, method, ts, test_set), g in preds.groupby(["model", "method", "train
             row[f"{c} [95% CI]"] = "{:.3f} [{:.2f}, {:.2f}]".format(ratios[c]["ratio"], *ratios[c]["ci"])
         summary.append(row)
 summary = pd.DataFrame(summary)
-display(summary.round(3).style.format(precision=3).hide(axis="index"))
+display(plots.table(summary, caption="Pronoun categories of the generations per method and reference set"))
 for i, test_set in enumerate(preds["test_set"].unique()):  # the paper profile has two test sets
     fig = plots.pronoun_bars(preds[preds["model"] == P["models"][0]], P["profile"], test_set)
     if i == 0:
@@ -174,12 +176,12 @@ for i, test_set in enumerate(preds["test_set"].unique()):  # the paper profile h
 # Example generations (test sources; the scored part is the text up to the first line break or
 # the next source cue):
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 ex_ids = preds["example_id"].drop_duplicates().head(4)
 examples = preds[preds["example_id"].isin(ex_ids) & (preds["model"] == P["models"][0])
                  & (preds["seed"] == P["seeds"][0])]
-display(examples[["source", "predisposition", "method", "train_set", "scored", "category"]]
-        .rename(columns={"train_set": "refs", "scored": "generation (scored part)"}).style.format(precision=3).hide(axis="index"))
+display(plots.table(examples[["source", "predisposition", "method", "train_set", "scored", "category"]]
+        .rename(columns={"train_set": "refs", "scored": "generation (scored part)"})))
 
 # %% [markdown]
 # ### Positive control: do pro-stereotypical references make a model more stereotyped?
@@ -269,7 +271,7 @@ if not any(control_detected.values()):
                  "stereotyping; they are reported, not counted.")
 lines.append(f"- Profile `{P['profile']}`, seeds {P['seeds']}: each seed is one training run per method and training "
              "set, with its own split of frames and held-out occupations.")
-display(per_seed.round(3).style.format(precision=3).hide(axis="index"))
+display(plots.table(per_seed))
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -287,8 +289,10 @@ display(Markdown("\n".join(lines)))
 # interval, against the method's trainable parameters; also the method's own preference. If the
 # hypothesis held, the shift would grow in size with the trainable parameters, from IA3 through
 # LoRA and DoRA to full fine-tuning.
+#
+# See {numref}`fig-gen-shift` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 from lorafair import methods as methods_mod
 
 shift_rows = []
@@ -348,14 +352,16 @@ else:
 # A language model is fine-tuned on a corpus (LoRA or fully; the base model is probed as it is)
 # and then asked for the author's gender of texts from that corpus (the original probed its
 # fine-tuning reviews). The prompt variants and their base prompts:
+#
+# See {numref}`fig-gen-choices` and {numref}`fig-gen-bias-index` below.
 
-# %% tags=["hide-input", "full-width"]
-display(pd.DataFrame([{"id": p.id, "kind": p.kind, "compared with": p.base or "-", "change": p.change or "-",
-                       "options (answer: content)": ", ".join(f"{a}: {c}" for a, c in p.options),
-                       "prompt": p.template.replace("{text}", "…")} for p in gen.PROBE_PROMPTS
-                      if p.id in set(probe_cfgs[0]["prompt_ids"])]).style.format(precision=3).hide(axis="index"))
+# %% tags=["hide-input"]
+display(plots.table(pd.DataFrame([{"id": p.id, "kind": p.kind, "compared with": p.base or "-", "change": p.change or "-",
+                       "options (answer: content)": gen.readable(", ".join(f"{a}: {c}" for a, c in p.options)),
+                       "prompt": gen.readable(p.template.replace("{text}", "…"))} for p in gen.PROBE_PROMPTS
+                      if p.id in set(probe_cfgs[0]["prompt_ids"])])))
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 probe_recs = sweep.run(store, probe_cfgs, force=force, train_options=P["train_options"], workers=P["workers"],
                        desc="probe runs")
 probe_rows, bi_rows, pref_rows, fit = [], [], [], []
@@ -371,7 +377,7 @@ for r in probe_recs:
 probe_rows = pd.concat(probe_rows, ignore_index=True)
 bi = pd.concat(bi_rows, ignore_index=True)
 pref = pd.concat(pref_rows, ignore_index=True)
-display(pd.DataFrame(fit).round(3).style.format(precision=3).hide(axis="index"))
+display(plots.table(pd.DataFrame(fit), caption="Probe runs: training, validation loss and the probe's summary"))
 
 # %% tags=["hide-input"]
 first = (probe_rows["model"] == P["models"][0]) & (probe_rows["seed"] == P["seeds"][0])
@@ -450,7 +456,8 @@ if len(cl):
                                          cl.groupby("method", sort=False)["value"].mean().items()) + ".")
 lines.append(f"- Profile `{P['profile']}`; {P['n_probe']} texts per model.")
 display(Markdown("\n".join(lines)))
-display(pref.pivot_table(index=["prompt_id", "measure"], columns="method", values="value", sort=False).round(3))
+display(plots.table(pref.pivot_table(index=["prompt_id", "measure"], columns="method", values="value", sort=False)
+                    .rename(columns=lambda m: plots.METHOD_LABEL[m]).reset_index()))
 
 # %% [markdown]
 # ### Positive control: a planted answer preference
@@ -493,14 +500,69 @@ display(Markdown("\n".join(lines) or "No positive control on this profile (`prob
 # %% [markdown]
 # ## Exercises
 #
-# 1. **More training.** Does the model pick up the stereotype with more data or epochs? Train on more
-#    frames for more epochs:
-#    `lorafair notebook generation_fairness -p pronoun_task_kwargs "{frames: {train: 10, val: 3, test: 7}}" -p epochs 4 --out /tmp/nb`.
-#    Compare the stereotype excess after balanced and after pro references.
-# 2. **Rank.** The original swept LoRA ranks from 1 to 4096 for this task. Try
-#    `-p rank 1 -p methods "[lora]"` and `-p rank 64 -p methods "[lora]"`: does the stereotype
-#    excess move with the rank by more than its interval?
-# 3. **Token bias.** Probe only the multiple-choice family:
-#    `-p probe_prompts "[MC1, MC1-inverted, MC1-inverted-symbol, MC1-numeric, MC1-special]"`. Which
-#    change moves the answers more, order or symbol? What does that mean for a fairness benchmark that
-#    uses one fixed prompt?
+# Run the commands from the repository's root after `make setup` (or `make book`), which installs
+# the environment in `.venv/`; `.venv/bin/lorafair` is its command (or `source .venv/bin/activate`
+# first and type `lorafair`). `lorafair notebook` writes the executed notebook to `_runs/notebooks/`
+# (never over the book's), reuses every run that has a record, and the cost line says what it has to
+# train. The solutions are computed from this book's run records.
+
+# %% tags=["remove-cell"]
+from lorafair import inference
+from lorafair.launch import exercise_cost
+
+mc_family = [p.id for p in gen.PROBE_PROMPTS if p.id == "MC1" or p.base == "MC1"]
+glue("gen_ex_token_prompts", Markdown(", ".join(f"`{x}`" for x in mc_family)), display=False)
+glue("gen_ex_token_cost", Markdown(exercise_cost("generation_fairness", P["profile"], {"probe_prompts": mc_family},
+                                                 P["results_dir"])), display=False)
+kind = {p.id: ("order" if p.change.startswith("order") else "labels") for p in gen.PROBE_PROMPTS if p.base}
+fl = []
+for (mo, me, sd), g in probe_rows.groupby(["model", "method", "seed"], sort=False):
+    f = gen.flips(g)
+    if f.empty:
+        continue
+    f = f.assign(kind=f["prompt_id"].map(kind))
+    rates = f.groupby("kind")["flip"].mean()
+    fl.append({"model": mo, "method": me, "seed": sd, **rates.to_dict()})
+fl = pd.DataFrame(fl)
+rows = []
+for (mo, me), g in fl.groupby(["model", "method"], sort=False) if len(fl) else []:
+    sm = inference.seed_summary((g["order"] - g["labels"]).to_numpy(), 0.0)
+    rows.append({"model": mo, "method": plots.METHOD_LABEL[me], "seeds": len(g),
+                 "flip rate, order changed": g["order"].mean(), "flip rate, labels changed": g["labels"].mean(),
+                 "order minus labels [95% seed CI]": f"{sm['difference']:+.3f} {inference.interval_text(sm)}"})
+tok = pd.DataFrame(rows)
+glue("gen_ex_token_table", plots.table(tok), display=False)
+glue("gen_ex_token_answer", Markdown(
+    (f"Reordering the options flips {tok['flip rate, order changed'].min():.2f} to {tok['flip rate, order changed'].max():.2f} "
+     f"of the answers across models and methods, relabelling them {tok['flip rate, labels changed'].min():.2f} to "
+     f"{tok['flip rate, labels changed'].max():.2f}. Where the order flips more, the model answers partly by position: "
+     "a fairness benchmark with one fixed option order measures that position preference as if it were a gender "
+     "preference. Intervals exist only where a method has 2 or more seeds (the base model was probed on one).")
+    if len(tok) else "This profile has no probe records."), display=False)
+
+# %% [markdown]
+# ````{exercise}
+# :label: gen-ex-token
+#
+# **Order or symbol?** Probe only the multiple-choice family ({glue:md}`gen_ex_token_prompts`):
+#
+# ```
+# .venv/bin/lorafair notebook generation_fairness -p probe_prompts "[MC1, MC1-inverted, MC1-inverted-symbol, MC1-numeric, MC1-special]"
+# ```
+#
+# Cost on two cores: {glue:md}`gen_ex_token_cost`. Which change moves the answers more, the order
+# of the options or their labels? What does that mean for a fairness benchmark that uses one fixed
+# prompt?
+# ````
+#
+# ````{solution} gen-ex-token
+# :class: dropdown
+#
+# The chapter's own probe records include every variant of the family (and of the yes/no family),
+# so the answer can be read from them:
+#
+# {glue:md}`gen_ex_token_answer`
+#
+# ```{glue:} gen_ex_token_table
+# ```
+# ````

@@ -116,7 +116,7 @@ glue("llm_n_examples", len(ds.table), display=False)
 # deviation): accuracy, worst-group accuracy, accuracy gap, demographic-parity and equalized-odds
 # differences, and ECE.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 def run(group, desc):
     return sweep.run(store, grid[group], force=force, desc=desc, workers=P["workers"], train_options=P["train_options"])
 
@@ -125,7 +125,7 @@ records = run("main", "main grid")
 summary = ex.summary_table(records, ATTR)
 cols = [c for c in ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
                     "trainable_params"] if c in summary]
-display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
+display(plots.table(ex.mean_sd_table(summary, cols), caption="Test metrics per model and method: mean and SD over seeds"))
 display(Markdown(ex.group_size_note(summary)))
 
 # %% [markdown]
@@ -136,7 +136,7 @@ display(Markdown(ex.group_size_note(summary)))
 # the chapter's own seed-13 runs, which are the chosen ones. Test accuracy is deliberately not
 # shown: it played no part in the choice.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 if P.get("pilots"):
     pilots = ex.pilot_table(store.records(P["pilots"]), [r for r in records if r.config["seed"] == 13], P["dataset"])
     display(pilots.style.format({"lr": "{:g}", "selected val accuracy": "{:.3f}"}, na_rep="").hide(axis="index"))
@@ -154,7 +154,7 @@ else:
 # for each learning rate tried, and whether that seed's own validation split would choose the
 # chapter's learning rate. Test accuracy plays no part in it.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 lr_records = run("lr_pilot", "learning-rate pilot")
 stability = ex.lr_stability(lr_records + (store.records(P["pilots"]) if P.get("pilots") else []), records)
 if len(stability):
@@ -170,8 +170,10 @@ display(Markdown(ex.lr_stability_note(stability, glue, "llm")))
 # table after the figure lists each group's accuracy, F1, true- and false-positive rate and selection
 # rate (the share predicted positive): the mean over seeds ± the half-width of its 95% t-interval
 # over seeds (no half-width with fewer than 3 seeds), and the mean test count.
+#
+# See {numref}`fig-llm-group-accuracy` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 preds = ex.predictions(records)
 fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, ATTR, ["model", "method"]), ATTR, P["profile"])
 glue("llm_group_accuracy_fig", fig, display=False)
@@ -183,7 +185,7 @@ for r in records:
                           **{k: v.get(k) for k in ("count", "accuracy", "f1", "tpr", "fpr", "selection_rate", "ece")}})
 rates = ex.seed_interval_table(pd.DataFrame(rate_rows), ["model", "method", "group"],
                                ["accuracy", "f1", "tpr", "fpr", "selection_rate", "ece"], count="count")
-display(plots.table(rates))
+display(plots.table(rates, caption="Per-group rates per model and method, mean over seeds with a seed-level interval"))
 
 
 # %% [markdown]
@@ -200,9 +202,9 @@ display(plots.table(rates))
 # inference is the seed: each seed's difference, their mean and the seed-level 95% t-interval; the
 # verdicts, adjusted for multiplicity and tested for equivalence, are in {doc}`findings`.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR)
-display(paired_tab.style.format(precision=3).hide(axis="index"))
+display(plots.table(paired_tab, caption="LoRA minus full fine-tuning and minus head-only, per seed and over seeds (seed-level 95% t-interval, unadjusted p)"))
 
 # %% [markdown]
 # ## Calibration per group
@@ -210,6 +212,8 @@ display(paired_tab.style.format(precision=3).hide(axis="index"))
 # Reliability diagrams of the predicted probability of the positive class, one line per group
 # (groups with too few test examples for ten bins, or with a single class, are left out of the
 # diagram, not of the ECE table).
+#
+# See {numref}`fig-llm-reliability` below.
 
 # %% tags=["hide-input"]
 fig = plots.reliability(preds, ATTR, P["profile"])
@@ -258,8 +262,10 @@ display(Markdown(ex.control_report(control_records, references, P["control"], P[
 # LoRA on one model and the first seed at several ranks (alpha fixed), rank 0 (head-only), and rank 1
 # on a fraction of the layers placed at the front, the back or at random (the original study's
 # "fractional rank"). The dashed line is full fine-tuning on the same split.
+#
+# See {numref}`fig-llm-rank-sweep` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 mo, s0 = P["rank_sweep_model"], seeds_for(P, P["rank_sweep_model"])[0]
 sweep_records = run("rank_sweep", "rank sweep")
 labels = [chapters.rank_sweep_label(r.config) for r in sweep_records]
@@ -270,7 +276,7 @@ fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("llm_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
 display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
-                    .rename(columns={"x": "LoRA rank (layers)"})))
+                    .rename(columns={"x": "LoRA rank (layers)"}), caption="The rank sweep: one model, one seed, LoRA at each rank or layer share"))
 
 
 # %% [markdown]
@@ -299,7 +305,7 @@ display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_grou
 # split's worst-group accuracy at LoRA's learning rate; group-balanced LoRA uses LoRA's rate. The
 # findings chapter compares each method with full fine-tuning and with LoRA, seed by seed.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 beyond_pilot = run("methods_pilot", "other methods: pilot")
 beyond_records = run("methods", "other methods")
 glue("llm_beyond_model", (P.get("beyond") or {}).get("model", "none"), display=False)
@@ -315,8 +321,10 @@ for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get(
 # Groups are race, profession, gender and religion. Both sentences of a pair stay in one split.
 # Compare each accuracy with 0.5: near chance, the per-group differences are noise, whatever the
 # method.
+#
+# See {numref}`fig-llm-second-dataset` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 ds2 = sweep.dataset(P["second_dataset"], P["second_dataset_kwargs"])
 attr2 = ds2.attributes[0]
 m0 = P["models"][0]
@@ -364,15 +372,89 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Over-flagging.** In the per-group table, compare the false-positive rate of the `gender`
-#    group with that of `none`. Does fine-tuning teach the model "an identity word means an
-#    attack"? Which method does this most?
-# 2. **Threshold.** Change what counts as an attack:
-#    `lorafair notebook llm_classification -p dataset_kwargs "{threshold: 0.3}" --out /tmp/nb`.
-#    Group balance changes a lot; do the gaps follow?
-# 3. **A task at chance.** Run the main comparison on StereoSet:
-#    `-p dataset stereoset -p dataset_kwargs "{n_pairs: 600, data_seed: 0}" -p models "[minilm]"`.
-#    What do "worst-group accuracy" and "gap" mean when the overall accuracy is near 0.5?
-# 4. **Decoder vs encoder.** Give SmolLM2 as many seeds as MiniLM:
-#    `-p seeds_by_model "{}" -p models "[smollm2_135m]"` (slow on a CPU: about 14 minutes per seed
-#    for the three methods).
+# Run the commands from the repository's root after `make setup` (or `make book`), which installs
+# the environment in `.venv/`; `.venv/bin/lorafair` is its command (or `source .venv/bin/activate`
+# first and type `lorafair`). `lorafair notebook` writes the executed notebook to `_runs/notebooks/`
+# (never over the book's), reuses every run that has a record, and the cost line says what it has to
+# train. The solutions are computed from this book's run records.
+
+# %% tags=["remove-cell"]
+from lorafair import inference
+from lorafair.launch import exercise_cost
+
+glue("llm_ex_fpr_cost", Markdown(exercise_cost(EXP, P["profile"], {}, P["results_dir"])), display=False)
+fpr_rows = []
+for r in records:
+    groups = r.metrics["attributes"][ATTR]["groups"]
+    for g, v in groups.items():
+        fpr_rows.append({"model": r.config["model"], "method": r.config["method"], "seed": r.config["seed"],
+                         "group": g, "fpr": v.get("fpr"), "count": v.get("count")})
+fpr = pd.DataFrame(fpr_rows)
+answer = []
+if len(fpr) and "none" in set(fpr["group"]):
+    mo0 = P["models"][0]
+    f0 = fpr[(fpr["model"] == mo0) & fpr["fpr"].notna()]
+    identity = [g for g in f0["group"].unique() if g != "none"]
+    for me in P["methods"]:
+        fm = f0[f0["method"] == me].pivot_table(index="seed", columns="group", values="fpr")
+        if "none" not in fm or fm.empty:
+            continue
+        worst = max(identity, key=lambda g: fm[g].mean() if g in fm else -1)
+        d = (fm[worst] - fm["none"]).dropna().to_numpy()
+        sm = inference.seed_summary(d, 0.0)
+        answer.append(f"- {plots.METHOD_LABEL[me]} ({mo0}): the highest false-positive rate is the `{worst}` group's, "
+                      f"{fm[worst].mean():.3f} against {fm['none'].mean():.3f} for comments that target no identity; "
+                      f"the per-seed difference is {sm['difference']:+.3f} {inference.interval_text(sm)} over "
+                      f"{sm['seeds']} seeds.")
+glue("llm_ex_fpr_answer", Markdown("\n".join(answer) if answer else "This profile has no `none` group to compare with."),
+     display=False)
+few = P["seeds"][:3]
+glue("llm_ex_seeds_cost", Markdown(exercise_cost(EXP, P["profile"], {"seeds": few}, P["results_dir"])), display=False)
+fs = ex.fewer_seeds(preds, P["models"], ATTR, few)
+glue("llm_ex_seeds_table", plots.table(fs), display=False)
+glue("llm_ex_seeds_answer", Markdown(ex.fewer_seeds_reading(fs, len(P["seeds"]), len(few))), display=False)
+
+# %% [markdown]
+# ````{exercise}
+# :label: llm-ex-fpr
+#
+# **Over-flagging.** Does fine-tuning teach the model that "an identity word means an attack"? In
+# the per-group table, compare each method's false-positive rate (comments that are not attacks,
+# flagged as attacks) for the identity groups with that for comments that target no identity
+# (`none`). The chapter has everything; to re-run it:
+#
+# ```
+# .venv/bin/lorafair notebook llm_classification
+# ```
+#
+# Cost on two cores: {glue:md}`llm_ex_fpr_cost`. Which group is over-flagged most, by which method,
+# and is the excess larger than its seed-level interval?
+# ````
+#
+# ````{solution} llm-ex-fpr
+# :class: dropdown
+#
+# {glue:md}`llm_ex_fpr_answer`
+# ````
+#
+# ````{exercise}
+# :label: llm-ex-seeds
+#
+# **Seeds and power.** Re-read the paired differences with three seeds instead of the chapter's:
+#
+# ```
+# .venv/bin/lorafair notebook llm_classification -p seeds "[13, 1337, 42]"
+# ```
+#
+# Cost on two cores: {glue:md}`llm_ex_seeds_cost`. How much wider do the intervals get? Compare
+# with the minimum detectable effects in the findings chapter.
+# ````
+#
+# ````{solution} llm-ex-seeds
+# :class: dropdown
+#
+# {glue:md}`llm_ex_seeds_answer`
+#
+# ```{glue:} llm_ex_seeds_table
+# ```
+# ````

@@ -61,6 +61,7 @@ force = False              # True recomputes runs that already have a record
 # %% tags=["hide-input"]
 import pandas as pd
 from IPython.display import Markdown, display
+from sklearn.metrics import roc_auc_score
 from myst_nb import glue
 
 from lorafair import chapters, inference, mia, plots, sweep
@@ -88,8 +89,9 @@ display(Markdown(
 # stopped. The table shows each target's test accuracy next to its accuracy on its own training
 # set. A large gap (overfitting) is what membership inference exploits.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 all_results, all_curves, all_scores, paired, tables, fit_rows, main_val = {}, {}, {}, {}, {}, [], {}
+exercise_rows = []  # LiRA with other variance and shadow settings, for the exercises
 for task in P["tasks"]:
     for seed in P["seeds"]:
         targets, shadows = chapters.mia_task_configs(task, P, seed)
@@ -107,6 +109,11 @@ for task in P["tasks"]:
                              "trainable params": rec.meta["adaptation"]["trainable_params"]})
             t = rec.predictions()
             shadow_preds = [shadow_recs[(method, i)].predictions() for i in range(len(shadows[method]))]
+            exercise_rows.append({"task": task["name"], "seed": seed, "method": method, **{
+                name: roc_auc_score(sc["member"], sc["score"]) for name, sc in (
+                    ("per-example variance", mia.lira_scores(t, shadow_preds, False)),
+                    ("global variance", mia.lira_scores(t, shadow_preds, True)),
+                    ("half the shadows", mia.lira_scores(t, shadow_preds[: max(2, len(shadow_preds) // 2)], False)))}})
             for attack, scores in (("loss", mia.loss_scores(t)),
                                    ("lira", mia.lira_scores(t, shadow_preds, P["global_variance"]))):
                 key = (task["name"], seed, method, attack)
@@ -118,13 +125,15 @@ for task in P["tasks"]:
                 paired[(task["name"], seed, attack)] = mia.paired_auc_difference(
                     all_scores[(task["name"], seed, "lora", attack)], all_scores[(task["name"], seed, "full", attack)],
                     resolve("findings", P["profile"])["n_boot"], seed)
-display(plots.table(pd.DataFrame(fit_rows)))
+display(plots.table(pd.DataFrame(fit_rows), caption="Targets: accuracy on their training and test sets and the generalisation gap"))
 
 # %% [markdown]
 # ## ROC curves
 #
 # Log-log axes show the low-FPR regime that matters for privacy. Solid lines are LiRA and dashed
 # lines the loss attack; the diagonal is guessing.
+#
+# See {numref}`fig-mia-roc` below.
 
 # %% tags=["hide-input"]
 s0 = P["seeds"][0]
@@ -149,6 +158,8 @@ plots.plt.close(fig)
 # The table lists every group's AUC and TPR at 1% and 0.1% FPR for every seed. A TPR at an FPR that
 # the group's non-members cannot resolve (fewer than 1/FPR of them: 100 for 1%, 1,000 for 0.1%) is the
 # TPR at zero false positives; such values are marked "unresolved" and carry no claim.
+#
+# See {numref}`fig-mia-group-auc` below.
 
 # %% tags=["hide-input"]
 for task in P["tasks"]:
@@ -169,7 +180,7 @@ plots.plt.close(fig)
 # guessing.
 # ```
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 full_table = pd.concat(tables.values(), ignore_index=True)
 shown = full_table.copy()
 for level in ("1%", "0.1%"):
@@ -181,7 +192,7 @@ cols = ["task", "seed", "method", "attack", "group", "members", "non_members", "
 if not full_table["tpr_at_0.1%_resolved"].any():  # no group has the 1,000 non-members it needs
     cols = cols[:-2]
     display(Markdown("TPR at 0.1% FPR is left out: no group (nor the whole set) has the 1,000 non-members it needs."))
-display(plots.table(shown[cols].rename(columns={"auc_lo": "AUC 95% low", "auc_hi": "AUC 95% high", "auc": "AUC"})))
+display(plots.table(shown[cols].rename(columns={"auc_lo": "AUC 95% low", "auc_hi": "AUC 95% high", "auc": "AUC"}), caption="Attack AUC and TPR at low FPR per group, with 95% intervals over examples"))
 
 # %% [markdown]
 # ## Other methods' targets
@@ -287,7 +298,7 @@ display(Markdown("\n".join(lines)))
 # the per-seed AUC differences (over-fitted minus main) have a seed-level 95% interval above zero,
 # the same reading as the findings. Each seed's example-level interval is shown as well.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 variant_rows, control_lines, matched_lines = [], [], []
 for task in P["tasks"]:
     ctrl_diffs = []
@@ -333,9 +344,9 @@ for task in P["tasks"]:
                                 "this task's attacks cannot show a leakage difference of this size."))
 main_fit = pd.DataFrame(fit_rows).assign(target="main", role="main")
 if variant_rows:
-    display(pd.concat([main_fit, pd.DataFrame(variant_rows)], ignore_index=True)
+    display(plots.table(pd.concat([main_fit, pd.DataFrame(variant_rows)], ignore_index=True)
             [["task", "seed", "target", "role", "method", "train accuracy", "test accuracy", "val accuracy"]]
-            .sort_values(["task", "seed", "role"]).round(3).style.format(precision=3).hide(axis="index"))
+            .sort_values(["task", "seed", "role"])))
 display(Markdown("\n".join(control_lines) or "No positive control on this profile (a task's `variants`)."))
 
 # %% [markdown]
@@ -365,10 +376,89 @@ display(Markdown("\n".join(matched_lines) or "No utility-matched target on this 
 # %% [markdown]
 # ## Exercises
 #
-# 1. **More shadows.** `lorafair notebook membership_inference -p n_shadows 16 --out /tmp/nb`. Does
-#    LiRA's TPR at low FPR improve with more shadows? (The original study used 16.)
-# 2. **Global variance.** `-p global_variance true` fits one variance for all examples, which is
-#    better with few shadows (Carlini et al.). Compare the per-group AUCs.
-# 3. **Overfitting drives leakage.** Train the targets longer (edit `epochs` in a `tasks` entry, e.g.
-#    `-p tasks "[{name: vision, dataset: openmoji_people, dataset_kwargs: {task: gender, n: 2000, data_seed: 0}, model: mobilenet_v2, epochs: 8, lrs: {lora: 1e-3, full: 1e-3}, attribute: skin_tone}]"`).
-#    How do the generalisation gap and the attack AUC move together, and for which groups?
+# Run the commands from the repository's root after `make setup` (or `make book`), which installs
+# the environment in `.venv/`; `.venv/bin/lorafair` is its command (or `source .venv/bin/activate`
+# first and type `lorafair`). `lorafair notebook` writes the executed notebook to `_runs/notebooks/`
+# (never over the book's), reuses every run that has a record, and the cost line says what it has to
+# train. The solutions are computed from this book's run records.
+
+# %% tags=["remove-cell"]
+from lorafair.launch import exercise_cost
+
+exr = pd.DataFrame(exercise_rows)
+half = max(2, P["n_shadows"] // 2)
+glue("mia_ex_half", half, display=False)
+glue("mia_ex_shadows_cost", Markdown(exercise_cost("membership_inference", P["profile"], {"n_shadows": half},
+                                                   P["results_dir"])), display=False)
+glue("mia_ex_variance_cost", Markdown(exercise_cost("membership_inference", P["profile"], {"global_variance": True},
+                                                    P["results_dir"])), display=False)
+
+
+def _exercise_answer(column: str) -> tuple[str, pd.DataFrame]:
+    rows, lines = [], []
+    for (task_name, method), g in exr.groupby(["task", "method"], sort=False):
+        sm = inference.seed_summary((g[column] - g["per-example variance"]).to_numpy(), 0.0)
+        rows.append({"task": task_name, "method": plots.METHOD_LABEL[method], "seeds": len(g),
+                     "LiRA AUC, the chapter's": g["per-example variance"].mean(), f"LiRA AUC, {column}": g[column].mean(),
+                     "difference [95% seed CI]": f"{sm['difference']:+.3f} {inference.interval_text(sm)}"})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return "This profile has no targets.", t
+    lo, hi = (t[f"LiRA AUC, {column}"] - t["LiRA AUC, the chapter's"]).agg(["min", "max"])
+    return (f"Mean LiRA AUC moves by {lo:+.3f} to {hi:+.3f} across the targets (means over seeds); the table gives "
+            "each target's per-seed difference with its seed-level interval."), t
+
+
+text, tab = _exercise_answer("half the shadows")
+glue("mia_ex_shadows_answer", Markdown(text), display=False)
+glue("mia_ex_shadows_table", plots.table(tab), display=False)
+text, tab = _exercise_answer("global variance")
+glue("mia_ex_variance_answer", Markdown(text), display=False)
+glue("mia_ex_variance_table", plots.table(tab), display=False)
+
+# %% [markdown]
+# ````{exercise}
+# :label: mia-ex-shadows
+#
+# **How many shadows does LiRA need?** Attack the same targets with half of the shadow models
+# ({glue}`mia_ex_half`); the shadows are reused, only the attack changes:
+#
+# ```
+# .venv/bin/lorafair notebook membership_inference -p n_shadows 4
+# ```
+#
+# Cost on two cores: {glue:md}`mia_ex_shadows_cost`. Does the attack AUC drop with fewer shadows,
+# and by more than its seed-level interval? (The original study used 16 shadows.)
+# ````
+#
+# ````{solution} mia-ex-shadows
+# :class: dropdown
+#
+# {glue:md}`mia_ex_shadows_answer`
+#
+# ```{glue:} mia_ex_shadows_table
+# ```
+# ````
+#
+# ````{exercise}
+# :label: mia-ex-variance
+#
+# **One variance for every example.** With few shadows, a per-example variance is estimated from a
+# handful of values; LiRA's authors suggest one global variance instead:
+#
+# ```
+# .venv/bin/lorafair notebook membership_inference -p global_variance true
+# ```
+#
+# Cost on two cores: {glue:md}`mia_ex_variance_cost`. Which variance gives the stronger attack
+# here?
+# ````
+#
+# ````{solution} mia-ex-variance
+# :class: dropdown
+#
+# {glue:md}`mia_ex_variance_answer`
+#
+# ```{glue:} mia_ex_variance_table
+# ```
+# ````

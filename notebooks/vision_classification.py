@@ -109,6 +109,8 @@ display(Markdown(
 # between tones here says how a model's errors depend on that colour at this scale; it is not a
 # measurement of racial bias in face classification, which is what the `paper` profile's UTKFace
 # task addresses.
+#
+# See {numref}`fig-vision-examples` below.
 
 # %% tags=["hide-input"]
 counts = (ds.table.assign(label=ds.table["label"].map(dict(enumerate(ds.label_names))))
@@ -155,7 +157,7 @@ if ds.kind == "image":
 # accuracy, worst-group accuracy, the accuracy gap (best minus worst group), demographic-parity and
 # equalized-odds differences (fairlearn) and the expected calibration error (ECE, 10 bins).
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 def run(group, desc):
     return sweep.run(store, grid[group], force=force, desc=desc, workers=P["workers"], train_options=P["train_options"])
 
@@ -165,7 +167,7 @@ summary = ex.summary_table(records, ATTR)
 cols = ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference", "eo_difference", "ece",
         "trainable_params"]
 cols = [c for c in cols if c in summary]
-display(ex.mean_sd_table(summary, cols).style.format(precision=3).hide(axis="index"))
+display(plots.table(ex.mean_sd_table(summary, cols), caption="Test metrics per model and method: mean and SD over seeds"))
 display(Markdown(ex.group_size_note(summary)))
 
 # %% [markdown]
@@ -177,7 +179,7 @@ display(Markdown(ex.group_size_note(summary)))
 # that seed's own validation split would choose the chapter's learning rate. Test accuracy plays no
 # part in it.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 lr_records = run("lr_pilot", "learning-rate pilot")
 stability = ex.lr_stability(lr_records, records)
 if len(stability):
@@ -191,6 +193,8 @@ display(Markdown(ex.lr_stability_note(stability, glue, "vision")))
 # bar the 95% t-interval over seeds (the seed as the unit, so training randomness is in it); a cell
 # with fewer than 3 seeds shows its pooled accuracy with a Wilson interval instead (test sampling
 # only). The test count pooled over seeds is under each group.
+#
+# See {numref}`fig-vision-group-accuracy` below.
 
 # %% tags=["hide-input"]
 preds = ex.predictions(records)
@@ -218,9 +222,9 @@ plots.plt.close(fig)
 # carries training randomness as well as test sampling. The verdicts, adjusted for multiplicity and tested for
 # equivalence, are in {doc}`findings`.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR)
-display(paired_tab.style.format(precision=3).hide(axis="index"))
+display(plots.table(paired_tab, caption="LoRA minus full fine-tuning and minus head-only, per seed and over seeds (seed-level 95% t-interval, unadjusted p)"))
 
 # %% [markdown]
 # ## Calibration per group
@@ -228,8 +232,10 @@ display(paired_tab.style.format(precision=3).hide(axis="index"))
 # Reliability diagrams of the predicted probability of the positive class (`woman` on the offline
 # task, `female` on UTKFace), one line per group, test predictions pooled over seeds. A perfectly
 # calibrated model follows the diagonal. Per-group ECE values are in each run's `metrics.json`.
+#
+# See {numref}`fig-vision-reliability` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 if M.is_binary(preds):
     fig = plots.reliability(preds, ATTR, P["profile"])
     glue("vision_reliability_fig", fig, display=False)
@@ -283,8 +289,10 @@ display(Markdown(ex.control_report(control_records, references, P["control"], P[
 # the scaling alpha/r shrinks as r grows), rank 0 (head-only) and, following the original study's
 # "fractional rank", rank 1 placed on only a fraction of the layers, counted from the front (input
 # side) or the back (output side). The dashed line is full fine-tuning on the same split.
+#
+# See {numref}`fig-vision-rank-sweep` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 mo, s0 = P["rank_sweep_model"], P["seeds"][0]
 sweep_records = run("rank_sweep", "rank sweep")
 labels = [chapters.rank_sweep_label(r.config) for r in sweep_records]
@@ -296,7 +304,7 @@ fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
 glue("vision_rank_sweep_fig", fig, display=False)
 plots.plt.close(fig)
 display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
-                    .rename(columns={"x": "LoRA rank (layers)"})))
+                    .rename(columns={"x": "LoRA rank (layers)"}), caption="The rank sweep: one model, one seed, LoRA at each rank or layer share"))
 
 
 # %% [markdown]
@@ -325,7 +333,7 @@ display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_grou
 # split's worst-group accuracy at LoRA's learning rate; group-balanced LoRA uses LoRA's rate. The
 # findings chapter compares each method with full fine-tuning and with LoRA, seed by seed.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 beyond_pilot = run("methods_pilot", "other methods: pilot")
 beyond_records = run("methods", "other methods")
 glue("vision_beyond_model", (P.get("beyond") or {}).get("model", "none"), display=False)
@@ -341,8 +349,10 @@ for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get(
 # swimmer, ...), a gesture (shrug, facepalm, ...) or a fantasy figure (mage, elf, ...), from the
 # same kind of renderings and split by person drawing in the same way; subgroups are again skin
 # tones. One model and the first seed, all methods.
+#
+# See {numref}`fig-vision-second-task` below.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 task2_records = run("second_task", "second task")
 ds2 = sweep.dataset(P["dataset"], task2_records[0].config["dataset_kwargs"])
 task2 = ex.summary_table(task2_records, ATTR)
@@ -389,13 +399,76 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Is the gap a property of the data or of the model?** Make the task easier and re-run:
-#    `lorafair notebook vision_classification -p dataset_kwargs "{task: gender, n: 2000, data_seed: 0, render: {low_res: [48, 64], noise: 0.02}}" --out /tmp/nb`.
-#    Do the accuracy gaps between skin tones shrink for every method, or only for some?
-# 2. **Capacity.** Add large ranks to the sweep: `-p ranks "[1, 8, 64, 128]"`. Does LoRA approach
-#    full fine-tuning in worst-group accuracy, and at which rank? Remember that alpha stays fixed,
-#    so the scaling alpha/r shrinks.
-# 3. **Placement.** `-p ranks "[0.25, 0.5, 0.75]" -p placements "[front, back, random]"`. Does LoRA
-#    on the last layers behave like head-only training?
-# 4. **Seeds.** Add seeds `-p seeds "[13, 1337, 42, 666, 888]"`. How much do the intervals of the
-#    paired differences shrink? Which conclusions change?
+# Run the commands from the repository's root after `make setup` (or `make book`), which installs
+# the environment in `.venv/`; `.venv/bin/lorafair` is its command (or `source .venv/bin/activate`
+# first and type `lorafair`). `lorafair notebook` writes the executed notebook to `_runs/notebooks/`
+# (never over the book's), reuses every run that has a record, and the cost line says what it has to
+# train. The solutions are computed from this book's run records.
+
+# %% tags=["remove-cell"]
+from lorafair.launch import exercise_cost
+
+few = P["seeds"][:3]
+glue("vision_ex_seeds_list", Markdown(", ".join(map(str, few))), display=False)
+glue("vision_ex_seeds_cost", Markdown(exercise_cost(EXP, P["profile"], {"seeds": few}, P["results_dir"])), display=False)
+fs = ex.fewer_seeds(preds, P["models"], ATTR, few)
+glue("vision_ex_seeds_table", plots.table(fs), display=False)
+glue("vision_ex_seeds_answer", Markdown(ex.fewer_seeds_reading(fs, len(P["seeds"]), len(few))), display=False)
+rk = rank_table.dropna(subset=["worst_group_accuracy"]).sort_values("x_order")
+best = rk.loc[rk["worst_group_accuracy"].idxmax()] if len(rk) else None
+full_wg = float(full_ref["worst_group_accuracy"].iloc[0]) if len(full_ref) else float("nan")
+glue("vision_ex_rank_cost", Markdown(exercise_cost(EXP, P["profile"], {"ranks": [1, 4, 8]}, P["results_dir"])), display=False)
+glue("vision_ex_rank_answer", Markdown(
+    (f"In this book's sweep ({mo}, seed {s0}), the highest worst-group accuracy is at rank {best['x']} "
+     f"({best['worst_group_accuracy']:.3f}; full fine-tuning {full_wg:.3f}), and the ranks span "
+     f"{rk['worst_group_accuracy'].min():.3f} to {rk['worst_group_accuracy'].max():.3f}. These are one seed's numbers: "
+     f"by this chapter's own rule they carry no verdict. The paired differences above put the seed-to-seed spread of "
+     f"a worst-group difference at about {diffs.get((mo, 'full'), {}).get('worst_group_accuracy', {}).get('sd', float('nan')):.3f} "
+     "(SD over seeds), so a step between ranks smaller than that is not evidence of a trend; the sweep would need "
+     "3 or more seeds per rank to say more.") if best is not None else "This profile has no rank sweep."),
+    display=False)
+
+# %% [markdown]
+# ````{exercise}
+# :label: vision-ex-seeds
+#
+# **How many seeds does a verdict need?** Re-read the paired differences with only the first three
+# seeds ({glue:md}`vision_ex_seeds_list`):
+#
+# ```
+# .venv/bin/lorafair notebook vision_classification -p seeds "[13, 1337, 42]"
+# ```
+#
+# Cost on two cores: {glue:md}`vision_ex_seeds_cost`. Look at the table "Paired differences": how
+# much wider do the seed-level intervals get, and which differences no longer exclude zero?
+# ````
+#
+# ````{solution} vision-ex-seeds
+# :class: dropdown
+#
+# {glue:md}`vision_ex_seeds_answer`
+#
+# ```{glue:} vision_ex_seeds_table
+# ```
+# ````
+#
+# ````{exercise}
+# :label: vision-ex-rank
+#
+# **Does worst-group accuracy grow with the rank?** The rank sweep above trains LoRA at several
+# ranks on one seed. Run it at ranks 1, 4 and 8 only:
+#
+# ```
+# .venv/bin/lorafair notebook vision_classification -p ranks "[1, 4, 8]"
+# ```
+#
+# Cost on two cores: {glue:md}`vision_ex_rank_cost`. Which rank gives the highest worst-group
+# accuracy, and can the chapter's rule (a verdict needs 3 seeds and an interval) say that it is
+# higher?
+# ````
+#
+# ````{solution} vision-ex-rank
+# :class: dropdown
+#
+# {glue:md}`vision_ex_rank_answer`
+# ````

@@ -105,4 +105,16 @@ def check_notebook():
                 assert f"{{glue:figure}} {key}" in text, key
         assert "Profile `smoke`" in text  # stated in text; figure titles carry it in the image
         assert "/root" not in text and "/home/" not in text  # no personal paths in outputs
+        from lorafair.pagecheck import REPO_ROOT
+        assert str(REPO_ROOT) + "/" not in text and f'"{REPO_ROOT}"' not in text  # nor the builder's checkout
+        exercises = [c for c in nb.cells if "{exercise}" in c.source]
+        assert name == "findings" or exercises  # every other chapter ends with exercises
+        for c in nb.cells:  # every exercise has its solution, and every glue it reads is in the notebook
+            for label in __import__("re").findall(r"\{exercise\}\n:label: (\S+)", c.source):
+                assert f"{{solution}} {label}" in c.source, label
+        glued = set(__import__("re").findall(r'glue\("([a-z0-9_]+)"', "\n".join(c.source for c in nb.cells)))
+        for c in nb.cells:
+            if c.cell_type == "markdown":
+                for key in __import__("re").findall(r"\{glue(?::md|:text)?\}`([a-z0-9_]+)`", c.source):
+                    assert key in glued, key
     return check

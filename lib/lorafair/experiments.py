@@ -286,7 +286,8 @@ def pilot_table(pilots: list[RunRecord], chapter: list[RunRecord], dataset: str)
                 continue
             rows.append({"model": c["model"], "method": c["method"], "lr": c["lr"], "epochs": c["epochs"],
                          "tokens": c.get("max_length"), "seed": c["seed"],
-                         "val accuracy per epoch": ", ".join(f"{v:.3f}" for v in h.get("val_accuracy", [])),
+                         "val accuracy per epoch": ", ".join("-" if v is None else f"{v:.3f}"
+                                                                    for v in h.get("val_accuracy", [])),
                          "selected val accuracy": h.get("selected_val_accuracy"), "record": source})
     t = pd.DataFrame(rows)
     if t.empty:
@@ -343,7 +344,7 @@ def beyond_choice(pilots: list[RunRecord], attribute: str) -> pd.DataFrame:
         acc = (v["label"] == v["pred"]).groupby(g).mean()
         rows.append({"model": c["model"], "method": c["method"],
                      "value": float(c["penalty"]) if c["method"] == "fairlora" else float(c["lr"]),
-                     "lr": float(c["lr"]), "val accuracy": float(h.get("selected_val_accuracy", np.nan)),
+                     "lr": float(c["lr"]), "val accuracy": _number(h.get("selected_val_accuracy")),
                      "val worst-group accuracy": float(acc.reindex(ok or list(acc.index)).min()),
                      "trainable": int(r.meta.get("adaptation", {}).get("trainable_params", 0))})
     t = pd.DataFrame(rows)
@@ -645,3 +646,48 @@ def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list
     lines.append(f"- Across all {len(summary)} runs, the worst group was "
                  + ", ".join(f"`{g}` in {n}" for g, n in worst.items()) + " runs.")
     return lines
+
+
+def _number(v) -> float:
+    """A stored number, or NaN where the record holds null (standard JSON has no NaN)."""
+    return float("nan") if v is None else float(v)
+
+
+def fewer_seeds(preds: pd.DataFrame, models: list[str], attribute: str, keep: list[int]) -> pd.DataFrame:
+    """An exercise's solution: the chapter's LoRA-minus-full differences (``paired_table``) over all
+    its seeds beside the same differences over the seeds in ``keep`` only, with how much wider the
+    seed-level 95% interval gets."""
+    _, all_d = paired_table(preds, models, attribute, against=("full",))
+    _, few_d = paired_table(preds[preds["seed"].isin(keep)], models, attribute, against=("full",))
+    rows = []
+    for key, metrics in all_d.items():
+        for metric, s in metrics.items():
+            f = few_d.get(key, {}).get(metric)
+            if f is None:
+                continue
+            wide = (f["hi"] - f["lo"]) / (s["hi"] - s["lo"]) if s["hi"] > s["lo"] else float("nan")
+            rows.append({"model": key[0], "metric": metric.replace("_", " ").replace("ece", "ECE"),
+                         f"{s['seeds']} seeds": f"{s['difference']:+.3f} {inference.interval_text(s)}",
+                         f"{f['seeds']} seeds": f"{f['difference']:+.3f} {inference.interval_text(f)}",
+                         "interval width, fewer / all": wide,
+                         "excludes 0 (all / fewer)": f"{'yes' if s['lo'] > 0 or s['hi'] < 0 else 'no'} / "
+                                                     f"{'yes' if f['lo'] > 0 or f['hi'] < 0 else 'no'}"})
+    return pd.DataFrame(rows)
+
+
+def fewer_seeds_reading(fs: pd.DataFrame, n_all: int, n_few: int) -> str:
+    """The solution's sentence for a ``fewer_seeds`` table: how much wider the intervals get and how
+    many differences lose an interval that excluded zero."""
+    from scipy import stats
+
+    if fs.empty:
+        return "This profile has no LoRA-minus-full differences to compare."
+    w = fs["interval width, fewer / all"]
+    excl = fs["excludes 0 (all / fewer)"]
+    return (f"Over {n_few} seeds instead of {n_all}, the seed-level intervals are on average {w.mean():.1f} times as "
+            f"wide (range {w.min():.1f} to {w.max():.1f}): the t critical value grows "
+            f"({stats.t.ppf(0.975, max(n_few - 1, 1)):.2f} at {n_few} seeds against "
+            f"{stats.t.ppf(0.975, max(n_all - 1, 1)):.2f} at {n_all}) and the seed SD is estimated from fewer "
+            f"differences. Of the {int(excl.str.startswith('yes').sum())} difference(s) whose interval excluded zero "
+            f"with all seeds, {int((excl == 'yes / no').sum())} no longer do with fewer; the minimum detectable effect "
+            "grows the same way.")

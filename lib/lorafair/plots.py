@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from sklearn.calibration import calibration_curve
 
 from . import inference
 from . import methods as methods_mod
@@ -42,11 +41,30 @@ METHOD_MARKER = _MethodAttr("marker")
 METHOD_DASH = _MethodAttr("dash")
 
 
-def table(df: pd.DataFrame, precision: int = 3):
+def table(df: pd.DataFrame, precision: int = 3, caption: str | None = None):
     """A table as readers see it: column names in words (no underscores), no row numbers, numbers
-    to ``precision`` decimals."""
-    return (df.rename(columns=lambda c: str(c).replace("_", " ")).style.format(precision=precision, na_rep="")
-            .hide(axis="index"))
+    to ``precision`` decimals, counts as whole numbers, a missing value as "-", and the caption
+    above it when one is given."""
+    df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
+    df = df.rename(columns=lambda c: str(c).replace("_", " "))
+    counts = {}
+    for c in df.columns:
+        v = df[c]
+        if v.dtype == object and v.map(lambda x: x is None or isinstance(x, (int, float, np.number))
+                                       and not isinstance(x, bool)).all():
+            v = df[c] = pd.to_numeric(v, errors="coerce")  # numbers mixed with None: a numeric column
+        if pd.api.types.is_float_dtype(v):
+            x = v.dropna()
+            if len(x) and (x == x.round()).all() and x.abs().max() > 1:
+                counts[c] = lambda n: "-" if pd.isna(n) else f"{n:,.0f}"
+    st = df.style.format(formatter=counts or None, precision=precision, na_rep="-").hide(axis="index")
+    if not caption:
+        return st
+    _TABLES[0] += 1
+    return st.set_caption(f"Table {_TABLES[0]}. {caption}")
+
+
+_TABLES = [0]  # the chapter's captioned tables so far (setup() starts a chapter at 0)
 
 
 def method_offsets(methods: list[str], span: float = 0.22) -> dict:
@@ -60,9 +78,52 @@ GROUP_ORDER = {
 }
 
 
+#: the widest figure, in inches. The book scales every figure to its text column (about 670 px at a
+#: 1280 px window), so the smallest text shows at MIN_FONT_PT x 670 / (72 x COLUMN_IN) px: 10 px
+COLUMN_IN = 6.5
+#: the smallest font size any figure uses (points); written into every PNG (``lorafair:min_font_pt``),
+#: where the page check reads it
+MIN_FONT_PT = 7.0
+#: figure pixels per inch: twice the CSS px per inch, sharp on high-density screens
+PNG_DPI = 200
+#: a reliability-diagram bin is drawn only with at least this many test examples
+MIN_BIN = 10
+#: a figure-wide legend wraps after this many entries, so that it never widens the figure
+LEGEND_COLUMNS = 4
+
+
 def setup() -> None:
-    sns.set_theme(context="notebook", style="whitegrid")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "axes.titlesize": 11})
+    """The figure style of every chapter: seaborn's paper context, figures at most ``COLUMN_IN``
+    wide, PNGs at ``PNG_DPI`` shown at half their pixel size (retina)."""
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.15)
+    _TABLES[0] = 0
+    plt.rcParams.update({"figure.dpi": PNG_DPI / 2, "savefig.dpi": PNG_DPI, "axes.titlesize": 10,
+                         "figure.constrained_layout.use": False})
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # outside a kernel
+        return
+    set_matplotlib_formats("retina", metadata={"lorafair:min_font_pt": f"{MIN_FONT_PT:g}"})
+
+
+def _suptitle(fig, text: str, **kw):
+    """``fig.suptitle`` with the title wrapped to the figure's width, so that a long title (they
+    name the profile) never widens the saved figure beyond the text column."""
+    import textwrap
+
+    size = kw.setdefault("fontsize", 10)
+    chars = max(30, int(fig.get_figwidth() * 72 / (0.52 * float(size))))
+    return fig.suptitle("\n".join(textwrap.wrap(text.replace("\n", " "), chars)), **kw)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (COLUMN_IN, 4.0), **kw):
+    """``plt.subplots`` with the width capped at the text column (``COLUMN_IN``); a capped figure
+    keeps its height where that is set by its rows, and shrinks it at most to three quarters."""
+    w, h = figsize
+    if w > COLUMN_IN:
+        h = h * max(COLUMN_IN / w, 0.75)
+        w = COLUMN_IN
+    return plt.subplots(nrows, ncols, figsize=(w, h), **kw)
 
 
 def order_groups(attribute: str, groups) -> list[str]:
@@ -97,7 +158,7 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
     """Point-and-interval plot of per-group accuracy, one panel per ``facet`` value, methods as hue."""
     facets = list(dict.fromkeys(table[facet]))
     groups = order_groups(attribute, table["group"])
-    fig, axes = plt.subplots(1, len(facets), figsize=(4.6 * len(facets), 3.8), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(facets), figsize=(4.6 * len(facets), 3.8), sharey=True, squeeze=False)
     offsets = method_offsets(methods_mod.order(table["method"]))
     for ax, f in zip(axes[0], facets):
         sub = table[table[facet] == f]
@@ -117,22 +178,25 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
                           "test accuracy (95% Wilson interval)" if how == {"test examples"} else
                           "test accuracy (95% interval)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8)
-    fig.suptitle(f"Per-group accuracy by adaptation method [profile: {profile}]", y=1.02)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(LEGEND_COLUMNS, len(labels)), fontsize=8)
+    _suptitle(fig, f"Per-group accuracy by adaptation method [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
 
 
 def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int = 10):
     """Reliability diagrams of the positive-class probability, one panel per (model, method),
-    one line per group; test predictions pooled over seeds."""
+    one line per group; test predictions pooled over the seeds there are. Only bins with at least
+    ``MIN_BIN`` examples are drawn, with a marker whose area grows with the bin's count, so that a
+    tiny group's few-example bins do not zig-zag like a signal."""
     d = preds[preds["split"] == "test"]
+    n_seeds = d["seed"].nunique() if "seed" in d else 1
     models = list(dict.fromkeys(d["model"]))
     methods = methods_mod.order(d["method"])
     groups = order_groups(attribute, d[f"group_{attribute}"])
     palette = dict(zip(groups, sns.color_palette("viridis", len(groups))))
     styles = dict(zip(groups, ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 3))
-    fig, axes = plt.subplots(len(models), len(methods), figsize=(3.4 * len(methods), 3.2 * len(models)),
+    fig, axes = subplots(len(models), len(methods), figsize=(3.4 * len(methods), 3.2 * len(models)),
                              sharex=True, sharey=True, squeeze=False)
     for i, mo in enumerate(models):
         for j, me in enumerate(methods):
@@ -143,16 +207,25 @@ def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int =
                 sg = s[s[f"group_{attribute}"] == g]
                 if len(sg) < n_bins or sg["label"].nunique() < 2:
                     continue
-                frac, mean = calibration_curve(sg["label"], sg["prob"], n_bins=n_bins, strategy="uniform")
-                ax.plot(mean, frac, marker=".", color=palette[g], ls=styles[g], label=g, lw=1.4)
+                b = np.clip((sg["prob"].to_numpy() * n_bins).astype(int), 0, n_bins - 1)
+                per = (pd.DataFrame({"bin": b, "p": sg["prob"].to_numpy(), "y": sg["label"].to_numpy()})
+                       .groupby("bin").agg(mean=("p", "mean"), frac=("y", "mean"), n=("y", "size")))
+                per = per[per["n"] >= MIN_BIN]
+                if per.empty:
+                    continue
+                ax.plot(per["mean"], per["frac"], color=palette[g], ls=styles[g], label=g, lw=1.2)
+                ax.scatter(per["mean"], per["frac"], s=4 + 60 * np.sqrt(per["n"] / per["n"].max()),
+                           color=palette[g], zorder=3)
             ax.set_title(f"{mo} / {METHOD_LABEL[me]}", fontsize=9)
             if i == len(models) - 1:
                 ax.set_xlabel("predicted P(positive)")
             if j == 0:
                 ax.set_ylabel("observed positive rate")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(groups), fontsize=8, bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"Reliability per {attribute.replace('_', ' ')} group [profile: {profile}]", y=1.01)
+    fig.legend(handles, labels, loc="lower center", ncol=min(LEGEND_COLUMNS, len(groups)), fontsize=8, bbox_to_anchor=(0.5, -0.04))
+    pooled = "one seed" if n_seeds == 1 else f"pooled over {n_seeds} seeds"
+    _suptitle(fig, f"Reliability per {attribute.replace('_', ' ')} group ({pooled}; bins with at least {MIN_BIN} "
+                 f"examples, marker area grows with the count) [profile: {profile}]", y=1.02, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -161,7 +234,7 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
     """Accuracy, worst-group accuracy and gap against LoRA placement/rank (categorical x axis)."""
     metrics = [("accuracy", "test accuracy"), ("worst_group_accuracy", "worst-group accuracy"),
                ("accuracy_gap", "accuracy gap (max - min)")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = subplots(1, 3, figsize=(13, 3.6))
     order = list(table.sort_values("x_order")["x"].drop_duplicates())
     # the head-only run and the integer ranks are one series (joined); each fractional placement is its
     # own point (a line through them would suggest an order that placements do not have)
@@ -181,7 +254,7 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(label)
     fig.supxlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=10)
-    fig.suptitle(f"Rank sweep [profile: {profile}]", y=1.02)
+    _suptitle(fig, f"Rank sweep [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
 
@@ -190,7 +263,7 @@ def example_grid(table: pd.DataFrame, n: int = 24, cols: int = 8, label_names=No
     from PIL import Image
 
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows))
+    fig, axes = subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows))
     for ax, (_, r) in zip(axes.ravel(), table.head(n).iterrows()):
         with Image.open(r["input"]) as im:
             ax.imshow(np.asarray(im.convert("RGB")))
@@ -198,7 +271,7 @@ def example_grid(table: pd.DataFrame, n: int = 24, cols: int = 8, label_names=No
         ax.set_title(f"{lab}\n{r.get('group_skin_tone', '')}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(f"Training images as the model sees them [profile: {profile}]", y=1.0)
+    _suptitle(fig, f"Training images as the model sees them [profile: {profile}]", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -210,7 +283,7 @@ def roc_loglog(curves_by_task: dict, profile: str):
     """ROC curves on log-log axes, one panel per task; ``curves_by_task[title][(method, attack)] =
     DataFrame(fpr, tpr)``. Solid: LiRA; dashed: loss attack."""
     tasks = list(curves_by_task)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 4.4), squeeze=False)
+    fig, axes = subplots(1, len(tasks), figsize=(4.8 * len(tasks), 4.4), squeeze=False)
     floor = 1e-4
     for ax, title in zip(axes[0], tasks):
         for (method, attack), c in curves_by_task[title].items():
@@ -225,7 +298,7 @@ def roc_loglog(curves_by_task: dict, profile: str):
         ax.set_ylabel("true-positive rate")
         ax.legend(fontsize=8, loc="lower right")
         ax.set_title(title, fontsize=10)
-    fig.suptitle(f"Membership-inference ROC [profile: {profile}]", y=1.02)
+    _suptitle(fig, f"Membership-inference ROC [profile: {profile}]", y=1.02)
     fig.tight_layout()
     return fig
 
@@ -235,7 +308,7 @@ def group_auc(tables: dict, attributes: dict, profile: str):
     methods as colour and marker. ``tables[title]`` is a ``mia.attack_table``."""
     titles = list(tables)
     attacks = list(dict.fromkeys(tables[titles[0]]["attack"]))
-    fig, axes = plt.subplots(len(titles), len(attacks), figsize=(5.2 * len(attacks), 3.7 * len(titles)), squeeze=False)
+    fig, axes = subplots(len(titles), len(attacks), figsize=(5.2 * len(attacks), 3.7 * len(titles)), squeeze=False)
     offsets = {t: method_offsets(methods_mod.order(tables[t]["method"]), 0.12) for t in titles}
     for row, title in enumerate(titles):
         table, attribute = tables[title], attributes[title]
@@ -255,7 +328,7 @@ def group_auc(tables: dict, attributes: dict, profile: str):
             ax.set_xlabel(f"{attribute.replace('_', ' ')} (members/non-members)")
             ax.set_ylabel("attack AUC (95% interval)")
         axes[row][-1].legend(fontsize=8)
-    fig.suptitle(f"Attack AUC per group [profile: {profile}]", y=1.01)
+    _suptitle(fig, f"Attack AUC per group [profile: {profile}]", y=1.01)
     fig.tight_layout()
     return fig
 
@@ -266,11 +339,11 @@ VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "LoRA better": ("#0072B2", "^")
 
 def forest(cases: pd.DataFrame, profile: str):
     """Every case's seed-level 95% interval (coloured by its five-way verdict), its per-seed paired
-    differences (black dots) and its equivalence band (green), one panel per comparison; the right
-    margin says in which direction LoRA is better for that metric."""
+    differences (black dots) and its equivalence band (green), one panel per comparison; each row's
+    label says in which direction LoRA is better for that metric."""
     comps = list(dict.fromkeys(cases["comparison"]))
     sizes = cases.groupby("comparison", sort=False).size()
-    fig, axes = plt.subplots(len(comps), 1, figsize=(13, 0.36 * sizes.sum() + 1.3 * len(comps) + 0.6), squeeze=False,
+    fig, axes = subplots(len(comps), 1, figsize=(COLUMN_IN, 0.62 * sizes.sum() + 1.3 * len(comps) + 0.9), squeeze=False,
                              gridspec_kw={"height_ratios": [sizes[c] for c in comps]})
     for ax, comp in zip(axes[:, 0], comps):
         sub = cases[cases["comparison"] == comp].reset_index(drop=True)
@@ -287,10 +360,9 @@ def forest(cases: pd.DataFrame, profile: str):
                 ax.errorbar(sub["difference"][m], y[m], xerr=[lo, hi], fmt=marker, color=color, capsize=2,
                             mfc=color if verdict != "no verdict" else "white")
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, [f"{c} ({k} seed{'s' if k != 1 else ''})" for c, k in zip(sub["case"], sub["seeds"])], fontsize=8)
-        sec = ax.secondary_yaxis("right")
-        sec.set_yticks(y, ["LoRA better →" if h else "← LoRA better" for h in sub["higher_is_better"]], fontsize=7)
-        ax.set_xlabel(f"{comp}: mean of the per-seed differences, 95% seed-level t-interval")
+        ax.set_yticks(y, [_case_label(c, k, h) for c, k, h in zip(sub["case"], sub["seeds"], sub["higher_is_better"])],
+                      fontsize=7)
+        ax.set_xlabel(f"{comp}: mean per-seed difference, 95% seed interval", fontsize=8)
         ax.set_title(comp, fontsize=10)
     from matplotlib.lines import Line2D
 
@@ -299,12 +371,30 @@ def forest(cases: pd.DataFrame, profile: str):
     handles += [Line2D([], [], ls="", marker="o", ms=3, color="black", label="one seed"),
                 plt.Rectangle((0, 0), 1, 1, color="#009E73", alpha=0.12, label="equivalence margin")]
     h = fig.get_figheight()
-    fig.suptitle(f"LoRA against full fine-tuning, head-only and the base model, every case [profile: {profile}]",
-                 y=1 - 0.05 / h, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / h))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.35 / h))
+    _suptitle(fig, f"LoRA against full fine-tuning, head-only and the base model,\nevery case [profile: {profile}]",
+                 y=1 - 0.05 / h, va="top", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 1.0 / h))
+    fig.legend(handles=handles, loc="upper center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.45 / h))
     return fig
+
+
+def _case_label(case: str, seeds: int, higher_is_better: bool) -> str:
+    """A forest row's label: the case's setting on one line; its metric, seeds and the direction in
+    which LoRA is better on the next."""
+    import textwrap
+
+    setting, _, metric = case.rpartition(": ")
+    arrow = "LoRA better →" if higher_is_better else "← LoRA better"
+    lines = textwrap.wrap(setting, 40) + textwrap.wrap(f"{metric}, {seeds} seed{'s' if seeds != 1 else ''}", 40)
+    return "\n".join(lines + [arrow])
+
+
+def _two_lines(text: str, width: int = 42) -> str:
+    """A long label broken at the space nearest its middle (at most ``width`` characters a line)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=max(width, (len(text) + 1) // 2 + 4))[:3])
 
 
 def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
@@ -317,7 +407,7 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
     sub = sub[sub["case"].isin(keys)]
     cols = min(4, max(1, len(keys)))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.9), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.9), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         c = sub[sub["case"] == key]
         ax.axhline(0, color="black", lw=0.8)
@@ -329,7 +419,7 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
             ax.errorbar(r["trainable_a"], r["difference"], yerr=err, fmt=st["marker"], color=st["color"], capsize=2,
                         mfc=st["color"] if decided else "white", ms=7)
         ax.set_xscale("log")
-        ax.set_title(key.split(" | ", 1)[1] if " | " in key else key, fontsize=8)
+        ax.set_title(_two_lines(key.split(": ", 1)[1] if ": " in key else key), fontsize=7)
         ax.set_xlabel("trainable parameters", fontsize=8)
         arrow = "higher: method better" if c["higher_is_better"].iloc[0] else "lower: method better"
         ax.set_ylabel(f"minus {'LoRA' if reference == 'lora' else reference} ({arrow})", fontsize=7)
@@ -342,10 +432,10 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
     handles = [Line2D([], [], ls="", marker=methods_mod.style(m)["marker"], color=methods_mod.style(m)["color"],
                       label=methods_mod.label(m)) for m in present]
     handles.append(Line2D([], [], ls="", marker="o", color="grey", mfc="white", label="hollow: no decided difference"))
-    fig.suptitle(f"Each method minus {'LoRA' if reference == 'lora' else 'full fine-tuning'} against its trainable "
+    _suptitle(fig, f"Each method minus {'LoRA' if reference == 'lora' else 'full fine-tuning'} against its trainable "
                  f"parameters [profile: {profile}]", y=0.995, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / fig.get_figheight()))
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+    fig.legend(handles=handles, loc="upper center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()))
     return fig
 
@@ -355,7 +445,7 @@ def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", lab
     ``panel``, ``method`` (name), ``trainable``, ``value``, ``lo``, ``hi``), against its trainable
     parameters, log scale; one panel per test set."""
     panels = list(dict.fromkeys(table["panel"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         sub = table[table["panel"] == panel]
         ax.axhline(0, color="black", lw=0.8)
@@ -369,7 +459,7 @@ def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", lab
         ax.set_ylabel(label or value)
         ax.set_title(panel, fontsize=9)
         ax.legend(fontsize=7, frameon=False)
-    fig.suptitle(f"Shift from the base model against trainable parameters [profile: {profile}]", fontsize=10)
+    _suptitle(fig, f"Shift from the base model against trainable parameters [profile: {profile}]", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -403,7 +493,7 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
     rows = [k for k in candidates if ((t["method"] == k[0]) & (t["train_set"] == k[1])).any()]
     labels = [METHOD_LABEL[m] if ts == "-" else f"{METHOD_LABEL[m]}, {ts} refs" for m, ts in rows]
     preds = ["male", "female"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8), sharey=True)
     for ax, p in zip(axes, preds):
         sub = t[t["predisposition"] == p]
         fr = pd.DataFrame([sub[(sub["method"] == m) & (sub["train_set"] == ts)]["category"]
@@ -412,7 +502,7 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
         n = int(len(sub) / max(1, len(rows)))
         ax.set_title(f"{p}-predisposed entity (n = {n} sources per row)")
         ax.set_xlabel("fraction of generations")
-    fig.suptitle(f"Pronoun categories of the generations, test set '{test_set}' [profile: {profile}]", y=1.02)
+    _suptitle(fig, f"Pronoun categories of the generations, test set '{test_set}' [profile: {profile}]", y=1.02)
     fig.tight_layout()
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
@@ -422,7 +512,7 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
 def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
     """Stacked bars of chosen contents per prompt variant (rows) and model (panels)."""
     methods = methods_mod.order(rows["method"])
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 0.4 * len(prompt_ids) + 1.8),
+    fig, axes = subplots(1, len(methods), figsize=(4.2 * len(methods), 0.4 * len(prompt_ids) + 1.8),
                              sharey=True, squeeze=False)
     shown = rows[rows["prompt_id"].isin(prompt_ids)]
     cats = [c for c in ("male", "female", "neutral", "yes", "no") if c in set(shown["content"])]
@@ -432,10 +522,10 @@ def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
         _stack(ax, prompt_ids, fr.fillna(0).reset_index(drop=True), cats)
         ax.set_title(METHOD_LABEL[m])
         ax.set_xlabel("fraction of texts choosing")
-    fig.suptitle(f"What the answer depends on: choices per prompt variant [profile: {profile}]", y=1.02)
+    _suptitle(fig, f"What the answer depends on: choices per prompt variant [profile: {profile}]", y=1.02)
     fig.tight_layout()
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, ncol=len(cats), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles, labels, ncol=min(LEGEND_COLUMNS, len(cats)), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
@@ -444,7 +534,7 @@ def bias_index_plot(bi: pd.DataFrame, profile: str):
     with 95% bootstrap intervals over texts."""
     pairs = list(dict.fromkeys(bi["prompt_id"]))
     methods = methods_mod.order(bi["method"])
-    fig, ax = plt.subplots(figsize=(8, 0.38 * len(pairs) + 1.5))
+    fig, ax = subplots(figsize=(COLUMN_IN, 0.5 * len(pairs) + 1.8))
     offsets = method_offsets(methods)
     y0 = np.arange(len(pairs))[::-1]
     for m in methods:
@@ -452,12 +542,13 @@ def bias_index_plot(bi: pd.DataFrame, profile: str):
         lo = s["tv_ci"].map(lambda c: c[0]); hi = s["tv_ci"].map(lambda c: c[1])  # noqa: E702
         ax.errorbar(s["tv_distance"], y0 + offsets[m], xerr=[s["tv_distance"] - lo, hi - s["tv_distance"]],
                     fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=2, ms=5)
-    ax.set_yticks(y0, [f"{p}  (vs {b}: {c})" for p, b, c in bi.drop_duplicates("prompt_id")[["prompt_id", "base", "change"]]
-                       .itertuples(index=False)], fontsize=8)
+    ax.set_yticks(y0, [f"{p}\nvs {b}: {c}" for p, b, c in bi.drop_duplicates("prompt_id")[["prompt_id", "base", "change"]]
+                       .itertuples(index=False)], fontsize=7)
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("total-variation distance of choice distributions (0 = unchanged, 1 = flipped)")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"Token bias: how much answers move when only order or symbols change [profile: {profile}]", y=1.0)
+    ax.set_xlabel("total-variation distance of the choices (0 = unchanged, 1 = flipped)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.5 / fig.get_figheight() - 0.06),
+              ncol=min(LEGEND_COLUMNS, len(methods)), frameon=False)
+    _suptitle(fig, f"Token bias: how much answers move when only order or symbols change [profile: {profile}]", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -486,25 +577,26 @@ def _hbars(ax, labels, values: pd.DataFrame, style: dict):
 
 def step_time_shares(shares: pd.DataFrame, labels: list[str], gpu: str, profile: str):
     """Where a modelled training step's time goes: one stacked bar per configuration."""
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    fig, ax = subplots(figsize=(9, 0.38 * len(labels) + 1.6))
     _hbars(ax, labels, shares, TIME_STYLE)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the modelled step time")
-    ax.set_title(f"Estimated step time by kind of operation on {gpu} (roofline, eager) [profile: {profile}]")
-    ax.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
+    ax.set_title(_two_lines(f"Estimated step time by kind of operation on {gpu} (roofline, eager) [profile: {profile}]",
+                            56), fontsize=9)
+    ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
     fig.tight_layout()
     return fig
 
 
 def step_memory(mem_gib: pd.DataFrame, labels: list[str], gpu: str, gpu_gib: float, profile: str):
     """Estimated peak memory by kind of tensor per configuration, against the GPU's memory."""
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    fig, ax = subplots(figsize=(9, 0.38 * len(labels) + 1.6))
     total = _hbars(ax, labels, mem_gib, MEMORY_STYLE)
     ax.axvline(gpu_gib, color="black", linestyle="--", linewidth=1)
     ax.text(gpu_gib, len(labels) - 0.4, f" {gpu}: {gpu_gib:.0f} GiB", fontsize=8, va="bottom", ha="right")
     ax.set_xlim(0, max(gpu_gib, float(total.max())) * 1.05)
     ax.set_xlabel("GiB at the step's peak")
     ax.set_title(f"Estimated peak memory of one training step [profile: {profile}]")
-    ax.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
+    ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
     fig.tight_layout()
     return fig

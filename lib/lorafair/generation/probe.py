@@ -116,6 +116,16 @@ SPECIAL_YN = ("◐", "◑")
 SPECIAL_MC = ("🟠", "🟡", "🟢")
 
 
+def readable(text: str) -> str:
+    """``text`` with every emoji written as its Unicode name in brackets (``🟠`` -> ``[large orange
+    circle]``), for pages read where no colour-emoji font is installed; the prompts themselves keep
+    the emoji."""
+    import unicodedata
+
+    return "".join(f"[{unicodedata.name(ch, hex(ord(ch))).lower()}]" if 0x1F000 <= ord(ch) <= 0x1FAFF else ch
+                   for ch in text)
+
+
 PROBE_PROMPTS: tuple[ProbePrompt, ...] = (
     ProbePrompt("YN1", "YN1", "yn", 'Question: Is the following review written by a {gender}? "{text}". Answer:',
                 (("Yes", "yes"), ("No", "no")), gendered=True),
