@@ -176,7 +176,7 @@ if P.get("pilots"):
     main_acc = design[design["metric"] == "accuracy"]
     glue("design_acc_cases", len(main_acc), display=False)
     glue("design_acc_met", int(main_acc["target met"].sum()), display=False)
-    display(plots.table(design.drop(columns=["dataset"]), precision=3))
+    display(plots.table(design.drop(columns=["dataset"]), precision=3, caption="The design's power analysis from the pilot records: the seeds each case needs for its target MDE, and the MDE now"))
     worst = design[design["metric"] == "worst group accuracy"]
     display(Markdown(f"On {int(main_acc['target met'].sum())} of {len(main_acc)} main accuracy cases the present "
                      f"records reach an MDE of at most {findings.TARGET_MDE:.2f} (MDE from {main_acc['MDE now'].min():.3f} "
@@ -268,12 +268,11 @@ else:
 if len(beyond):
     counted = beyond[beyond["counted"]]
     lines = [f"- {len(counted)} of {len(beyond)} cases of other methods can carry a verdict."]
-    for ref in ("full", "lora"):
+    for ref, name in (("full", "full fine-tuning"), ("lora", "LoRA"), ("base", "the base model")):
         sub = counted[counted["method_b"] == ref]
         if not len(sub):
             continue
-        lines += findings.verdict_lines(sub, f"Against {'full fine-tuning' if ref == 'full' else 'LoRA'}", _fmt,
-                                        "the method is", beyond=True)
+        lines += findings.verdict_lines(sub, f"Against {name}", _fmt, "the method is", beyond=True)
     at_chance = sorted({r["method_a"] for _, r in beyond.iterrows()
                         if f"{r['method_a']} is at chance" in str(r.get("not counted because", ""))})
     if at_chance:
@@ -359,8 +358,8 @@ lr_line = ("- **Learning rates chosen on one seed.** " + (
     "head-only training." if len(lr_check) else "No learning-rate pilot ran on this profile."))
 display(Markdown("\n".join([lr_line] + ([beyond_line] if beyond_line else []) + [
     f"- **Few seeds.** The cases of these records have at most {k_max} seeds, and a t-interval over few seeds is "
-    f"wide (its critical value is {stats.t.ppf(0.975, max(k_max - 1, 1)):.1f} at {k_max} seeds, "
-    f"{stats.t.ppf(0.975, 4):.1f} at 5 and {stats.t.ppf(0.975, 9):.1f} at 10). An equivalence can be shown only "
+    f"wide (its critical value is {stats.t.ppf(0.975, 2):.1f} at 3 seeds, {stats.t.ppf(0.975, 4):.1f} at 5 and "
+    f"{stats.t.ppf(0.975, 9):.1f} at 10). An equivalence can be shown only "
     "where the seeds agree closely; the power table says how many seeds each case would need.",
     "- **Seed-to-seed SD from few seeds.** The MDE and the seeds needed use the observed SD of the per-seed "
     "differences, which, from a handful of seeds, can be far from the true SD.",

@@ -133,7 +133,7 @@ for r in pronoun_recs:
                  "val loss / token": (min(h["val_loss"]) if h.get("val_loss") else float("nan")),
                  "trainable params": r.meta["adaptation"]["trainable_params"],
                  "seconds": r.meta["wall_seconds"]})
-display(plots.table(pd.DataFrame(rows)))
+display(plots.table(pd.DataFrame(rows), caption="Pronoun-task runs: reference set, examples, epochs, learning rate, validation loss, trainable parameters and run time"))
 preds = gen.pronoun_predictions(pronoun_recs)
 
 # %% [markdown]
@@ -251,27 +251,28 @@ for model in P["models"]:
                                            gen.STEREOTYPE_EXCESS, P["n_boot"])
             if d is None:
                 continue
-            verdict = {"higher": "LoRA more stereotyped", "lower": "LoRA less stereotyped"}.get(d["verdict"], "inconclusive")
+            verdict = {"higher": "above zero", "lower": "below zero"}.get(d["verdict"], "includes zero")
             glue(f"gen_{model}_{test_set}_{ts}_lora_minus_full", round(d["difference"], 3), display=False)
             lines.append(f"- **{model}, {ts} references**: stereotype excess, LoRA minus full "
-                         f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n = {d['n']}): **{verdict}**.")
+                         f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n = {d['n']}): the "
+                         f"interval over test sources is {verdict}. It describes test sampling only; the seed-level "
+                         "verdict is the findings chapter's.")
             if "loglik_pro" in sub:
                 for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
                     d = gen.paired_rate_difference(sub, {"method": "lora", "train_set": ts}, sel, "pro_preference",
                                                    P["n_boot"])
                     if d is None:
                         continue
-                    verdict = {"higher": "LoRA prefers the stereotype more", "lower": "LoRA prefers it less"}.get(
-                        d["verdict"], "inconclusive")
+                    verdict = {"higher": "above zero", "lower": "below zero"}.get(d["verdict"], "includes zero")
                     lines.append(f"  - forced-choice preference, LoRA minus {other}: {d['difference']:+.3f} "
-                                 f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
+                                 f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: interval over test sources {verdict}.")
 per_seed = pd.DataFrame(per_seed)
 if not any(control_detected.values()):
     lines.append("- The positive control was not detected, so none of these comparisons can show a difference in "
                  "stereotyping; they are reported, not counted.")
 lines.append(f"- Profile `{P['profile']}`, seeds {P['seeds']}: each seed is one training run per method and training "
              "set, with its own split of frames and held-out occupations.")
-display(plots.table(per_seed))
+display(plots.table(per_seed, caption="The pronoun task per seed: the measures behind the differences above"))
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

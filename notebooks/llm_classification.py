@@ -158,7 +158,7 @@ else:
 lr_records = run("lr_pilot", "learning-rate pilot")
 stability = ex.lr_stability(lr_records + (store.records(P["pilots"]) if P.get("pilots") else []), records)
 if len(stability):
-    display(plots.table(stability, precision=3))
+    display(plots.table(stability, precision=3, caption="Learning-rate pilot: the validation accuracy of every rate tried on each seed, and whether that seed would pick the chapter's rate"))
 display(Markdown(ex.lr_stability_note(stability, glue, "llm")))
 
 # %% [markdown]
@@ -310,7 +310,10 @@ beyond_pilot = run("methods_pilot", "other methods: pilot")
 beyond_records = run("methods", "other methods")
 glue("llm_beyond_model", (P.get("beyond") or {}).get("model", "none"), display=False)
 for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get("beyond")):
-    display(Markdown(part) if isinstance(part, str) else plots.table(part, precision=3))
+    display(Markdown(part) if isinstance(part, str) else plots.table(part, precision=3, caption=(
+        "Other methods on the main case: the mean over seeds ± the half-width of its seed-level 95% t-interval "
+        "(the test-metrics table above gives ± the SD)" if "seeds" in part else "Other methods' pilot: validation accuracy and "
+        "worst-group accuracy at each value tried on the pilot seed")))
 
 
 # %% [markdown]
@@ -402,7 +405,7 @@ if len(fpr) and "none" in set(fpr["group"]):
         worst = max(identity, key=lambda g: fm[g].mean() if g in fm else -1)
         d = (fm[worst] - fm["none"]).dropna().to_numpy()
         sm = inference.seed_summary(d, 0.0)
-        answer.append(f"- {plots.METHOD_LABEL[me]} ({mo0}): the highest false-positive rate is the `{worst}` group's, "
+        answer.append(f"- {plots.METHOD_LABEL[me]} ({plots.relabel(mo0)}): the highest false-positive rate is the `{worst}` group's, "
                       f"{fm[worst].mean():.3f} against {fm['none'].mean():.3f} for comments that target no identity; "
                       f"the per-seed difference is {sm['difference']:+.3f} {inference.interval_text(sm)} over "
                       f"{sm['seeds']} seeds.")

@@ -329,11 +329,11 @@ for task in P["tasks"]:
                           mia.lira_scores(vt, [r.predictions() for r in vrecs[1:]], P["global_variance"]))
                     d = mia.paired_auc_difference(all_scores[(task["name"], seed, other, attack)], vs,
                                                   resolve("findings", P["profile"])["n_boot"], seed)
-                    verdict = {"lower": f"{other} leaks less", "higher": f"{other} leaks more"}.get(d["verdict"],
-                                                                                                  "inconclusive")
+                    verdict = {"lower": "below zero", "higher": "above zero"}.get(d["verdict"], "includes zero")
                     matched_lines.append(f"- **{task['name']}**, seed {seed}, {attack} attack: {other} target minus "
                                          f"the {vcfg['epochs']}-epoch {vcfg['method']} target {d['difference']:+.3f} "
-                                         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: {verdict}.")
+                                         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: the interval over attacked "
+                                         f"examples is {verdict} (test sampling only, no verdict).")
     if ctrl_diffs:
         e = inference.planted_effect(dict(enumerate(d["difference"] for d in ctrl_diffs)), higher=True)
         glue(f"mia_{task['name']}_control", "detected" if e["detected"] else "not detected", display=False)

@@ -183,7 +183,7 @@ display(Markdown(ex.group_size_note(summary)))
 lr_records = run("lr_pilot", "learning-rate pilot")
 stability = ex.lr_stability(lr_records, records)
 if len(stability):
-    display(plots.table(stability, precision=3))
+    display(plots.table(stability, precision=3, caption="Learning-rate pilot: the validation accuracy of every rate tried on each seed, and whether that seed would pick the chapter's rate"))
 display(Markdown(ex.lr_stability_note(stability, glue, "vision")))
 
 # %% [markdown]
@@ -338,7 +338,10 @@ beyond_pilot = run("methods_pilot", "other methods: pilot")
 beyond_records = run("methods", "other methods")
 glue("vision_beyond_model", (P.get("beyond") or {}).get("model", "none"), display=False)
 for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get("beyond")):
-    display(Markdown(part) if isinstance(part, str) else plots.table(part, precision=3))
+    display(Markdown(part) if isinstance(part, str) else plots.table(part, precision=3, caption=(
+        "Other methods on the main case: the mean over seeds ± the half-width of its seed-level 95% t-interval "
+        "(the test-metrics table above gives ± the SD)" if "seeds" in part else "Other methods' pilot: validation accuracy and "
+        "worst-group accuracy at each value tried on the pilot seed")))
 
 
 # %% [markdown]
@@ -419,7 +422,7 @@ best = rk.loc[rk["worst_group_accuracy"].idxmax()] if len(rk) else None
 full_wg = float(full_ref["worst_group_accuracy"].iloc[0]) if len(full_ref) else float("nan")
 glue("vision_ex_rank_cost", Markdown(exercise_cost(EXP, P["profile"], {"ranks": [1, 4, 8]}, P["results_dir"])), display=False)
 glue("vision_ex_rank_answer", Markdown(
-    (f"In this book's sweep ({mo}, seed {s0}), the highest worst-group accuracy is at rank {best['x']} "
+    (f"In this book's sweep ({plots.relabel(mo)}, seed {s0}), the highest worst-group accuracy is at rank {best['x']} "
      f"({best['worst_group_accuracy']:.3f}; full fine-tuning {full_wg:.3f}), and the ranks span "
      f"{rk['worst_group_accuracy'].min():.3f} to {rk['worst_group_accuracy'].max():.3f}. These are one seed's numbers: "
      f"by this chapter's own rule they carry no verdict. The paired differences above put the seed-to-seed spread of "

@@ -75,3 +75,18 @@ def test_cli_run_uses_the_chapter_split_and_reads_the_committed_record(capsys):
     out = capsys.readouterr().out
     assert "results/vision_classification/" in out and "test accuracy" in out
     assert sorted(p.name for p in (root / "results" / "vision_classification").iterdir()) == before  # read, not run
+
+
+def test_book_out_builds_from_a_copy_of_the_sources(tmp_path):
+    """lorafair book --out DIR executes and builds in DIR/source, never in the checkout."""
+    from lorafair import notebook
+
+    src = notebook.stage_sources(tmp_path)
+    assert src == tmp_path / "source"
+    assert (src / "_config.yml").read_text() == (notebook.REPO_ROOT / "_config.yml").read_text()
+    assert (src / "_toc.yml").exists() and (src / "book" / "methods.md").exists()
+    assert (src / "book" / "_static" / "lorafair.css").exists() and (src / "book" / "_ext" / "lorafair_book.py").exists()
+    assert not list((src / "book").glob("*.ipynb"))  # executed notebooks are written there, not copied
+    (src / "book" / "stale.txt").write_text("x")
+    notebook.stage_sources(tmp_path)  # a second build starts from a fresh copy
+    assert not (src / "book" / "stale.txt").exists()

@@ -36,8 +36,9 @@ def train(root, i, pids):
 NOTEBOOK = '''# %%
 import os, sys
 sys.path.insert(0, {tasks_dir!r})
+import signal
 from lorafair.runs import die_with_parent, map_in_workers
-die_with_parent()  # what every chapter's setup does
+die_with_parent(signal.SIGKILL)  # what every chapter's setup does
 with open({pids!r}, "a") as f:
     f.write(f"{{os.getpid()}}\\n")  # the kernel
 from tasks import train
@@ -62,11 +63,13 @@ def _start(tmp_path):
     nb.write_text(NOTEBOOK.format(tasks_dir=str(tmp_path), pids=str(pids), root=str(root)))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(lib=LIB, nb=str(nb), out=str(tmp_path / "out")))
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": LIB}, start_new_session=True)
+    err = open(tmp_path / "stderr", "w")  # a file, not a pipe: a pipe would stay open while any child lives
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.DEVNULL, stderr=err,
+                            env={**os.environ, "PYTHONPATH": LIB}, start_new_session=True)
+    err.close()
     deadline = time.time() + 90
     while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 3):
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, (tmp_path / "stderr").read_text()
         time.sleep(0.2)
     found = [int(p) for p in pids.read_text().split()]
     assert len(found) == 3 and all(pid_alive(p) for p in found), "the kernel and two workers should be running"
@@ -97,8 +100,9 @@ def test_ctrl_c_stops_a_two_worker_notebook_in_seconds_with_one_line(tmp_path):
     proc, pids, root = _start(tmp_path)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     took = time.time() - t0
+    err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130, err
     assert took < 10, f"took {took:.1f} s to stop"
     assert err.strip().splitlines()[-1] == "lorafair: interrupted; completed runs are kept, re-run to resume"
@@ -111,7 +115,7 @@ def test_ctrl_c_stops_a_two_worker_notebook_in_seconds_with_one_line(tmp_path):
 def test_sigkill_of_the_notebook_leaves_no_process_and_the_next_run_no_temporaries(tmp_path):
     proc, pids, root = _start(tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver's session: the kernel and workers are in their own
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     assert _gone(pids, 15) == [], "kernel or workers outlived a killed notebook"
     # whatever a killed process could not clean up after itself ...
     _next_run(root)

