@@ -106,7 +106,14 @@ def _interrupt_kernel_on_ctrl_c():
         return
 
     def kernels():
-        return [p for p in psutil.Process().children() if "ipykernel" in " ".join(p.cmdline())]
+        out = []
+        for p in psutil.Process().children():
+            try:
+                if "ipykernel" in " ".join(p.cmdline()):
+                    out.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):  # ended while we looked
+                pass
+        return out
 
     def kill():
         for k in kernels():

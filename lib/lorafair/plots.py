@@ -41,7 +41,8 @@ METHOD_MARKER = _MethodAttr("marker")
 METHOD_DASH = _MethodAttr("dash")
 
 
-#: reader-facing names of the experiments, datasets and models in the findings' tables and figures
+#: reader-facing names of the experiments, datasets, models and run-store folders in every table
+#: (``table``) and in the findings' case labels
 LABELS = {
     "vision_classification": "Vision", "llm_classification": "Text", "membership_inference": "Membership",
     "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks",
@@ -54,7 +55,7 @@ LABELS = {
     "pilot_design_vision": "design pilot (vision)", "pilot_vision": "pilot (vision)", "pilot_llm": "pilot (text)",
     "pilot_generation": "pilot (generation)", "lora_overfit": "LoRA, over-fitted (control)",
     "full_matched": "full, utility-matched", "vit_base": "ViT-Base", "swinv2_large": "Swin-v2-Large",
-    "llama_7b": "Llama-2 7B", "mistral_7b": "Mistral 7B", "vision": "vision", "text": "text",
+    "llama_7b": "Llama-2 7B", "mistral_7b": "Mistral 7B",
 }
 
 
@@ -135,7 +136,7 @@ COLUMN_IN = 6.5
 #: the smallest font size any figure uses (points); written into every PNG (``lorafair:min_font_pt``),
 #: where the page check reads it
 MIN_FONT_PT = 7.0
-#: figure pixels per inch: twice the CSS px per inch, sharp on high-density screens
+#: figure pixels per inch of the inline PNGs: at COLUMN_IN about 2 pixels per CSS pixel in the column
 PNG_DPI = 200
 #: a reliability-diagram bin is drawn only with at least this many test examples
 MIN_BIN = 10
@@ -145,11 +146,11 @@ LEGEND_COLUMNS = 4
 
 def setup() -> None:
     """The figure style of every chapter: seaborn's paper context, figures at most ``COLUMN_IN``
-    wide, PNGs at ``PNG_DPI`` shown at half their pixel size (retina)."""
+    wide, inline PNGs in the retina format (``PNG_DPI``, twice the figure dpi), which the book scales
+    to its text column; each PNG records the smallest font size for the page check."""
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.15)
     _TABLES[0] = 0
-    plt.rcParams.update({"figure.dpi": PNG_DPI / 2, "savefig.dpi": PNG_DPI, "axes.titlesize": 10,
-                         "figure.constrained_layout.use": False})
+    plt.rcParams.update({"figure.dpi": PNG_DPI / 2, "savefig.dpi": PNG_DPI, "axes.titlesize": 10})
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
     except ImportError:  # outside a kernel
