@@ -348,6 +348,15 @@ def check_bench_flags(a) -> None:
             raise LorafairError(f"--out {a.out}: the folder {parent} is not writable")
 
 
+def _write_out(path: str, obj) -> None:
+    """A bench table and its environment as standard JSON (``--out``)."""
+    from .runs import strict_json
+
+    with open(path, "w") as f:
+        f.write(strict_json(obj, indent=1))
+    print(f"[lorafair] wrote {path}")
+
+
 def cmd_bench(a) -> None:
     import pandas as pd
 
@@ -373,11 +382,7 @@ def cmd_bench(a) -> None:
           f"measured matmul peak {rows[0].get('peak_flops', float('nan')) / 1e12:.1f} TFLOP/s")
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if a.out:
-        from .runs import strict_json
-
-        with open(a.out, "w") as f:
-            f.write(strict_json({"environment": env, "rows": rows}, indent=1))
-        print(f"[lorafair] wrote {a.out}")
+        _write_out(a.out, {"environment": env, "rows": rows})
 
 
 def cmd_bench_cpu(a) -> None:
@@ -402,11 +407,7 @@ def cmd_bench_cpu(a) -> None:
     for m, (prec, why) in cpubench.chosen(models).items():
         print(f"[lorafair] {m} trains in {prec} on this machine: {why}")
     if a.out:
-        from .runs import strict_json
-
-        with open(a.out, "w") as f:
-            f.write(strict_json({"environment": {"header": cpubench.header(a.threads)}, "rows": rows}, indent=1))
-        print(f"[lorafair] wrote {a.out}")
+        _write_out(a.out, {"environment": {"header": cpubench.header(a.threads)}, "rows": rows})
 
 
 def cmd_bench_estimate(a) -> None:
@@ -434,11 +435,7 @@ def cmd_bench_estimate(a) -> None:
                   f"more than the {estimate.GPUS[gpu].name}'s {r['gpu_gib']:.0f} GiB; try a smaller --batch-size "
                   "or --checkpointing")
     if a.out:
-        from .runs import strict_json
-
-        with open(a.out, "w") as f:
-            f.write(strict_json({"environment": env, "estimate": True, "rows": rows}, indent=1))
-        print(f"[lorafair] wrote {a.out}")
+        _write_out(a.out, {"environment": env, "estimate": True, "rows": rows})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -562,8 +559,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_results_dir(a) -> None:
-    """``--results-dir`` is a folder, and a writable one where the command writes records."""
+def check_paths(a) -> None:
+    """``--out`` of book/notebook is a folder, and ``--results-dir`` a folder, a writable one where the
+    command writes records."""
     import os
     import tempfile
 
@@ -589,7 +587,7 @@ def check_results_dir(a) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        check_results_dir(args)
+        check_paths(args)
         args.func(args)
     except LorafairError as e:
         print(f"lorafair: error: {e}", file=sys.stderr)

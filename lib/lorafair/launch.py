@@ -153,7 +153,7 @@ def exercise_cost(name: str, profile: str, overrides: dict | None = None, result
     if not todo:
         return f"no training: all {len(rows)} runs have a record, so it only re-renders the chapter"
     secs = [r["seconds"] for r in todo if r["seconds"]]
-    est = f", about {max(1, round(sum(secs) / workers / 60))} min on two cores" if secs else ""
+    est = f", about {max(1, round(sum(secs) / workers / 60))} min on {workers} one-thread workers" if secs else ""
     return f"{len(todo)} of its {len(rows)} runs have no record and train{est}, then it renders the chapter"
 
 

@@ -279,28 +279,8 @@ def read_pages(pages: list[Path], html_dir: Path, screenshots: Path | None = Non
                     page.on("pageerror", lambda e, errors=errors: errors.append(str(e).splitlines()[0]))
                     page.goto(f.as_uri(), wait_until="load")
                     res = page.evaluate(READ_PAGE_JS)
-                    if width_name == "desktop":
-                        for u in sorted(set(net)):
-                            problems.append(f"{rel}: requests {u} from the network")
-                        for e in errors[:3]:
-                            problems.append(f"{rel}: a script fails: {e}")
-                        for t in res["rawtex"][:5]:
-                            problems.append(f"{rel}: raw TeX in the rendered text: {t!r}")
-                        for t in sorted(set(res["unresolved"]))[:5]:
-                            problems.append(f"{rel}: an unresolved reference: {t!r}")
-                        for c in res["captions"]:
-                            if c["contrast"] < MIN_CONTRAST:
-                                problems.append(f"{rel}: caption {c['text']!r} has contrast {c['contrast']:.1f}:1 "
-                                                f"(at least {MIN_CONTRAST}:1)")
-                        problems += _figure_text(res["images"], f, rel, w)
-                        for q in res["quotes"]:
-                            problems.append(f"{rel}: a block quote (a source line starting with '>'?): {q!r}")
-                        for t in res["tables"]:
-                            what = ([f"identifiers as column names ({', '.join(t['ids'])})"] if t["ids"] else []) \
-                                + (["row numbers"] if t["counted"] else []) \
-                                + ([f"{t['missing']} cells reading nan/None (use '-')"] if t["missing"] else []) \
-                                + ([f"{t['floats']} column(s) of whole numbers written as floats"] if t["floats"] else [])
-                            problems.append(f"{rel}: table {t['name']!r} shows " + "; ".join(what))
+                    if width_name == "desktop":  # what does not depend on the width, read once
+                        problems += _desktop_problems(res, f, rel, w, net, errors)
                         for ch in res["chars"]:
                             chars.setdefault(ch, rel)
                     for o in res["overflow"][:8]:
@@ -322,6 +302,26 @@ def read_pages(pages: list[Path], html_dir: Path, screenshots: Path | None = Non
         elif not _has_glyph(ch, glyphs):
             problems.append(f"{rel}: no installed font has a glyph for {name} (U+{ord(ch):04X})")
     return problems
+
+
+def _desktop_problems(res: dict, page: Path, rel, width: int, net: list, errors: list) -> list[str]:
+    """The problems of one page read at the desktop width that the phone width would only repeat:
+    network requests, script errors, raw TeX, references, captions, figures, quotes, tables."""
+    out = [f"{rel}: requests {u} from the network" for u in sorted(set(net))]
+    out += [f"{rel}: a script fails: {e}" for e in errors[:3]]
+    out += [f"{rel}: raw TeX in the rendered text: {t!r}" for t in res["rawtex"][:5]]
+    out += [f"{rel}: an unresolved reference: {t!r}" for t in sorted(set(res["unresolved"]))[:5]]
+    out += [f"{rel}: caption {c['text']!r} has contrast {c['contrast']:.1f}:1 (at least {MIN_CONTRAST}:1)"
+            for c in res["captions"] if c["contrast"] < MIN_CONTRAST]
+    out += _figure_text(res["images"], page, rel, width)
+    out += [f"{rel}: a block quote (a source line starting with '>'?): {q!r}" for q in res["quotes"]]
+    for t in res["tables"]:
+        what = ([f"identifiers as column names ({', '.join(t['ids'])})"] if t["ids"] else []) \
+            + (["row numbers"] if t["counted"] else []) \
+            + ([f"{t['missing']} cells reading nan/None (use '-')"] if t["missing"] else []) \
+            + ([f"{t['floats']} column(s) of whole numbers written as floats"] if t["floats"] else [])
+        out.append(f"{rel}: table {t['name']!r} shows " + "; ".join(what))
+    return out
 
 
 def _router(net: list):
