@@ -20,8 +20,7 @@ def smoke_kwargs(tmp_path_factory):
     """Dataset kwargs of a tiny OpenMoji dataset rendered once per session into a temp cache."""
     from lorafair import data
 
-    cache = tmp_path_factory.mktemp("om")
-    kw = {"task": "gender", "n": 60, "data_seed": 0, "render": SMOKE_RENDER, "cache_dir": str(cache)}
+    kw = {"task": "gender", "n": 60, "data_seed": 0, "render": SMOKE_RENDER}  # rendered into the data cache
     data.load_openmoji_people(**kw)
     return kw
 

@@ -124,14 +124,18 @@ def test_sweep_lists_emits_and_the_file_is_checked(tmp_path, capsys):
     assert "  pending " in out and "[main]" in out and "[methods_pilot]" in out
     assert main(["exec", str(tmp_path / "p.jsonl"), "--index", str(n)]) == 2
     assert f"--index {n} is out of range: the file has {n} configurations" in capsys.readouterr().err
-    (tmp_path / "bad.jsonl").write_text('{"config": {"experiment": "x"}}\nnot json\n')
+    good = (tmp_path / "p.jsonl").read_text().splitlines()[0]
+    (tmp_path / "bad.jsonl").write_text(good + '\nnot json\n')
     assert main(["exec", str(tmp_path / "bad.jsonl")]) == 2
-    assert "bad.jsonl line 2 is not a configuration" in capsys.readouterr().err
+    assert "bad.jsonl line 2 is not JSON" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text('{"config": {"experiment": "x"}}\n')
+    assert main(["exec", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl line 1: experiment is 'x': a registered experiment" in capsys.readouterr().err
     assert main(["sweep", "nosuch"]) == 2
     assert "unknown chapter 'nosuch'" in capsys.readouterr().err
     script = launch.sbatch_script("p.jsonl", 7, 95, gpus=2, parallel=3)
     assert "#SBATCH --array=0-6%3" in script and "#SBATCH --time=01:35:00" in script
-    assert 'lorafair exec "p.jsonl" --index "$SLURM_ARRAY_TASK_ID"' in script
+    assert 'lorafair exec p.jsonl --index "$SLURM_ARRAY_TASK_ID"' in script
 
 
 def test_paper_profile_runs_have_gpu_estimates():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import estimate
 from . import methods as methods_mod
+from . import spec as spec_mod
 from . import splits
 from .errors import LorafairError, choose
 from .experiments import classification_config
@@ -51,7 +52,7 @@ def lr_pilot_configs(config, P: dict, experiment: str, seeds_of) -> list[dict]:
             for f in lp["factors"]:
                 for s in [s for s in lp["seeds"] if s in seeds_of(mo)]:
                     c = config(mo, me, s, lr=float(f"{lr * f:.3g}"))
-                    out.append({**c, "experiment": f"pilot_lr_{experiment}"})
+                    out.append(c.replace(experiment=f"pilot_lr_{experiment}"))
     return out
 
 
@@ -86,8 +87,7 @@ def beyond_configs(config, P: dict, experiment: str) -> dict[str, list[dict]]:
         if me == "fairlora":
             pilot += [config(mo, me, pl["seed"], lr=lr_of(me), epochs=epochs, **settings(me, w))
                       for w in pl["penalties"]]
-    for c in pilot:
-        c["experiment"] = f"pilot_beyond_{experiment}"
+    pilot = [c.replace(experiment=f"pilot_beyond_{experiment}") for c in pilot]
     return {"methods": main, "methods_pilot": pilot}
 
 
@@ -314,10 +314,12 @@ def findings(P: dict) -> dict[str, list[dict]]:
     return {}
 
 
-def configs(chapter: str, P: dict) -> dict[str, list[dict]]:
-    """The chapter's named groups of configurations for the resolved parameters ``P``."""
+def configs(chapter: str, P: dict) -> dict[str, list[spec_mod.RunSpec]]:
+    """The chapter's named groups of run specifications for the resolved parameters ``P``: every
+    configuration passes the one constructor (``spec.build``) here, before any run trains."""
     choose("chapter", chapter, CHAPTERS)
-    return globals()[chapter](P)
+    return {group: [spec_mod.as_spec(c, f"{chapter} ({group})") for c in cfgs]
+            for group, cfgs in globals()[chapter](P).items()}
 
 
 def runs(chapter: str, P: dict) -> list[dict]:

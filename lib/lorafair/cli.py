@@ -29,8 +29,11 @@ from .errors import LorafairError
 
 
 def _value(text: str):
+    """A ``-p`` value: YAML (numbers as in YAML 1.2: ``1e-3`` is a float); unparsable text stays text."""
+    from .profiles import read_yaml
+
     try:
-        return yaml.safe_load(text)
+        return read_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -106,7 +109,7 @@ def check_run_flags(a, method) -> None:
 
 def cmd_run_generation(a) -> None:
     from . import generation as gen
-    from . import methods, sweep
+    from . import methods, spec, sweep
     from .errors import choose
     from .profiles import per_model, resolve
     from .runs import RunStore, is_main_process
@@ -121,18 +124,22 @@ def cmd_run_generation(a) -> None:
 
     choose("model for generation", model, causal_lm_names())
     train = methods.get(method).trains != "nothing"
+    rank = P["rank"] if a.rank is None else (int(a.rank) if float(a.rank).is_integer() else a.rank)
+    if not isinstance(rank, int):
+        raise LorafairError(f"--rank of a generation run is a whole number (fractional ranks are for classifiers), got {a.rank:g}")
     if a.part == "pronoun":
         cfg = gen.pronoun_config(P["profile"], P["pronoun_task"], P["pronoun_task_kwargs"], model, method,
                                  a.train_set if train else None, a.seed,
                                  a.epochs if a.epochs is not None else (per_model(P["epochs"], model, method) if train else 0),
                                  a.lr if a.lr is not None else (per_model(P["lrs"], model, method) if train else 0.0),
-                                 P["batch_size"], P["max_length"], P["max_new_tokens"], rank=int(a.rank or P["rank"]))
+                                 P["batch_size"], P["max_length"], P["max_new_tokens"], rank=rank)
     else:
         cfg = gen.probe_config(P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, a.seed,
                                a.epochs if a.epochs is not None else (per_model(P["probe_epochs"], model, method) if train else 0),
                                a.lr if a.lr is not None else (per_model(P["probe_lrs"], model, method) if train else 0.0),
                                P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"],
-                               P["max_text_tokens"], rank=int(a.rank or P["rank"]), n_boot=P["n_boot"])
+                               P["max_text_tokens"], rank=rank, n_boot=P["n_boot"])
+    cfg = spec.build(cfg, "lorafair run generation")
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
     rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
                         progress=True)
@@ -174,7 +181,7 @@ def cmd_run(a) -> None:
         a.lr if a.lr is not None else per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
         n_boot=P["n_boot"], max_length=P.get("max_length"), split_design=chapters.unit_design(P),
-        split_fractions=chapters.split_fractions(P))
+        split_fractions=chapters.split_fractions(P), where=f"lorafair run {a.experiment}")
     rec = sweep.run_one(RunStore(a.results_dir or P["results_dir"]), cfg, force=a.force, train_options=options,
                         progress=True)
     if not is_main_process():
@@ -212,6 +219,8 @@ def cmd_plan(a) -> None:
 
 
 def cmd_sweep(a) -> None:
+    import os
+
     from . import launch
 
     from .errors import choose
@@ -223,6 +232,9 @@ def cmd_sweep(a) -> None:
         choose("launcher", a.launch, launch.LAUNCHERS)
         if not a.emit:
             raise LorafairError(f"--launch {a.launch} needs --emit FILE (the file the tasks read)")
+        launch.check_slurm(a.partition, a.logs if a.launch == "slurm" else None)
+        if a.launch == "sbatch" and a.sbatch_out and os.path.isdir(a.sbatch_out):
+            raise LorafairError(f"--sbatch-out {a.sbatch_out} is a folder; give a file name")
     for flag in ("workers", "gpus", "retries", "tasks_per_job", "parallel", "time", "gpus_per_node"):
         v = getattr(a, flag)
         if v is not None and v < (0 if flag == "retries" else 1):
@@ -267,8 +279,11 @@ def cmd_sweep(a) -> None:
         minutes = a.time or launch.time_request_minutes([r["seconds"] for r in todo])
         script = launch.sbatch_script(a.emit, len(todo), minutes, a.gpus, a.results_dir, a.parallel, a.partition)
         out = a.sbatch_out or "lorafair-array.sbatch"
-        with open(out, "w") as f:
-            f.write(script)
+        try:
+            with open(out, "w") as f:
+                f.write(script)
+        except OSError as e:
+            raise LorafairError(f"could not write --sbatch-out {out}: {e.strerror or e}") from None
         print(f"[lorafair] wrote {out}: submit it with `sbatch {out}`")
     else:
         res = launch.launch_slurm(a.emit, a.logs, a.results_dir, a.gpus, a.partition, a.parallel, a.retries,
@@ -293,9 +308,11 @@ def cmd_exec(a) -> None:
 def cmd_runs(a) -> None:
     from pathlib import Path
 
+    from .errors import choose
     from .profiles import RESULTS_DIRS
     from .runs import verify_store
 
+    choose("profile", a.profile, RESULTS_DIRS)
     root = Path(a.results_dir or RESULTS_DIRS[a.profile])
     if not root.is_dir():
         raise LorafairError(f"no run store at {root} (--results-dir: a folder of <experiment>/<run_id>/ records)")
@@ -350,10 +367,21 @@ def check_bench_flags(a) -> None:
 
 def _write_out(path: str, obj) -> None:
     """A bench table and its environment as standard JSON (``--out``)."""
+    import os
+
     from .runs import strict_json
 
-    with open(path, "w") as f:
-        f.write(strict_json(obj, indent=1))
+    text = strict_json(obj, indent=1)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:  # written whole or not at all (a full disk leaves no truncated file)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise LorafairError(f"could not write --out {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     print(f"[lorafair] wrote {path}")
 
 
@@ -568,6 +596,12 @@ def check_paths(a) -> None:
     out = getattr(a, "out", None)
     if a.command in ("book", "notebook") and out and os.path.exists(out) and not os.path.isdir(out):
         raise LorafairError(f"--out {out} is a file, not a folder")
+    emit = getattr(a, "emit", None)
+    if a.command == "sweep" and emit:
+        if os.path.isdir(emit):
+            raise LorafairError(f"--emit {emit} is a folder; give a file name, e.g. {os.path.join(emit, 'pending.jsonl')}")
+        if not os.path.isdir(os.path.dirname(emit) or "."):
+            raise LorafairError(f"--emit {emit}: no folder {os.path.dirname(emit)} (create it first)")
     d = getattr(a, "results_dir", None)
     if not d:
         return
@@ -592,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     except LorafairError as e:
         print(f"lorafair: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the system refused (a full disk, a read-only folder): one line, not a traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"lorafair: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lorafair: interrupted; completed runs are kept, re-run to resume", file=sys.stderr)
         if argv is None:  # the command line: every record is published atomically and the kernel and

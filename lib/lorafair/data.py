@@ -470,6 +470,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+#: what each dataset's inputs are (a model of the same kind reads them)
+DATASET_KINDS = {"openmoji_people": "image", "utkface": "image", "identity_attack": "text", "stereoset": "text",
+                 "crows_pairs": "text", "measuring_hate_speech": "text"}
+
+
 def load(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise LorafairError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")

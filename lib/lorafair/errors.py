@@ -16,3 +16,18 @@ def choose(kind: str, value, choices: Iterable) -> None:
         raise LorafairError(
             f"unknown {kind} {value!r}; valid choices: {', '.join(map(str, choices))}"
         )
+
+
+def as_int(value):
+    """``int(value)`` for an integral number (numpy's too); anything else unchanged, so that the run
+    spec's check refuses it by name instead of ``int`` silently cutting 1.5 to 1."""
+    import numbers
+
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+
+def as_float(value):
+    """``float(value)`` for a real number (numpy's too); anything else unchanged (see ``as_int``)."""
+    import numbers
+
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import flop_registry
 
 from . import bench
 from . import methods as methods_mod
-from .errors import choose
+from .errors import as_int, choose
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def estimate_config(profile: str, workload: str, precision: str, batch: int, che
     choose("precision", precision, bench.PRECISIONS)
     choose("gpu", gpu, GPUS)
     return {"experiment": "performance", "profile": profile, "workload": workload, "scale": scale, "gpu": gpu,
-            "precision": precision, "batch": int(batch), "seq": int(seq), "checkpointing": bool(checkpointing)}
+            "precision": precision, "batch": as_int(batch), "seq": as_int(seq), "checkpointing": bool(checkpointing)}
 
 
 def compute_estimate(cfg: dict):

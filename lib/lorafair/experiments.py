@@ -20,8 +20,9 @@ from . import inference
 from . import methods as methods_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
+from . import spec as spec_mod
 from . import splits
-from .errors import LorafairError
+from .errors import LorafairError, as_float, as_int
 from .runs import RunRecord, RunStore
 from .precision import choose_precision
 from .train import TrainConfig, fit_predict, fit_predict_head
@@ -32,19 +33,21 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
                           rank=None, alpha=None, layer_fraction: float = 1.0, placement: str = "front",
                           target_modules=None, split_fractions=(0.6, 0.2, 0.2), select: str = "best_val",
                           n_boot: int = 1000, max_length: int | None = None,
-                          split_design: dict | None = None, settings: dict | None = None) -> dict:
-    """The resolved, hashed configuration of one classification run."""
+                          split_design: dict | None = None, settings: dict | None = None,
+                          where: str = "configuration") -> spec_mod.RunSpec:
+    """The resolved, hashed configuration of one classification run, validated (``spec.build``;
+    ``where`` names its source in an error)."""
     spec = models_mod.get_spec(model)
     m = methods_mod.for_classification(method)
     methods_mod.check_supported(m.name, spec.kind, spec.name, spec.target_layer)
     method = m.name
     cfg = {"experiment": experiment, "profile": profile, "dataset": dataset,
            "dataset_kwargs": dict(sorted(dataset_kwargs.items())), "model": spec.name, "method": method,
-           "seed": int(seed), "split_seed": int(seed), "split_fractions": list(split_fractions),
-           "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "select": select,
-           "n_boot": int(n_boot)}
+           "seed": as_int(seed), "split_seed": as_int(seed), "split_fractions": list(split_fractions),
+           "epochs": as_int(epochs), "lr": as_float(lr), "batch_size": as_int(batch_size), "select": select,
+           "n_boot": as_int(n_boot)}
     if spec.kind == "text":
-        cfg["max_length"] = int(max_length or spec.max_length)
+        cfg["max_length"] = as_int(max_length or spec.max_length)
     if split_design:  # lorafair.splits: a unit split, a positive control, or a membership-inference split
         cfg["split_design"] = dict(sorted(split_design.items()))
     if m.prompt_learning:  # virtual tokens before the input: no target modules, no layers
@@ -53,11 +56,11 @@ def classification_config(experiment: str, profile: str, dataset: str, dataset_k
         frac = layer_fraction
         if m.uses_rank:
             r, frac = models_mod.rank_and_fraction(rank if rank is not None else spec.default_rank, layer_fraction)
-            cfg.update({"rank": r, "alpha": float(alpha if alpha is not None else spec.default_alpha)})
+            cfg.update({"rank": r, "alpha": as_float(alpha if alpha is not None else spec.default_alpha)})
         cfg.update(m.resolve_settings(settings))  # the method's other settings (none for LoRA)
-        cfg.update({"layer_fraction": float(frac), "placement": placement if frac < 1 else "front",
+        cfg.update({"layer_fraction": as_float(frac), "placement": placement if frac < 1 else "front",
                     "target_modules": sorted(target_modules) if target_modules else None})
-    return cfg
+    return spec_mod.build(cfg, where)
 
 
 class ClassificationRunner:
@@ -97,6 +100,7 @@ class ClassificationRunner:
 
     def run(self, cfg: dict, force: bool = False) -> RunRecord:
         """One configuration through this runner's store (``lorafair.sweep`` runs many)."""
+        cfg = spec_mod.as_spec(cfg)
         return self.store.get_or_run(cfg["experiment"], cfg, lambda: self.compute(cfg), force=force)
 
     def compute(self, cfg: dict):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from . import chapters
 from . import runs as runs_mod
+from . import spec as spec_mod
 from . import sweep as sweep_mod
 from .errors import LorafairError, choose
 from .profiles import RESULTS_DIRS, resolve
@@ -162,30 +165,53 @@ def emit(rows: list[dict], path: str | os.PathLike) -> int:
     """Write the configurations that have no record (pending or incomplete) as JSON lines; returns how many."""
     todo = [r for r in rows if r["state"] != "done"]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps({"config": r["config"], "seconds": r["seconds"],
-                                       "train_options": r.get("train_options") or {}}, sort_keys=True) + "\n"
-                           for r in todo))
-    tmp.replace(path)
+    if path.is_dir():
+        raise LorafairError(f"--emit {path} is a folder; give a file name, e.g. {path / 'pending.jsonl'}")
+    if not path.parent.is_dir():
+        raise LorafairError(f"--emit {path}: no folder {path.parent} (create it first)")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(json.dumps({"config": r["config"], "seconds": r["seconds"],
+                                           "train_options": r.get("train_options") or {}}, sort_keys=True) + "\n"
+                               for r in todo))
+        tmp.replace(path)
+    except OSError as e:  # a full disk, a read-only folder: no partial file and no temporary left
+        raise LorafairError(f"could not write {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(todo)
 
 
 def read(path: str | os.PathLike) -> list[dict]:
-    """The entries of a file written by ``emit``; a malformed line is an error naming its number."""
+    """The entries of a file written by ``emit``, each line's configuration through the one run-spec
+    constructor (``spec.build``) and its speed settings checked, before any line runs: a malformed
+    line is an error naming its number and the bad key."""
     path = Path(path)
     if not path.is_file():
         raise LorafairError(f"no such file of configurations: {path} (write one with lorafair sweep NAME --emit FILE)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LorafairError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{path} line {i}"
         try:
             e = json.loads(line)
-            e["config"]["experiment"]
-        except (ValueError, KeyError, TypeError):
-            raise LorafairError(f"{path} line {i} is not a configuration written by lorafair sweep --emit") from None
-        out.append(e)
+        except ValueError:
+            raise LorafairError(f"{where} is not JSON (a line written by lorafair sweep --emit)") from None
+        if not isinstance(e, dict) or not isinstance(e.get("config"), dict):
+            raise LorafairError(f"{where} is not a configuration written by lorafair sweep --emit (no config)")
+        extra = sorted(set(e) - {"config", "seconds", "train_options"})
+        if extra:
+            raise LorafairError(f"{where}: unknown key {extra[0]!r}; a line holds config, seconds and train_options")
+        s = e.get("seconds")
+        if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0):
+            raise LorafairError(f"{where}: seconds is {s!r}: a non-negative number of seconds or null")
+        out.append({"config": spec_mod.build(e["config"], where), "seconds": s,
+                    "train_options": spec_mod.train_options(e.get("train_options"), f"{where}: train_options")})
     return out
 
 
@@ -193,7 +219,11 @@ def parse_indices(text: str | None, n: int) -> list[int]:
     """``None``: every line (or the SLURM array task's, from ``SLURM_ARRAY_TASK_ID``); ``"3"`` or ``"0,2,5"``."""
     if text is None:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        return [int(task)] if task is not None else list(range(n))
+        if task is None:
+            return list(range(n))
+        if not task.strip().isdigit() or not 0 <= int(task) < n:
+            raise LorafairError(f"SLURM_ARRAY_TASK_ID is {task!r}: a line number of the file, 0-{n - 1}")
+        return [int(task)]
     try:
         idx = [int(t) for t in str(text).split(",") if t.strip()]
     except ValueError:
@@ -213,7 +243,7 @@ def execute(path: str | os.PathLike, indices: list[int] | None = None, results_d
     out = []
     for i in (range(len(entries)) if indices is None else indices):
         c, options = entries[i]["config"], dict(entries[i].get("train_options") or {})
-        store = RunStore(results_dir or RESULTS_DIRS[c.get("profile", "offline")])
+        store = RunStore(results_dir or RESULTS_DIRS[c["profile"]])
         if not store.is_done(c["experiment"], c):
             sweep_mod.KINDS[sweep_mod.kind_of(c)].prepare([c])
         rec = sweep_mod.run_one(store, c, train_options=options, progress=False, wait=wait)
@@ -281,9 +311,33 @@ def time_request_minutes(seconds: list[float | None], default_s: float = 4 * 360
     return int(math.ceil((max(known) if known else default_s) * margin / 60.0)) + 10
 
 
+#: a SLURM partition (or a comma-separated list of them)
+PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+
+
+def check_slurm(partition: str | None = None, logs: str | None = None) -> None:
+    """Values that go into a job script or submitit's: a partition name, a log folder without
+    characters a shell or an ``#SBATCH`` line would read (newlines, quotes, ``$``, backticks, ...)."""
+    if partition is not None and not PARTITION.fullmatch(partition):
+        raise LorafairError(f"--partition {partition!r} is not a partition name (letters, digits, _ . -, "
+                            "comma-separated)")
+    if logs is not None and not re.fullmatch(r"[A-Za-z0-9_./+-]+", str(logs)):
+        raise LorafairError(f"--logs {logs!r}: give a folder whose name has only letters, digits and _ . / + - "
+                            "(it is written into the job scripts)")
+
+
 def sbatch_script(path: str, n: int, minutes: int, gpus: int = 1, results_dir: str | None = None,
                   parallel: int | None = None, partition: str | None = None) -> str:
-    """A plain ``sbatch --array`` script for sites that submit by hand: task i runs line i."""
+    """A plain ``sbatch --array`` script for sites that submit by hand: task i runs line i. Every
+    value is checked (numbers, the partition) or quoted for the shell (``shlex.quote``), so a file or
+    folder name cannot run a command or add an ``#SBATCH`` line."""
+    check_slurm(partition)
+    for name, v in (("file", path), ("--results-dir", results_dir)):
+        if v is not None and any(ord(ch) < 32 for ch in str(v)):
+            raise LorafairError(f"{name} {str(v)!r} holds a control character (a newline?); it cannot go into a job script")
+    for name, v in (("tasks", n), ("minutes", minutes), ("gpus", gpus), ("parallel", parallel or 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise LorafairError(f"the job array's {name} must be a positive integer, got {v!r}")
     lines = ["#!/bin/bash", "#SBATCH --job-name=lorafair",
              f"#SBATCH --array=0-{n - 1}" + (f"%{parallel}" if parallel else ""),
              f"#SBATCH --time={minutes // 60:02d}:{minutes % 60:02d}:00",
@@ -293,8 +347,8 @@ def sbatch_script(path: str, n: int, minutes: int, gpus: int = 1, results_dir: s
         lines.append(f"#SBATCH --partition={partition}")
     lines += ["#SBATCH --requeue", "set -euo pipefail",
               "# the repository's environment: .venv/bin on the PATH (README)",
-              'lorafair exec "' + str(path) + '" --index "$SLURM_ARRAY_TASK_ID"'
-              + (f' --results-dir "{results_dir}"' if results_dir else "")]
+              "lorafair exec " + shlex.quote(str(path)) + ' --index "$SLURM_ARRAY_TASK_ID"'
+              + (" --results-dir " + shlex.quote(str(results_dir)) if results_dir else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -320,6 +374,7 @@ def launch_slurm(path: str, folder: str, results_dir: str | None = None, gpus: i
     ``folder``. Failed tasks are resubmitted up to ``retries`` times. Returns {submitted, failed}."""
     import submitit
 
+    check_slurm(partition, folder)
     entries = read(path)
     chunks = [list(range(i, min(i + tasks_per_job, len(entries)))) for i in range(0, len(entries), tasks_per_job)]
     if not chunks:

@@ -562,6 +562,9 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
     info["trainable_params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     info["total_params"] = int(sum(p.numel() for p in model.parameters()))
     info["freeze_norm_stats"] = m.trains != "all"
+    if m.trains != "nothing" and info["trainable_params"] == 0:
+        raise LorafairError(f"method {m.name!r} on model {spec.name} trains nothing (0 trainable parameters"
+                            + (f"; target modules {target_modules}" if target_modules else "") + ")")
     if spec.channels_last:
         set_channels_last(model)
     return model, info

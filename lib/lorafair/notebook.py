@@ -48,6 +48,9 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
             raise LorafairError(f"unknown parameter {k!r} for notebook {name}; valid: {', '.join(valid)}")
     if "profile" in parameters:
         choose("profile", parameters["profile"], PROFILE_NAMES)
+    check_force(parameters.get("force", False))
+    if "results_dir" in parameters:
+        check_results_dir(parameters["results_dir"])
     out = Path(out_dir or BOOK_DIR) / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source(name))
@@ -78,6 +81,18 @@ def execute(name: str, parameters: dict | None = None, out_dir: str | os.PathLik
 
 
 KILL_AFTER_S = 5.0
+
+
+def check_force(force) -> None:
+    """The ``force`` parameter is true or false (``-p force maybe`` must not recompute a chapter)."""
+    if not isinstance(force, bool):
+        raise LorafairError(f"parameter force is {force!r}: true (recompute runs that have a record) or false")
+
+
+def check_results_dir(d) -> None:
+    """The ``results_dir`` parameter is a folder's path (a string)."""
+    if d is not None and (not isinstance(d, str) or not d.strip() or "\x00" in d):
+        raise LorafairError(f"parameter results_dir is {d!r}: a folder's path (a string)")
 
 
 class Text(str):
@@ -205,16 +220,25 @@ def missing_runs(profile: str, names, results_dir: str | None = None) -> dict[st
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
 
 
+#: the file that marks ``OUT/source`` as made by ``lorafair book --out`` (only such a folder is replaced)
+STAGED_MARK = ".lorafair-staged"
+
+
 def stage_sources(out: Path) -> Path:
     """A copy of the book's sources (configuration, table of contents, the text chapters) in
     ``out/source``, where the notebooks are executed and the book is built: nothing in the checkout
-    changes. Returns the copy's root."""
+    changes. An earlier copy is replaced only if it bears this tool's mark (``STAGED_MARK``); a
+    ``source`` folder of the user's is never removed. Returns the copy's root."""
     import shutil
 
     src = out / "source"
+    if src.is_symlink() or (src.exists() and not (src / STAGED_MARK).is_file()):
+        raise LorafairError(f"{src} exists and was not made by lorafair book --out; it is left as it is: give "
+                            "another --out folder, or remove it yourself")
     if src.exists():
         shutil.rmtree(src)
     src.mkdir(parents=True)
+    (src / STAGED_MARK).write_text("made by lorafair book --out; replaced by the next build into this folder\n")
     for name in BOOK_SOURCES:
         a = REPO_ROOT / name
         if a.is_dir():
@@ -234,6 +258,10 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
     execute and build in a copy of the sources there (the HTML in ``out_dir/_build/html``) instead
     of in the checkout."""
     choose("profile", profile, PROFILE_NAMES)
+    for name in only or ():  # everything is checked before anything is created or replaced
+        choose("notebook", name, NOTEBOOKS)
+    if results_dir is not None:
+        check_results_dir(results_dir)
     root = REPO_ROOT
     if out_dir:
         out_dir = Path(out_dir).resolve()
@@ -274,6 +302,24 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
     return timings
 
 
+def _one_line_errors() -> None:
+    """In a notebook's kernel, a LorafairError (a bad parameter, a run that stopped) shows as one line
+    naming it instead of a traceback; the cell still fails, so papermill stops there."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def one_line(self, etype, value, tb, tb_offset=None):
+        stb = [f"lorafair: error: {value}"]
+        self._showtraceback(etype, value, stb)  # the kernel reports it as the cell's error (papermill reads it)
+        return stb
+    shell.set_custom_exc((LorafairError,), one_line)
+
+
 def setup_chapter(name: str, namespace: dict):
     """What every chapter does first: quiet library warnings, the kernel's torch threads
     (``LORAFAIR_THREADS``, default 2; the tests set 1), the plot style, the parameters resolved from
@@ -285,6 +331,8 @@ def setup_chapter(name: str, namespace: dict):
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning)
+    _one_line_errors()
+    check_force(namespace.get("force", False))
     # a kernel never outlives the process that executes its notebook (SIGKILL included); its sweep
     # workers then get their own SIGTERM and clean up
     die_with_parent(signal.SIGKILL)

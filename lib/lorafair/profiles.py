@@ -9,10 +9,35 @@ A notebook's parameters cell sets ``profile`` and leaves the others ``None``; ``
 from __future__ import annotations
 
 import copy
+import math
+import re
+
+import yaml
 
 from . import methods as methods_mod
 from .errors import LorafairError, choose
 from .methods import PLACEMENTS
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading numbers as YAML 1.2 does: ``1e-3`` is a float (PyYAML's 1.1 rules
+    read it as a string), so ``-p lrs "{lora: 1e-3}"`` means what it says."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    """A parameter value typed by a user (``-p KEY VALUE``, or a papermill string): YAML, numbers as
+    in YAML 1.2. Raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_Loader)
+
 
 PROFILE_NAMES = ("smoke", "offline", "paper")
 #: Where each profile's run records live. The offline records are committed (the published record).
@@ -464,10 +489,13 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
             raise LorafairError(f"unknown parameter {k!r} for {notebook}; valid: {', '.join(sorted(params))}")
         if v is not None:
             params[k] = v
-    for k, v in params.items():  # a value the YAML reader could not parse stays a string: say so
+    for k, v in params.items():  # a list or mapping given as text (papermill -p passes it so): read as YAML
         if isinstance(v, str) and v.lstrip()[:1] in ("[", "{"):
-            raise LorafairError(f"parameter {k} of {notebook} is {v!r}: not valid YAML (a list is written "
-                                "[13, 42], a mapping {lora: 1e-3})")
+            try:
+                params[k] = read_yaml(v)
+            except yaml.YAMLError:
+                raise LorafairError(f"parameter {k} of {notebook} is {v!r}: not valid YAML (a list is written "
+                                    "[13, 42], a mapping {lora: 1e-3})") from None
     for k in ("models", "methods", "seeds"):
         if k not in params:
             continue
@@ -486,7 +514,7 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _leaves(value):
@@ -504,6 +532,9 @@ def validate(notebook: str, P: dict) -> None:
     methods are checked against the registries where the grid is built.)"""
     def bad(key, value, want):
         raise LorafairError(f"parameter {key} of {notebook} is {value!r}: {want}")
+    rd = P.get("results_dir")
+    if not isinstance(rd, str) or not rd.strip() or "\x00" in rd:
+        bad("results_dir", rd, "a folder's path (a string)")
     for key in ("seeds",):
         if key in P and (not P[key] or not all(_is_int(v) for v in P[key])):
             bad(key, P[key], "a non-empty list of integers, e.g. [13, 42]")

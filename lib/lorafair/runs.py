@@ -9,11 +9,17 @@ Several processes (SLURM array tasks, the workers of one node, two users' shells
 A run is computed by the process that holds its *claim*: ``.claim-<run_id>`` beside the record,
 created with ``O_EXCL`` and holding the owner's host, pid and start time, its modification time
 refreshed every ``CLAIM_HEARTBEAT_S`` while the run computes. Another process asking for the same
-run waits for the record (or skips it, ``wait=False``). A claim is taken over only when its owner
-is gone: on the same host, its pid no longer exists; on another host, its heartbeat is older than
-``CLAIM_STALE_S``. A completed record is never removed by a process that did not ask to recompute
+run waits for the record (or skips it, ``wait=False``), saying once what it waits for and since
+when. A claim is taken over only when its owner is gone: its heartbeat is older than
+``CLAIM_STALE_S`` (on any host: a pid of this host may have been reused by another process), or, on
+the same host, its pid no longer exists. A completed record is never removed by a process that did not ask to recompute
 it (``force``); a forced recomputation moves the old record aside and removes it only after the new
 one is in place. Temporary directories of owners that are gone are removed.
+
+Records are bound to their ids: a record is served only if its stored configuration hashes to its
+folder's name and every file matches the size and sha256 its DONE manifest names (checked on load,
+cached by modification time and size, so re-rendering stays fast). Every path the store writes lies
+inside its root: experiment names are plain folder names, checked before anything is created.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import sys
 import shutil
 import subprocess
 import time
@@ -46,10 +54,26 @@ RECORDED_PACKAGES = (
 
 #: seconds between two refreshes of a claim's modification time while its run computes
 CLAIM_HEARTBEAT_S = 30.0
-#: a claim of another host whose heartbeat is older than this is taken over (its owner is gone)
-CLAIM_STALE_S = float(os.environ.get("LORAFAIR_CLAIM_STALE_S", "600"))
+#: a claim whose heartbeat is older than this is taken over (its owner is gone); the environment
+#: variable LORAFAIR_CLAIM_STALE_S overrides it (``claim_stale_s``)
+CLAIM_STALE_S = 600.0
 #: how often a process waiting for another's run looks again
 CLAIM_POLL_S = 2.0
+
+
+def claim_stale_s() -> float:
+    """``LORAFAIR_CLAIM_STALE_S`` (seconds, more than two heartbeats) or ``CLAIM_STALE_S``."""
+    v = os.environ.get("LORAFAIR_CLAIM_STALE_S")
+    if v is None:
+        return CLAIM_STALE_S
+    try:
+        s = float(v)
+    except ValueError:
+        s = float("nan")
+    if not (s == s and s != float("inf") and s > 2 * CLAIM_HEARTBEAT_S):
+        raise LorafairError(f"LORAFAIR_CLAIM_STALE_S must be a number of seconds above {2 * CLAIM_HEARTBEAT_S:g} "
+                            f"(two heartbeats), got {v!r}")
+    return s
 
 
 def _host() -> str:
@@ -83,19 +107,31 @@ class Claim:
         except (OSError, ValueError):
             return None
 
-    def is_stale(self) -> bool:
-        """Its owner is gone: a dead pid on this host, or no heartbeat for ``CLAIM_STALE_S`` elsewhere.
-        An unreadable claim (being written) is stale only once it is old."""
+    def age(self) -> float:
+        """Seconds since the claim's last heartbeat (infinite if it is gone)."""
         try:
-            age = time.time() - self.path.stat().st_mtime
+            return time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
+            return float("inf")
+
+    def is_stale(self) -> bool:
+        """Its owner is gone: no heartbeat for ``claim_stale_s()`` (on any host: the pid of a claim
+        of this host may since belong to another process), or a dead pid on this host. An
+        unreadable claim (being written) is stale only once it is old."""
+        age = self.age()
+        if age > claim_stale_s():
             return True
         o = self.owner()
-        if o is None:
-            return age > CLAIM_STALE_S
-        if o.get("host") == _host():
+        if isinstance(o, dict) and o.get("host") == _host():
             return not pid_alive(o.get("pid", -1))
-        return age > CLAIM_STALE_S
+        return False
+
+    def describe(self) -> str:
+        """Who holds the claim and how fresh its heartbeat is, for a waiting process's message."""
+        o = self.owner()
+        o = o if isinstance(o, dict) else {}
+        return (f"held by pid {o.get('pid', '?')} on {o.get('host', '?')} since {o.get('started_utc', '?')}, "
+                f"heartbeat {self.age():.0f} s ago; taken over after {claim_stale_s():.0f} s without one")
 
     def acquire(self) -> bool:
         """Create the claim; False if another live process holds it. A stale claim is removed and
@@ -155,8 +191,11 @@ def clean_stale_temporaries(directory: Path) -> int:
             host = "-".join(parts[2:-2])
         except (ValueError, IndexError):
             pid, host = -1, ""
-        gone = (host == _host() and not pid_alive(pid)) or \
-            (time.time() - p.stat().st_mtime > CLAIM_STALE_S and host != _host())
+        try:
+            old = time.time() - p.stat().st_mtime > claim_stale_s()
+        except FileNotFoundError:
+            continue
+        gone = (host == _host() and not pid_alive(pid)) or (old and host != _host())
         if gone:
             shutil.rmtree(p, ignore_errors=True)
             removed += 1
@@ -172,6 +211,22 @@ def run_id(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
+def code_revision() -> str | None:
+    """The library's git revision, with ``-dirty`` when its code has uncommitted changes (the record
+    then does not name the code that made it exactly); None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=here).stdout.strip() or None
+        if rev:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                                   timeout=5, cwd=here).stdout.strip()
+            rev += "-dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return rev
+
+
 def environment() -> dict:
     versions = {}
     for name in RECORDED_PACKAGES:
@@ -179,13 +234,7 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
+    rev = code_revision()
     import torch
 
     # the precision a training run used is added by the run itself (lorafair.precision)
@@ -215,12 +264,29 @@ class RunRecord:
             raise damaged(self.path, f"predictions.parquet does not parse: {type(e).__name__}") from None
 
 
+#: an experiment's folder name: letters, digits, ``_``, ``-`` and ``.``, not starting with a dot
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def safe_name(kind: str, name) -> str:
+    """``name`` if it is a plain folder name (no separator, no ``..``, not absolute), else an error."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise LorafairError(f"{kind} {name!r} is not a plain folder name (letters, digits, _ - .); a run is stored "
+                            "only inside its run store")
+    return name
+
+
 class RunStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
     def path(self, experiment: str, config: dict) -> Path:
-        return self.root / experiment / run_id(config)
+        """``<root>/<experiment>/<run_id>``, refused unless it lies inside the store."""
+        p = self.root / safe_name("experiment", experiment) / run_id(config)
+        root = self.root.resolve()
+        if root not in p.resolve().parents:  # a symlinked experiment folder leading out of the store
+            raise LorafairError(f"run folder {p} resolves to {p.resolve()}, outside the run store {root}")
+        return p
 
     def is_done(self, experiment: str, config: dict) -> bool:
         return (self.path(experiment, config) / "DONE").exists()
@@ -267,11 +333,16 @@ class RunStore:
             return load_record(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         claim = self.claim(experiment, config)
+        told = False
         while not claim.acquire():
             if (final / "DONE").exists() and not force:
                 return load_record(final)
             if not wait:
                 return None
+            if not told:
+                print(f"[lorafair] waiting for run {experiment}/{final.name}, computed by another process: "
+                      f"{claim.describe()}", file=sys.stderr, flush=True)
+                told = True
             time.sleep(CLAIM_POLL_S)
             if (final / "DONE").exists():
                 return load_record(final)
@@ -283,18 +354,25 @@ class RunStore:
             tmp.mkdir()
             try:
                 start = time.time()
-                out = compute()
+                try:
+                    out = compute()
+                except LorafairError as e:  # e.g. a non-finite loss: named with its run, nothing stored
+                    raise LorafairError(f"run {experiment}/{final.name} stopped, nothing was stored: {e}") from None
                 predictions, metrics = out[0], out[1]
                 extra = dict(out[2]) if len(out) > 2 else {}
                 env = {**environment(), **extra.pop("environment", {})}  # e.g. the precision the run used
                 meta = {"experiment": experiment, "run_id": final.name, "config": config,
-                        "environment": env, "wall_seconds": round(time.time() - start, 2),
-                        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-                predictions.to_parquet(tmp / "predictions.parquet", index=False)
-                _write_json(tmp / "metrics.json", metrics)
-                _write_json(tmp / "config.json", meta)
-                (tmp / "DONE").write_text(meta["finished_utc"] + "\n" + json.dumps(manifest(tmp)) + "\n")
-                _publish(tmp, final, replace_done=force)
+                        **scrub_paths({"environment": env, "wall_seconds": round(time.time() - start, 2),
+                                       "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})}
+                try:
+                    predictions.to_parquet(tmp / "predictions.parquet", index=False)
+                    _write_json(tmp / "metrics.json", metrics)
+                    _write_json(tmp / "config.json", meta)
+                    write_done(tmp, meta["finished_utc"])
+                    _publish(tmp, final, replace_done=force)
+                except OSError as e:  # a full disk, a store that became read-only: nothing half-written stays
+                    raise LorafairError(f"could not write the record of run {experiment}/{final.name} to "
+                                        f"{final.parent}: {e.strerror or e}; nothing was stored") from None
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -320,7 +398,10 @@ def is_main_process() -> bool:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    rank = os.environ.get("RANK", "0")
+    if not rank.strip().isdigit():
+        raise LorafairError(f"RANK must be a process rank (0, 1, ...; torchrun and accelerate launch set it), got {rank!r}")
+    return int(rank) == 0
 
 
 def _barrier() -> None:
@@ -348,6 +429,43 @@ def _publish(tmp: Path, final: Path, replace_done: bool) -> None:
 RECORD_FILES = ("config.json", "metrics.json", "predictions.parquet")
 
 
+def write_done(directory: Path, finished_utc: str) -> None:
+    """DONE: the finishing time and the manifest of the record's files ({file: [size, sha256]})."""
+    (directory / "DONE").write_text(finished_utc + "\n" + json.dumps(manifest(directory), sort_keys=True) + "\n")
+
+
+def _unpath(text: str) -> str:
+    """An absolute path as a path that names no machine: from the package folder
+    (``site-packages/...``) on, relative to the repository, or from the data cache (``data/cache/...``)
+    on, else its last part."""
+    p = Path(text)
+    parts = p.parts
+    for anchor in ("site-packages", "dist-packages"):
+        if anchor in parts:
+            return "/".join(parts[parts.index(anchor):])
+    try:
+        return str(p.relative_to(assets.REPO_ROOT))
+    except ValueError:
+        pass
+    for i in range(len(parts) - 1):
+        if parts[i] == "data" and parts[i + 1] == "cache":
+            return "/".join(parts[i:])
+    return p.name
+
+
+def scrub_paths(obj):
+    """``obj`` with every string that is an absolute path of this machine (``/...``) written without
+    the machine's folders (``_unpath``): committed records must not name the builder's paths. Applied
+    to everything a record states except its configuration, which is hashed into its id as given."""
+    if isinstance(obj, dict):
+        return {k: scrub_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_paths(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and len(obj) > 1 and "\n" not in obj and " " not in obj:
+        return _unpath(obj)
+    return obj
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -361,44 +479,80 @@ def manifest(directory: Path) -> dict:
     return {n: [(directory / n).stat().st_size, _sha256(directory / n)] for n in RECORD_FILES}
 
 
+#: sha256 of record files already checked in this process: {path: ((inode, mtime_ns, size), sha256)}
+_CHECKED: dict = {}
+
+
+def _sha256_cached(f: Path) -> str:
+    st = f.stat()
+    key = str(f)
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _CHECKED.get(key)
+    if hit and hit[0] == stamp:
+        return hit[1]
+    h = _sha256(f)
+    _CHECKED[key] = (stamp, h)
+    return h
+
+
+def _manifest_of(lines: list[str]) -> dict | str:
+    """The DONE file's manifest, or what is wrong with it."""
+    if len(lines) < 2:
+        return "its DONE file has no manifest (sizes and sha256 of its files)"
+    try:
+        want = json.loads(lines[1])
+    except ValueError:
+        return "its DONE manifest does not parse"
+    if not isinstance(want, dict) or set(want) != set(RECORD_FILES) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
+            for v in want.values()):
+        return "its DONE manifest is malformed (want {file: [size, sha256]} for " + ", ".join(RECORD_FILES) + ")"
+    return want
+
+
 def record_problem(path: Path, full: bool = False) -> str | None:
-    """What is wrong with a completed record, or None: a file missing, a size (``full``: or a sha256)
-    other than its DONE manifest's, or a file that does not parse. Records written before manifests
-    existed are checked by parsing only."""
+    """What is wrong with a completed record, or None: no manifest in DONE or a malformed one, a file
+    missing, a size or sha256 other than the manifest's, a configuration that does not hash to the
+    folder's name (``full``: also a file that does not parse). Never raises."""
     path = Path(path)
     try:
         lines = (path / "DONE").read_text().splitlines()
-    except OSError:
-        return "no DONE file (incomplete)"
-    want = None
-    if len(lines) > 1:
-        try:
-            want = json.loads(lines[1])
-        except ValueError:
-            return "its DONE manifest does not parse"
+    except (OSError, UnicodeDecodeError):
+        return "no readable DONE file (incomplete)"
+    want = _manifest_of(lines)
+    if isinstance(want, str):
+        return want
     for n in RECORD_FILES:
         f = path / n
-        if not f.exists():
-            return f"{n} is missing"
-        if want and n in want:
-            if f.stat().st_size != want[n][0]:
-                return f"{n} has {f.stat().st_size} bytes, {want[n][0]} were written"
-            if full and _sha256(f) != want[n][1]:
-                return f"{n} has another sha256 than was written"
-    if not full:  # load_record parses the JSON files itself
+        try:
+            if not f.is_file():
+                return f"{n} is missing"
+            size = f.stat().st_size
+            if size != want[n][0]:
+                return f"{n} has {size} bytes, {want[n][0]} were written"
+            if (_sha256(f) if full else _sha256_cached(f)) != want[n][1]:
+                return f"{n} has another sha256 than was written (it was changed after the run)"
+        except OSError as e:
+            return f"{n} cannot be read ({e.strerror or e})"
+    try:
+        meta = json.loads((path / "config.json").read_text())
+        rid = run_id(meta["config"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return "config.json does not parse or holds no configuration"
+    if rid != path.name:
+        return f"its configuration hashes to {rid}, not to its folder's name (a record moved or edited)"
+    if not full:
         return None
-    for n in ("config.json", "metrics.json"):
-        try:
-            json.loads((path / n).read_text())
-        except (ValueError, UnicodeDecodeError):
-            return f"{n} is not valid JSON"
-    if full:
-        try:
-            import pyarrow.parquet as pq
+    try:
+        json.loads((path / "metrics.json").read_text())
+    except (ValueError, UnicodeDecodeError):
+        return "metrics.json is not valid JSON"
+    try:
+        import pyarrow.parquet as pq
 
-            pq.ParquetFile(path / "predictions.parquet").metadata
-        except Exception:  # any parquet error: the file is damaged
-            return "predictions.parquet does not parse"
+        pq.ParquetFile(path / "predictions.parquet").metadata
+    except Exception:  # any parquet error: the file is damaged
+        return "predictions.parquet does not parse"
     return None
 
 
@@ -411,7 +565,7 @@ def load_record(path: Path) -> RunRecord:
     path = Path(path)
     if not (path / "DONE").exists():
         raise FileNotFoundError(f"run {path} is incomplete (no DONE file); re-run it")
-    problem = record_problem(path)
+    problem = record_problem(path)  # the manifest's sizes and sha256 (cached) and the id
     if problem:
         raise damaged(path, problem)
     try:
@@ -424,20 +578,29 @@ def load_record(path: Path) -> RunRecord:
 
 
 def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Path, str]]:
-    """Every damaged record under ``root`` (full check: sizes, sha256, parsing) as (path, problem);
-    ``repair`` removes them (moved aside, then deleted), so the next build recomputes them."""
+    """Every damaged record under ``root`` (full check: manifest, sizes, sha256, the id, parsing) as
+    (path, problem); never stops at one. ``repair`` removes them so that the next build recomputes
+    them: a record folder that is a symbolic link has its target removed (moved aside, then deleted)
+    and then the link; a removal that fails (a read-only store) is reported in the problem."""
     out = []
     for done in sorted(Path(root).glob("*/*/DONE")):
         path = done.parent
         if path.name.startswith("."):
             continue
         problem = record_problem(path, full=True)
-        if problem:
-            out.append((path, problem))
-            if repair:
-                grave = path.with_name(f".damaged-{path.name}-{uuid.uuid4().hex[:8]}")
-                os.rename(path, grave)
+        if not problem:
+            continue
+        if repair:
+            try:
+                target = path.resolve() if path.is_symlink() else path
+                grave = target.with_name(f".damaged-{target.name}-{uuid.uuid4().hex[:8]}")
+                os.rename(target, grave)
+                if path.is_symlink():
+                    path.unlink()
                 shutil.rmtree(grave, ignore_errors=True)
+            except OSError as e:
+                problem += f"; not removed: {e.strerror or e}"
+        out.append((path, problem))
     return out
 
 

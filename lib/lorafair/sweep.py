@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import data as data_mod
 from . import estimate as estimate_mod
 from . import models as models_mod
+from . import spec as spec_mod
 from .errors import LorafairError
 from .experiments import ClassificationRunner
 from .generation.runs import compute_probe_run, compute_pronoun_run
@@ -113,6 +114,8 @@ def run_one(store: RunStore | str, cfg: dict, force: bool = False, train_options
     """One configuration's record: read back, or computed and stored (``wait=False``: None at once
     if another process is computing it)."""
     store = RunStore(store) if isinstance(store, str) else store
+    cfg = spec_mod.as_spec(cfg)  # a plain configuration passes the one constructor here
+    train_options = spec_mod.train_options(train_options)
     kind = KINDS[kind_of(cfg)]
     inner = kind.inner_progress if progress is None else progress
     return store.get_or_run(cfg["experiment"], cfg, lambda: kind.compute(cfg, inner, dict(train_options or {})),

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .errors import LorafairError
 from .models import set_train_mode
 
 
@@ -106,8 +107,25 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, batches_per_epoch: int):
     return opt, get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps), steps
 
 
-def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch: int) -> None:
-    """Backward, optimizer and schedule step, loss bookkeeping and the progress bar."""
+class NonFiniteLoss(LorafairError):
+    """The training loss became NaN or infinite: the run stops and stores nothing."""
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float) -> None:
+    """Stop a run whose training loss is not a finite number (``NonFiniteLoss``, one line)."""
+    if not torch.isfinite(loss.detach()).all():
+        raise NonFiniteLoss(f"the training loss is {float(loss.detach().float().reshape(-1)[0])} at epoch {epoch}, "
+                            f"step {step} (learning rate {lr:g}: most likely too high; try a smaller one)")
+
+
+def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch: int, lr: float = float("nan")) -> None:
+    """Backward, optimizer and schedule step, loss bookkeeping and the progress bar; a loss that is
+    not finite stops the run (``check_finite``)."""
+    try:
+        check_finite(loss, epoch, len(losses) + 1, lr)
+    except NonFiniteLoss:
+        bar.close()  # the bar leaves the line, so the one-line error stands alone
+        raise
     accelerator.backward(loss)
     opt.step()
     sched.step()
@@ -260,7 +278,7 @@ def fit_predict(model: nn.Module, freeze_norm_stats: bool, encode: Callable, lab
                 ids = ids.cpu()
                 loss = group_objective(objective, nn.functional.cross_entropy(logits.float(), y, reduction="none").cpu(),
                                        groups[ids], None if weights is None else weights[ids], penalty)
-            _step(accelerator, loss, opt, sched, losses, bar, epoch)
+            _step(accelerator, loss, opt, sched, losses, bar, epoch, cfg.lr)
         if len(val_idx):
             out = predict(merged_copy(accelerator.unwrap_model(model)), encode, val_idx, labels, accelerator,
                           cfg.eval_batch_size)
@@ -497,7 +515,7 @@ def fit_lm(model: nn.Module, train: list, val: list, pad_id: int, cfg: TrainConf
         for batch in loader:
             with accelerator.autocast():
                 total, count = lm_loss_sum(model, batch)
-            _step(accelerator, total / max(count, 1), opt, sched, losses, bar, epoch)
+            _step(accelerator, total / max(count, 1), opt, sched, losses, bar, epoch, cfg.lr)
         model.eval()
         tot, cnt = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
         with torch.no_grad():

