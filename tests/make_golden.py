@@ -39,6 +39,9 @@ def sample() -> list:
 
 
 if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)  # as the tests run (tests/conftest.py): the same order of every sum
     if GOLDEN.exists():
         shutil.rmtree(GOLDEN)
     store = RunStore(GOLDEN)
