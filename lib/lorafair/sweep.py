@@ -132,6 +132,8 @@ def run(store: RunStore, configs: list[dict], force: bool = False, workers: int 
     runs; ``inner_progress``: bars inside each run (default: training bars for classification run in
     this process). ``train_options``: speed settings that do not enter a run's hash (``TrainConfig``:
     compile, gradient_checkpointing, num_workers, precision)."""
+    configs = [spec_mod.as_spec(c, f"{desc}: configuration {i}") for i, c in enumerate(configs)]  # all, before any trains
+    train_options = spec_mod.train_options(train_options)
     unique = list({run_id(c): c for c in configs}.values())
     todo = [c for c in unique if force or not store.is_done(c["experiment"], c)]
     if todo and os.environ.get("LORAFAIR_NO_COMPUTE") == "1":
