@@ -307,8 +307,11 @@ CLASSES = [
     (["run", "vision", "--profile", "smoke", "--seed", "-1"], "seed is -1"),
     (["run", "vision", "--profile", "smoke", "--seed", str(2 ** 40)], "seed is 1099511627776"),
     (["run", "generation", "--profile", "smoke", "--seed", "-7"], "seed is -7"),
-    (["run", "vision", "--profile", "smoke", "--lr", "inf"], "lr is inf"),
-    (["run", "vision", "--profile", "smoke", "--lr", "nan"], "--lr must be positive"),
+    (["run", "vision", "--profile", "smoke", "--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["run", "vision", "--profile", "smoke", "--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["run", "vision", "--profile", "smoke", "--rank", "inf"], "--rank must be a finite number, got inf"),
+    (["run", "vision", "--profile", "smoke", "--rank", "4096"], "rank 4096 exceeds the width"),
+    (["run", "vision", "--profile", "smoke", "--lr", "2"], "lr is 2.0: a finite number > 0 and <= 1"),
     (["run", "llm", "--profile", "smoke", "--task", "nosuch"], "dataset_kwargs.task is 'nosuch'"),
     (["run", "vision", "--profile", "smoke", "--task", "nosuch"], "dataset_kwargs.task is 'nosuch'"),
     (["run", "generation", "--profile", "smoke", "--rank", "2.5"], "--rank of a generation run is a whole number"),
@@ -390,3 +393,67 @@ def test_a_papermill_run_with_a_bad_parameter_fails_in_its_first_cell_in_one_lin
     failed = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     first_own = next(i for i, c in enumerate(code) if "setup_chapter" in c.source)
     assert failed == [first_own]  # the first cell after the parameters, before anything ran
+
+
+# ---------------------------------------------------------------- found by a fresh hostile sweep
+@pytest.mark.parametrize("argv, env, message", [
+    (["exec", "{good}", "--results-dir", "{store}"], {"SLURM_ARRAY_TASK_ID": "²"}, "SLURM_ARRAY_TASK_ID is '²'"),
+    (["exec", "{good}", "--index", "0", "--results-dir", "{store}"], {"RANK": "²"}, "RANK must be a process rank"),
+    (["exec", "{good}", "--index", "0", "--results-dir", "{store}"], {"RANK": "1"}, "RANK is 1 but WORLD_SIZE"),
+    (["exec", "{good}", "--index", "0", "--results-dir", "{store}"], {"LORAFAIR_CLAIM_STALE_S": "abc"},
+     "LORAFAIR_CLAIM_STALE_S must be"),
+    (["exec", "{good}", "--index", "", "--results-dir", "{store}"], {}, "--index must be integers"),
+    (["exec", "{empty}", "--results-dir", "{store}"], {}, "holds no configuration"),
+    (["exec", "{deep}", "--results-dir", "{store}"], {}, "line 1 is not JSON"),
+    (["plan", V, "--profile", "smoke", "-p", "profile", "offline"], {}, "give the profile with --profile"),
+    (["plan", V, "--profile", "smoke", "-p", "control", "{model: vit_tiny_random}"], {}, "parameter control of"),
+    (["plan", V, "--profile", "smoke", "-p", "beyond", "5"], {}, "parameter beyond of"),
+    (["plan", V, "--profile", "smoke", "-p", "lr_pilot", "{factors: [3.0]}"], {}, "it needs the key 'seeds'"),
+    (["plan", "membership_inference", "--profile", "smoke", "-p", "tasks", "[{name: v}]"], {}, "parameter tasks[0]"),
+    (["plan", "performance", "--profile", "smoke", "-p", "steps", "[{workload: 'vit_base:lora'}]"], {},
+     "it needs the key 'precision'"),
+    (["plan", "llm_classification", "--profile", "smoke", "-p", "seeds_by_model", "[1]"], {}, "parameter seeds_by_model"),
+    (["plan", V, "--profile", "smoke", "-p", "dataset_kwargs", "{task: gender, n: 1}"], {}, "dataset_kwargs.n is 1"),
+    (["plan", V, "--profile", "smoke", "-p", "dataset_kwargs", "{task: gender, n: 10000000}"], {},
+     "dataset_kwargs.n is 10000000"),
+    (["plan", V, "--profile", "smoke", "-p", "results_dir", ""], {}, "parameter results_dir"),
+    (["sweep", V, "--profile", "smoke", "--results-dir", ""], {}, "--results-dir is empty"),
+    (["sweep", V, "--profile", "smoke", "--results-dir", "{store}", "--emit", "{store}.jsonl", "--launch", "slurm",
+      "--cluster", "bogus"], {}, "unknown --cluster (submitit) 'bogus'"),
+])
+def test_inputs_of_the_second_hostile_sweep_are_one_line(argv, env, message, tmp_path, monkeypatch, capsys):
+    good = smoke_line(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    fill = {"good": str(good), "store": str(tmp_path / "store"), "empty": str(tmp_path / "empty.jsonl"),
+            "deep": str(tmp_path / "deep.jsonl")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k, v in fill.items():
+        argv = [a.replace("{" + k + "}", v) for a in argv]
+    one_line(capsys, 2, argv, message)
+    assert not list((tmp_path / "store").rglob("DONE"))
+
+
+def test_a_source_that_is_not_a_file_or_not_a_table_is_one_line(tmp_path):
+    from lorafair import data
+
+    os.mkfifo(tmp_path / "fifo")  # reading it would wait forever
+    with pytest.raises(LorafairError, match="not found"):
+        data.load_measuring_hate_speech(source=str(tmp_path / "fifo"))
+    (tmp_path / "bad.parquet").write_bytes(b"not a parquet file at all")
+    with pytest.raises(LorafairError, match="is not a readable parquet table"):
+        data.load_measuring_hate_speech(source=str(tmp_path / "bad.parquet"))
+
+
+@pytest.mark.parametrize("owner, future", [({"pid": 0}, False), ({"pid": -1}, False), ({"pid": "abc"}, False),
+                                           ({"pid": 1}, True)])
+def test_claims_naming_no_process_or_stamped_in_the_future_are_stale(owner, future, tmp_path):
+    """pid 0 and -1 name process groups (``kill(0, 0)`` succeeds), and a heartbeat a day ahead
+    would hold a run for a day: neither may keep a run waiting."""
+    claim = runs.Claim(tmp_path / ".claim-x")
+    claim.path.write_text(json.dumps({"host": runs._host(), "started_utc": "x", **owner}))
+    if future:
+        t = time.time() + 86400
+        os.utime(claim.path, (t, t))
+    assert claim.is_stale()

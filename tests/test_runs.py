@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from lorafair.errors import LorafairError
 from lorafair.runs import RunStore, is_main_process, load_record, run_id
 
 
@@ -67,6 +68,9 @@ def test_only_rank_zero_writes_even_before_the_process_group_exists(tmp_path, mo
     monkeypatch.setenv("RANK", "0")
     assert is_main_process()
     monkeypatch.setenv("RANK", "1")
+    with pytest.raises(LorafairError, match="RANK is 1 but WORLD_SIZE"):  # no launcher: a stray variable
+        is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "2")
     assert not is_main_process()
     calls = []
     with pytest.raises(FileNotFoundError):  # rank 1 computes (collectives need it) but reads rank 0's record

@@ -17,7 +17,8 @@ from pathlib import Path
 from .errors import LorafairError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("LORAFAIR_CACHE", REPO_ROOT / "data" / "cache"))
+#: generated files (renderings, converted models, features); ``LORAFAIR_CACHE`` moves it (empty: unset)
+CACHE = Path(os.environ.get("LORAFAIR_CACHE") or REPO_ROOT / "data" / "cache")
 
 
 @dataclass(frozen=True)

@@ -318,8 +318,12 @@ def configs(chapter: str, P: dict) -> dict[str, list[spec_mod.RunSpec]]:
     """The chapter's named groups of run specifications for the resolved parameters ``P``: every
     configuration passes the one constructor (``spec.build``) here, before any run trains."""
     choose("chapter", chapter, CHAPTERS)
-    return {group: [spec_mod.as_spec(c, f"{chapter} ({group})") for c in cfgs]
-            for group, cfgs in globals()[chapter](P).items()}
+    try:
+        grid = globals()[chapter](P)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a shape the parameter checks missed
+        raise LorafairError(f"the parameters of {chapter} do not make a grid of runs ({type(e).__name__}: {e}); "
+                            f"compare them with `lorafair params {chapter}`") from None
+    return {group: [spec_mod.as_spec(c, f"{chapter} ({group})") for c in cfgs] for group, cfgs in grid.items()}
 
 
 def runs(chapter: str, P: dict) -> list[dict]:

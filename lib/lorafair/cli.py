@@ -32,10 +32,20 @@ def _value(text: str):
     """A ``-p`` value: YAML (numbers as in YAML 1.2: ``1e-3`` is a float); unparsable text stays text."""
     from .profiles import read_yaml
 
+    if not text.strip():
+        return text  # an empty value stays empty (and is refused by name), it does not mean "the profile's"
     try:
         return read_yaml(text)
     except yaml.YAMLError:
         return text
+
+
+def _overrides(a) -> dict:
+    """``-p KEY VALUE`` of plan and sweep; the profile is given once, with --profile."""
+    out = {k: _value(v) for k, v in (a.param or [])}
+    if "profile" in out:
+        raise LorafairError(f"-p profile {out['profile']!r}: give the profile with --profile (here {a.profile!r})")
+    return out
 
 
 def cmd_book(a) -> None:
@@ -81,8 +91,14 @@ EXPERIMENTS = {"vision": "vision_classification", "llm": "llm_classification", "
 
 def check_run_flags(a, method) -> None:
     """``lorafair run``'s flags, before anything loads: ranges, choices and combinations (0 is a value)."""
+    import math
+
     from .methods import PLACEMENTS
 
+    for flag in ("lr", "alpha", "rank", "layer_fraction"):
+        v = getattr(a, flag)
+        if v is not None and not math.isfinite(v):
+            raise LorafairError(f"--{flag.replace('_', '-')} must be a finite number, got {v:g}")
     if a.epochs is not None and a.epochs < 1:
         raise LorafairError(f"--epochs must be at least 1, got {a.epochs}")
     if a.lr is not None and not a.lr > 0:
@@ -199,7 +215,7 @@ def cmd_plan(a) -> None:
     from .profiles import resolve
     from .runs import RunStore, run_id
 
-    P = resolve(a.name, a.profile, **{k: _value(v) for k, v in (a.param or [])})
+    P = resolve(a.name, a.profile, **_overrides(a))
     store = RunStore(P["results_dir"])
     groups = chapters.configs(a.name, P)
     seen, done = set(), 0
@@ -225,7 +241,7 @@ def cmd_sweep(a) -> None:
 
     from .errors import choose
 
-    overrides = {k: _value(v) for k, v in (a.param or [])}
+    overrides = _overrides(a)
     if overrides and a.name == "all":
         raise LorafairError("-p applies to one chapter; name it instead of 'all'")
     if a.launch:  # checked before anything is listed
@@ -233,6 +249,8 @@ def cmd_sweep(a) -> None:
         if not a.emit:
             raise LorafairError(f"--launch {a.launch} needs --emit FILE (the file the tasks read)")
         launch.check_slurm(a.partition, a.logs if a.launch == "slurm" else None)
+        if a.launch == "slurm" and a.cluster is not None:
+            choose("--cluster (submitit)", a.cluster, launch.SUBMITIT_CLUSTERS)
         if a.launch == "sbatch" and a.sbatch_out and os.path.isdir(a.sbatch_out):
             raise LorafairError(f"--sbatch-out {a.sbatch_out} is a folder; give a file name")
     for flag in ("workers", "gpus", "retries", "tasks_per_job", "parallel", "time", "gpus_per_node"):
@@ -602,6 +620,10 @@ def check_paths(a) -> None:
             raise LorafairError(f"--emit {emit} is a folder; give a file name, e.g. {os.path.join(emit, 'pending.jsonl')}")
         if not os.path.isdir(os.path.dirname(emit) or "."):
             raise LorafairError(f"--emit {emit}: no folder {os.path.dirname(emit)} (create it first)")
+    for flag in ("results_dir", "out", "emit", "sbatch_out", "logs"):
+        v = getattr(a, flag, None)
+        if v is not None and not v.strip():
+            raise LorafairError(f"--{flag.replace('_', '-')} is empty: give a path")
     d = getattr(a, "results_dir", None)
     if not d:
         return

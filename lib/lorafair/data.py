@@ -442,9 +442,13 @@ def load_measuring_hate_speech(axis: str = "religion", aggregation: str = "major
     """Measuring Hate Speech from the Hub (``datasets``) or a local parquet/CSV file (``source``)."""
     if source:
         p = Path(source)
-        if not p.exists():
-            raise LorafairError(f"Measuring Hate Speech file {p} not found")
-        raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        if not p.is_file():
+            raise LorafairError(f"Measuring Hate Speech file {p} not found (source: a parquet or CSV file)")
+        try:
+            raw = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        except Exception as e:  # any reader error: not a table of annotations
+            raise LorafairError(f"Measuring Hate Speech file {p} is not a readable {'parquet' if p.suffix == '.parquet' else 'CSV'} "
+                                f"table ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
     else:
         try:
             import datasets

@@ -111,6 +111,11 @@ class ClassificationRunner:
             raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
         table = ds.table.copy()
         table["split"] = splits.split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
+        sizes = table["split"].value_counts()
+        for part in ("train", "test"):
+            if not sizes.get(part, 0):
+                raise LorafairError(f"the {part} split is empty ({len(table)} examples of {ds.name}, split "
+                                    f"{dict(sizes)}): give the dataset more examples")
         model, _ = models_mod.build(spec.name, ds.num_labels, seed=cfg["seed"])
         m = methods_mod.get(cfg["method"])
         model, info = models_mod.adapt(model, spec, cfg["method"], rank=cfg.get("rank"), alpha=cfg.get("alpha"),

@@ -32,6 +32,8 @@ from .profiles import RESULTS_DIRS, resolve
 from .runs import RunStore, run_id
 
 LAUNCHERS = ("local", "gpus", "slurm", "sbatch")
+#: submitit's executors (``--cluster``): SLURM, local processes, or in this process (debug)
+SUBMITIT_CLUSTERS = ("slurm", "local", "debug")
 #: chapters whose runs the study computes (the findings and the book's other pages train nothing)
 RUN_CHAPTERS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
                 "performance")
@@ -200,7 +202,7 @@ def read(path: str | os.PathLike) -> list[dict]:
         where = f"{path} line {i}"
         try:
             e = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise LorafairError(f"{where} is not JSON (a line written by lorafair sweep --emit)") from None
         if not isinstance(e, dict) or not isinstance(e.get("config"), dict):
             raise LorafairError(f"{where} is not a configuration written by lorafair sweep --emit (no config)")
@@ -212,6 +214,8 @@ def read(path: str | os.PathLike) -> list[dict]:
             raise LorafairError(f"{where}: seconds is {s!r}: a non-negative number of seconds or null")
         out.append({"config": spec_mod.build(e["config"], where), "seconds": s,
                     "train_options": spec_mod.train_options(e.get("train_options"), f"{where}: train_options")})
+    if not out:
+        raise LorafairError(f"{path} holds no configuration (write one with lorafair sweep NAME --emit FILE)")
     return out
 
 
@@ -221,13 +225,13 @@ def parse_indices(text: str | None, n: int) -> list[int]:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         if task is None:
             return list(range(n))
-        if not task.strip().isdigit() or not 0 <= int(task) < n:
+        if not re.fullmatch(r"[0-9]+", task.strip()) or not 0 <= int(task) < n:
             raise LorafairError(f"SLURM_ARRAY_TASK_ID is {task!r}: a line number of the file, 0-{n - 1}")
         return [int(task)]
-    try:
-        idx = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise LorafairError(f"--index must be integers separated by commas, got {text!r}") from None
+    parts = [t.strip() for t in str(text).split(",")]
+    if not all(re.fullmatch(r"-?[0-9]+", t) for t in parts):
+        raise LorafairError(f"--index must be integers separated by commas, got {text!r}")
+    idx = [int(t) for t in parts]
     bad = [i for i in idx if not 0 <= i < n]
     if bad:
         raise LorafairError(f"--index {bad[0]} is out of range: the file has {n} configurations (0-{n - 1})")

@@ -553,6 +553,12 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
             settings = {"rank": r, "alpha": alpha if alpha is not None else spec.default_alpha}
         settings.update(extra)
         chosen = adapter_targets(model, spec, target_modules, fraction, placement, seed)
+        if "rank" in settings:  # a rank above a targeted layer's width adds parameters and no capacity
+            shapes = [getattr(model.get_submodule(c), "weight", None) for c in chosen]
+            width = min((min(w.shape[:2]) for w in shapes if w is not None and w.dim() >= 2), default=None)
+            if width is not None and settings["rank"] > width:
+                raise LorafairError(f"rank {settings['rank']} exceeds the width of the narrowest layer it adapts in "
+                                    f"{spec.name} ({width}); give a rank from 1 to {width}")
         cfg = m.peft_config(settings, chosen, None if causal_lm else [spec.head],
                             "CAUSAL_LM" if causal_lm else None, dropout)
         model = get_peft_model(model, cfg)

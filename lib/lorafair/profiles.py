@@ -482,6 +482,10 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
     choose("notebook", notebook, PRESETS)
     choose("profile", profile, PROFILE_NAMES)
     params = copy.deepcopy(PRESETS[notebook][profile])
+    if overrides.get("profile") not in (None, profile):
+        raise LorafairError(f"parameter profile is {overrides['profile']!r} but the profile is {profile!r}: give the "
+                            "profile once (--profile)")
+    overrides.pop("profile", None)
     params["profile"] = profile
     params.setdefault("results_dir", RESULTS_DIRS[profile])
     for k, v in overrides.items():
@@ -577,6 +581,122 @@ def validate(notebook: str, P: dict) -> None:
             bad("train_options", t, f"a mapping of speed settings ({', '.join(TRAIN_OPTIONS)})")
         for k in t:
             choose(f"key in parameter train_options of {notebook}", k, TRAIN_OPTIONS)
+    for key, schema in STRUCTURED.items():
+        if key in P:
+            _shape(notebook, key, P[key], STRUCTURED_BY_CHAPTER.get((notebook, key), schema))
+
+
+# ---------------------------------------------------------------- the shapes of structured parameters
+# A schema is a check function (value -> None or what is wanted) or one of:
+# ("map", {key: (schema, required)}), ("dict", value schema) (any names as keys), ("list", item schema),
+# ("opt", schema) (None allowed).
+def _want_int(low):
+    return lambda v: None if (_is_int(v) and v >= low) else f"an integer of at least {low}"
+
+
+def _want_num(low, open_low=True, high=None):
+    def check(v):
+        ok = _is_number(v) and (v > low if open_low else v >= low) and (high is None or v <= high)
+        return None if ok else (f"a number {'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if high else ""))
+    return check
+
+
+def _want_str(v):
+    return None if isinstance(v, str) and v else "a non-empty string"
+
+
+def _want_bool(v):
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _want_scalar(v):
+    return None if isinstance(v, (str, bool)) or _is_number(v) else "a name, number or true/false"
+
+
+def _shape(notebook: str, path: str, value, schema) -> None:
+    """Raise a one-line LorafairError naming ``path`` (e.g. ``control.keep``) unless ``value`` fits."""
+    def fail(want):
+        raise LorafairError(f"parameter {path} of {notebook} is {value!r}: {want}")
+    if callable(schema):
+        want = schema(value)
+        if want:
+            fail(want)
+        return
+    kind = schema[0]
+    if kind == "opt":
+        if value is not None:
+            _shape(notebook, path, value, schema[1])
+        return
+    if kind in ("list", "list0"):
+        if not isinstance(value, (list, tuple)) or (kind == "list" and not value):
+            fail("a non-empty list" if kind == "list" else "a list")
+        for i, v in enumerate(value):
+            _shape(notebook, f"{path}[{i}]", v, schema[1])
+        return
+    if not isinstance(value, dict):
+        fail("a mapping" + (" of " + ", ".join(schema[1]) if kind == "map" else ""))
+    if kind == "dict":
+        for k, v in value.items():
+            if not isinstance(k, str):
+                fail("a mapping whose keys are names")
+            _shape(notebook, f"{path}.{k}", v, schema[1])
+        return
+    fields = schema[1]
+    unknown = sorted(set(value) - set(fields), key=str)
+    if unknown:
+        fail(f"unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+    for k, (sub, required) in fields.items():
+        if k not in value:
+            if required:
+                fail(f"it needs the key {k!r} (keys: {', '.join(fields)})")
+            continue
+        _shape(notebook, f"{path}.{k}", value[k], sub)
+
+
+_INT0, _INT1, _STR, _BOOL = _want_int(0), _want_int(1), _want_str, _want_bool
+_POS, _FRAC, _NONNEG = _want_num(0), _want_num(0, high=1), _want_num(0, open_low=False)
+_NAMES = ("list", _STR)
+_SEEDS = ("list", _INT0)
+#: the structured parameters of every chapter (lorafair params NAME lists them, with each profile's value)
+STRUCTURED = {
+    "control": ("opt", ("map", {"model": (_STR, True), "method": (_STR, True), "attribute": (_STR, True),
+                                "group": (_want_scalar, True), "keep": (_FRAC, True),
+                                "relabel": (("opt", ("map", {"fraction": (_FRAC, True), "to_label": (_INT0, True)})),
+                                            False)})),
+    "lr_pilot": ("opt", ("map", {"factors": (("list", _POS), True), "seeds": (_SEEDS, True),
+                                 "models": (("opt", _NAMES), False)})),
+    "beyond": ("opt", ("map", {"model": (_STR, True), "methods": (_NAMES, True), "seeds": (_SEEDS, True),
+                               "lrs": (("dict", _POS), True), "penalty": (_NONNEG, True),
+                               "pilot": (("map", {"seed": (_INT0, True), "lrs": (("dict", ("list0", _POS)), True),
+                                                  "penalties": (("list0", _NONNEG), True)}), True)})),
+    "seeds_by_model": ("opt", ("dict", _SEEDS)),
+    "tasks": ("list", ("map", {
+        "name": (_STR, True), "dataset": (_STR, True), "dataset_kwargs": (("dict", lambda v: None), True),
+        "model": (_STR, True), "epochs": (_INT1, True), "lrs": (("dict", _POS), True), "attribute": (_STR, True),
+        "split_unit": (("opt", _STR), False), "max_length": (("opt", _INT1), False),
+        "extra_methods": (("opt", _NAMES), False),
+        "variants": (("opt", ("list", ("map", {"name": (_STR, True), "role": (_STR, True), "method": (_STR, True),
+                                                "epochs": (_INT1, True), "select": (_STR, False),
+                                                "shadows": (_BOOL, False)}))), False)})),
+    "steps": ("list", ("map", {"workload": (_STR, True), "precision": (_STR, True), "batch": (_INT1, True),
+                               "checkpointing": (_BOOL, True)})),
+    "extra_methods": ("opt", ("map", {"methods": (_NAMES, True), "train_sets": (_NAMES, True)})),
+
+    "probe_prompts": ("opt", _NAMES),
+    "pilots": ("opt", _STR),  # the classification chapters: the folder of their earlier pilot records
+    "dataset_kwargs": ("dict", lambda v: None), "second_dataset_kwargs": ("dict", lambda v: None),
+    "pronoun_task_kwargs": ("dict", lambda v: None), "probe_corpus_kwargs": ("dict", lambda v: None),
+    "split_caps": ("opt", ("dict", _INT1)), "split_unit": ("opt", _STR),
+    "dataset": _STR, "second_dataset": _STR, "second_task": _STR, "rank_sweep_model": _STR, "probe_corpus": _STR,
+    "pronoun_task": _STR, "probe_control_method": _STR, "shadow_methods": _STR, "gpu": _STR, "scale": _STR,
+    "global_variance": _BOOL, "seq": _INT1, "probe_plant": ("opt", _INT0),
+}
+#: where a parameter of the same name has another shape in one chapter
+STRUCTURED_BY_CHAPTER = {
+    ("findings", "pilots"): ("opt", ("list", ("map", {"directory": (_STR, True), "experiment": (_STR, True),
+                                                     "seeds": (("opt", _SEEDS), True),
+                                                     "models": (("opt", _NAMES), False)}))),
+}
 
 
 def per_model(value, model: str, method: str):

@@ -81,9 +81,12 @@ def _host() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this host with this pid exists (signal 0: no signal is sent)."""
+    """Whether a process of this host with this pid exists (signal 0: no signal is sent). Only a
+    positive integer names one process (0 and negative numbers name groups of processes)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, owned by someone else
@@ -119,7 +122,7 @@ class Claim:
         of this host may since belong to another process), or a dead pid on this host. An
         unreadable claim (being written) is stale only once it is old."""
         age = self.age()
-        if age > claim_stale_s():
+        if abs(age) > claim_stale_s():  # no heartbeat for so long, or one stamped far in the future
             return True
         o = self.owner()
         if isinstance(o, dict) and o.get("host") == _host():
@@ -326,6 +329,7 @@ class RunStore:
         final = self.path(experiment, config)
         if (final / "DONE").exists() and not force:
             return load_record(final)
+        claim_stale_s()  # a bad LORAFAIR_CLAIM_STALE_S is named before anything computes
         if not is_main_process():
             # under `accelerate launch` every rank trains (the collectives need them all); rank 0 writes
             compute()
@@ -399,8 +403,12 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     rank = os.environ.get("RANK", "0")
-    if not rank.strip().isdigit():
+    if not re.fullmatch(r"[0-9]+", rank.strip()):
         raise LorafairError(f"RANK must be a process rank (0, 1, ...; torchrun and accelerate launch set it), got {rank!r}")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if int(rank) > 0 and not (re.fullmatch(r"[0-9]+", world.strip()) and int(rank) < int(world)):
+        raise LorafairError(f"RANK is {rank} but WORLD_SIZE is {world!r}: outside a distributed launch (torchrun, "
+                            "accelerate launch) unset RANK")
     return int(rank) == 0
 
 
@@ -676,7 +684,12 @@ def _guarded(fn: Callable, *args):
     for it must not start after SIGTERM)."""
     if _TERMINATING:
         os._exit(128 + _TERMINATING[0])
-    return fn(*args)
+    try:
+        return fn(*args)
+    except SystemExit:
+        if _TERMINATING:  # told to stop: the run's clean-ups have run while unwinding; end the worker now
+            os._exit(128 + _TERMINATING[0])  # instead of handing the exit back to a pool whose parent may be gone
+        raise
 
 
 def die_with_parent(sig: int | None = None) -> None:

@@ -273,7 +273,8 @@ def _render(v):
 
 #: checks of the loaders' arguments by name (every loader argument must have one)
 ARGUMENT_CHECKS = {
-    "n": integer(1, none=True), "n_pairs": integer(1, none=True), "data_seed": integer(0, SEED_LIMIT - 1),
+    # at least enough examples for three stratified splits; at most what renders in about an hour
+    "n": integer(20, 200_000, none=True), "n_pairs": integer(8, 200_000, none=True), "data_seed": integer(0, SEED_LIMIT - 1),
     "threshold": number(0, 1, lo_open=True, hi_open=True), "render": _render,
     "aggregation": one_of(("majority", "first")), "axis": one_of(lambda: data_mod.MHS_AXES),
     "held_out_occupations": integer(1), "n_occupations": integer(1, none=True),
@@ -423,7 +424,7 @@ def _classification(where: str, cfg: Mapping) -> None:
              method=(one_of(lambda: methods_mod.names(("head", "adapter", "all")), "a classification method, one of"), True),
              seed=(integer(0, SEED_LIMIT - 1), True), split_seed=(integer(0, SEED_LIMIT - 1), True),
              split_fractions=(_fractions, True), n_boot=(integer(1, 1_000_000), True),
-             max_length=(integer(1, 1_000_000), False), split_design=(lambda v: None, False), **_training_fields())
+             max_length=(integer(1, 32_768), False), split_design=(lambda v: None, False), **_training_fields())
     # the names first, so that the checks below can use the registries
     _check_fields(where, {k: cfg[k] for k in ("experiment", "profile", "dataset", "model", "method") if k in cfg},
                   {k: f[k] for k in ("experiment", "profile", "dataset", "model", "method")})
@@ -447,7 +448,7 @@ def _classification(where: str, cfg: Mapping) -> None:
             if k in cfg:
                 _fail(where, k, cfg[k], f"applies to adapter methods, not {m.name!r}")
     if spec.kind == "text":
-        f["max_length"] = (integer(1, 1_000_000), True)
+        f["max_length"] = (integer(1, 32_768), True)
     elif "max_length" in cfg:
         _fail(where, "max_length", cfg["max_length"], f"applies to text models, not the image model {spec.name}")
     _check_fields(where, cfg, f)
