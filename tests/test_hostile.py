@@ -113,7 +113,8 @@ def test_a_generated_sbatch_script_runs_no_injected_command(tmp_path):
     subprocess.run(["bash", str(tmp_path / "job.sh")], check=True, env=env, cwd=tmp_path, timeout=30)
     assert not marker.exists()
     args = args_out.read_bytes().split(b"\0")[:-1]
-    assert args == [b"exec", hostile_file.encode(), b"--index", b"1", b"--results-dir", hostile_dir.encode()]
+    assert args == [b"exec", os.path.abspath(hostile_file).encode(), b"--index", b"1", b"--results-dir",
+                    os.path.abspath(hostile_dir).encode()]
 
 
 @pytest.mark.parametrize("partition", ["gpu\n#SBATCH --mem=1", "gpu;rm -rf x", "$(id)", "a b"])
@@ -206,7 +207,7 @@ def test_verify_survives_any_malformed_manifest_and_repairs_it(manifest, tmp_pat
     assert not a.exists() and b.exists()
 
 
-def test_verify_repairs_a_symlinked_records_target_and_reports_what_it_cannot_remove(tmp_path, capsys, monkeypatch):
+def test_verify_repairs_records_in_the_store_and_reports_what_it_cannot_remove(tmp_path, capsys, monkeypatch):
     store, a, b = _two_records(tmp_path / "store")
     target = tmp_path / "disk2" / a.name
     target.parent.mkdir()
@@ -214,7 +215,12 @@ def test_verify_repairs_a_symlinked_records_target_and_reports_what_it_cannot_re
     a.symlink_to(target)
     (target / "metrics.json").write_text("{}")
     assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path / "store")]) == 0
-    assert not target.exists() and not os.path.lexists(a) and b.exists()
+    assert target.exists() and b.exists()  # the target lies outside the store: reported, never removed
+    assert "outside the store" in capsys.readouterr().out
+    a.unlink()
+    shutil.move(str(target), a)  # inside the store again: a plain record, repaired
+    assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path / "store")]) == 0
+    assert not a.exists() and b.exists()
     (b / "metrics.json").write_text("{}")
 
     def refuse(*a, **k):
@@ -457,3 +463,100 @@ def test_claims_naming_no_process_or_stamped_in_the_future_are_stale(owner, futu
         t = time.time() + 86400
         os.utime(claim.path, (t, t))
     assert claim.is_stale()
+
+
+def test_a_record_whose_json_nests_without_end_is_damaged_not_a_crash(tmp_path, capsys):
+    store, a, b = _two_records(tmp_path)
+    (a / "DONE").write_text("2026-01-01T00:00:00Z\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    (b / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    runs.write_done(b, "2026-01-01T00:00:00Z")  # a consistent manifest: only the content is absurd
+    assert main(["runs", "verify", "--results-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "manifest does not parse" in out and "config.json does not parse" in out
+    with pytest.raises(LorafairError, match="damaged"):
+        store.load("exp", {"lr": 0.01})
+
+
+def test_profile_given_twice_and_bench_out_at_a_device_are_refused(tmp_path, capsys):
+    one_line(capsys, 2, ["notebook", V, "--profile", "smoke", "-p", "profile", "paper", "--out", str(tmp_path)],
+             "--profile smoke and -p profile 'paper' disagree")
+    os.mkfifo(tmp_path / "pipe")
+    one_line(capsys, 2, ["bench", "--estimate", "--workloads", "vit_base:lora", "--out", str(tmp_path / "pipe")],
+             "is not a regular file")
+    assert (tmp_path / "pipe").is_fifo() if hasattr(Path, "is_fifo") else True
+
+
+def test_repair_never_removes_what_lies_outside_the_store(tmp_path, capsys):
+    """A record folder, or an experiment folder, that is a link out of the store: the damaged record
+    is reported, the user's folder it leads to is left as it is."""
+    store = tmp_path / "store"
+    (store / V).mkdir(parents=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "DONE").write_text("x\n")
+    (mine / "thesis.txt").write_text("years of work")
+    (store / V / "aaaaaaaaaaaa").symlink_to(mine)
+    elsewhere = tmp_path / "elsewhere" / "bbbbbbbbbbbb"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "DONE").write_text("x\n")
+    (store / "other").symlink_to(tmp_path / "elsewhere")
+    assert main(["runs", "verify", "--repair", "--results-dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("outside the store or not a record's folder") == 2
+    assert (mine / "thesis.txt").read_text() == "years of work" and (elsewhere / "DONE").exists()
+
+
+def test_emit_and_sbatch_out_never_replace_a_device_or_a_pipe_and_options_cannot_pose_as_files(tmp_path, capsys,
+                                                                                                monkeypatch):
+    os.mkfifo(tmp_path / "pipe")
+    one_line(capsys, 2, ["sweep", V, "--profile", "smoke", "--results-dir", str(tmp_path / "s"), "--emit",
+                         str(tmp_path / "pipe")], "is not a regular file")
+    one_line(capsys, 2, ["sweep", V, "--profile", "smoke", "--results-dir", str(tmp_path / "s"), "--emit",
+                         str(tmp_path / "p.jsonl"), "--launch", "sbatch", "--sbatch-out", str(tmp_path / "pipe")],
+             "is not a regular file")
+    one_line(capsys, 2, ["sweep", V, "--profile", "smoke", "--results-dir", str(tmp_path / "s\n#SBATCH --x"), "--emit",
+                         str(tmp_path / "p.jsonl"), "--launch", "sbatch"], "holds a control character")
+    assert not (tmp_path / "p.jsonl").exists() and (tmp_path / "pipe").exists()
+    monkeypatch.chdir(tmp_path)
+    script = launch.sbatch_script("-h", 2, 10, results_dir="-x")
+    assert f"lorafair exec {tmp_path}/-h" in script and f"--results-dir {tmp_path}/-x" in script
+
+
+def test_book_no_compute_refuses_before_it_replaces_a_staged_copy(tmp_path, capsys):
+    out = tmp_path / "o"
+    (out / "source" / "book").mkdir(parents=True)
+    (out / "source" / ".lorafair-staged").write_text("made by lorafair book --out")
+    (out / "source" / "book" / "draft.md").write_text("mine")
+    one_line(capsys, 2, ["book", "--profile", "smoke", "--out", str(out), "--no-compute", "--results-dir",
+                         str(tmp_path / "empty"), "--only", V, "--no-build"], "runs without a record")
+    assert (out / "source" / "book" / "draft.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "vision", "--profile", "smoke", "--lr", "-1e-3"], "a negative number is written with ="),
+    (["run", "vision", "--profile", "smoke", "--epochs", "2.5"], "argument --epochs: invalid int value: '2.5'"),
+    (["runs", "verify", "bogus"], "unrecognized arguments: bogus"),
+    (["bench", "--scale", "huge"], "invalid choice: 'huge'"),
+    (["runs", "nosuch"], "invalid choice: 'nosuch'"),
+    (["plan", V, "--profile", "smoke", "-p", "split_unit", "no_such_column"], "split_design.unit is 'no_such_column'"),
+    (["plan", V, "--profile", "smoke", "-p", "force", "maybe"], "force applies to lorafair notebook and book"),
+])
+def test_argument_errors_are_the_tools_one_line_too(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors leave through SystemExit(2)
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lorafair: error: ") and message in err, err
+
+
+def test_a_claim_that_is_a_folder_is_taken_over_and_removed(tmp_path):
+    store = RunStore(tmp_path)
+    claim = store.claim("exp", {"a": 1})
+    claim.path.parent.mkdir(parents=True)
+    claim.path.mkdir()
+    old = time.time() - runs.claim_stale_s() - 5
+    os.utime(claim.path, (old, old))
+    rec = store.get_or_run("exp", {"a": 1}, lambda: (pd.DataFrame({"x": [1]}), {}))
+    assert rec.metrics == {} and [p.name for p in (tmp_path / "exp").iterdir()] == [rec.run_id]

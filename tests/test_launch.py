@@ -135,7 +135,7 @@ def test_sweep_lists_emits_and_the_file_is_checked(tmp_path, capsys):
     assert "unknown chapter 'nosuch'" in capsys.readouterr().err
     script = launch.sbatch_script("p.jsonl", 7, 95, gpus=2, parallel=3)
     assert "#SBATCH --array=0-6%3" in script and "#SBATCH --time=01:35:00" in script
-    assert 'lorafair exec p.jsonl --index "$SLURM_ARRAY_TASK_ID"' in script
+    assert f'lorafair exec {os.path.abspath("p.jsonl")} --index "$SLURM_ARRAY_TASK_ID"' in script
 
 
 def test_paper_profile_runs_have_gpu_estimates():

@@ -31,7 +31,8 @@ def _classification(P: dict, experiment: str, max_length=None):
                                      per_model(P["epochs"], model, method) if epochs is None else epochs,
                                      per_model(P["lrs"], model, method) if lr is None else lr,
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
-                                     split_design=split_design, split_fractions=split_fractions(P), **adapter)
+                                     split_design=split_design, split_fractions=split_fractions(P),
+                                     where=f"{experiment} (its parameters)", **adapter)
     return config
 
 
@@ -214,7 +215,8 @@ def _mia_config(task: dict, P: dict, method: str, run_seed: int, design: dict, s
     return classification_config(
         "membership_inference", P["profile"], task["dataset"], task["dataset_kwargs"], task["model"], method,
         run_seed, task["epochs"] if epochs is None else epochs, task["lrs"][method], P["batch_size"],
-        n_boot=P["n_boot"], max_length=task.get("max_length"), split_design=design, select=select)
+        n_boot=P["n_boot"], max_length=task.get("max_length"), split_design=design, select=select,
+        where=f"membership_inference task {task['name']!r}")
 
 
 def mia_variant_configs(task: dict, P: dict, seed: int) -> dict[str, tuple[dict, list[dict]]]:

@@ -63,6 +63,8 @@ def cmd_notebook(a) -> None:
 
     params = {k: _value(v) for k, v in (a.param or [])}
     if a.profile:
+        if params.get("profile", a.profile) != a.profile:
+            raise LorafairError(f"--profile {a.profile} and -p profile {params['profile']!r} disagree; give one")
         params["profile"] = a.profile
     print(execute(a.name, params, a.out or "_runs/notebooks", log=True))
 
@@ -249,6 +251,13 @@ def cmd_sweep(a) -> None:
         if not a.emit:
             raise LorafairError(f"--launch {a.launch} needs --emit FILE (the file the tasks read)")
         launch.check_slurm(a.partition, a.logs if a.launch == "slurm" else None)
+        for flag in ("emit", "results_dir", "sbatch_out"):
+            v = getattr(a, flag)
+            if v and any(ord(ch) < 32 for ch in v):
+                raise LorafairError(f"--{flag.replace('_', '-')} {v!r} holds a control character (a newline?); "
+                                    "it cannot go into a job script")
+        if a.sbatch_out and os.path.lexists(a.sbatch_out) and not os.path.isfile(a.sbatch_out):
+            raise LorafairError(f"--sbatch-out {a.sbatch_out} exists and is not a regular file; give a file name")
         if a.launch == "slurm" and a.cluster is not None:
             choose("--cluster (submitit)", a.cluster, launch.SUBMITIT_CLUSTERS)
         if a.launch == "sbatch" and a.sbatch_out and os.path.isdir(a.sbatch_out):
@@ -377,6 +386,9 @@ def check_bench_flags(a) -> None:
         parent = os.path.dirname(os.path.abspath(a.out))
         if os.path.isdir(a.out):
             raise LorafairError(f"--out {a.out} is a folder; give a file name, e.g. {os.path.join(a.out, 'bench.json')}")
+        if os.path.lexists(a.out) and not os.path.isfile(a.out):
+            raise LorafairError(f"--out {a.out} exists and is not a regular file (a device, a pipe, a broken link); "
+                                "give a file name")
         if not os.path.isdir(parent):
             raise LorafairError(f"--out {a.out}: no folder {parent} to write it in")
         if not os.access(parent, os.W_OK):
@@ -484,8 +496,22 @@ def cmd_bench_estimate(a) -> None:
         _write_out(a.out, {"environment": env, "estimate": True, "rows": rows})
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tool's one-line errors (``lorafair: error: ...``, exit 2) instead of a usage block."""
+
+    def error(self, message):
+        hint = ""
+        if "expected one argument" in message:
+            hint = " (a negative number is written with =, e.g. --lr=-1e-3)"
+        if "invalid choice" in message or "unrecognized arguments" in message:
+            hint = f" (see {self.prog} --help)"
+        print(f"lorafair: error: {self.prog.removeprefix('lorafair').strip() + ': ' if self.prog != 'lorafair' else ''}"
+              f"{message}{hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lorafair", description=__doc__.split("\n")[0])
+    p = _Parser(prog="lorafair", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("book", help="execute every notebook on a profile and build the book")
     b.add_argument("--profile", default="offline")
@@ -649,7 +675,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorafair: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the system refused (a full disk, a read-only folder): one line, not a traceback
+        import os
+
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        cache = os.environ.get("LORAFAIR_CACHE")
+        if cache and str(getattr(e, "filename", "") or "").startswith(cache):
+            where += f"; the cache folder LORAFAIR_CACHE={cache} must be a writable folder"
         print(f"lorafair: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

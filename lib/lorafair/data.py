@@ -479,6 +479,11 @@ DATASET_KINDS = {"openmoji_people": "image", "utkface": "image", "identity_attac
                  "crows_pairs": "text", "measuring_hate_speech": "text"}
 
 
+#: the columns of each dataset whose values a split may keep together (``split_unit``)
+SPLIT_UNITS = {"openmoji_people": ("drawing", "sequence", "role"), "utkface": (), "identity_attack": (),
+               "stereoset": ("pair_id",), "crows_pairs": ("pair_id",), "measuring_hate_speech": ()}
+
+
 def load(name: str, **kwargs) -> Dataset:
     if name not in DATASETS:
         raise LorafairError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")

@@ -169,6 +169,9 @@ def emit(rows: list[dict], path: str | os.PathLike) -> int:
     path = Path(path)
     if path.is_dir():
         raise LorafairError(f"--emit {path} is a folder; give a file name, e.g. {path / 'pending.jsonl'}")
+    if os.path.lexists(path) and not path.is_file():
+        raise LorafairError(f"--emit {path} exists and is not a regular file (a device, a pipe, a broken link); "
+                            "give a file name")
     if not path.parent.is_dir():
         raise LorafairError(f"--emit {path}: no folder {path.parent} (create it first)")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -351,8 +354,9 @@ def sbatch_script(path: str, n: int, minutes: int, gpus: int = 1, results_dir: s
         lines.append(f"#SBATCH --partition={partition}")
     lines += ["#SBATCH --requeue", "set -euo pipefail",
               "# the repository's environment: .venv/bin on the PATH (README)",
-              "lorafair exec " + shlex.quote(str(path)) + ' --index "$SLURM_ARRAY_TASK_ID"'
-              + (" --results-dir " + shlex.quote(str(results_dir)) if results_dir else "")]
+              # absolute paths: the job may start elsewhere, and a name cannot be read as an option ("-h")
+              "lorafair exec " + shlex.quote(os.path.abspath(path)) + ' --index "$SLURM_ARRAY_TASK_ID"'
+              + (" --results-dir " + shlex.quote(os.path.abspath(results_dir)) if results_dir else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -267,8 +268,7 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
         out_dir = Path(out_dir).resolve()
         if out_dir == REPO_ROOT or REPO_ROOT in out_dir.parents and out_dir.parts[len(REPO_ROOT.parts)] in BOOK_SOURCES:
             raise LorafairError(f"--out {out_dir} would overwrite the book's sources; give a folder outside them")
-        root = stage_sources(out_dir)
-    if not compute:
+    if not compute:  # checked before the sources are staged: a refusal replaces nothing
         missing = missing_runs(profile, only or NOTEBOOKS, results_dir)
         if missing:
             first = next(iter(missing))
@@ -277,6 +277,8 @@ def build_book(profile: str = "offline", recompute: bool = False, only: list[str
                                 + f". List and launch them with `lorafair sweep {first} --profile {profile} --emit "
                                   "pending.jsonl`")
         os.environ["LORAFAIR_NO_COMPUTE"] = "1"
+    if out_dir:
+        root = stage_sources(out_dir)
     timings = {}
     for name in only or NOTEBOOKS:
         t0 = time.time()
@@ -337,7 +339,7 @@ def setup_chapter(name: str, namespace: dict):
     # workers then get their own SIGTERM and clean up
     die_with_parent(signal.SIGKILL)
     threads = os.environ.get("LORAFAIR_THREADS", "2")
-    if not threads.isdigit() or int(threads) < 1:
+    if not re.fullmatch(r"[0-9]+", threads.strip()) or int(threads) < 1:
         raise LorafairError(f"LORAFAIR_THREADS must be a positive integer, got {threads!r}")
     torch.set_num_threads(int(threads))
     plots.setup()

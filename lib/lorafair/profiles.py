@@ -490,7 +490,8 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
     params.setdefault("results_dir", RESULTS_DIRS[profile])
     for k, v in overrides.items():
         if k not in params:
-            raise LorafairError(f"unknown parameter {k!r} for {notebook}; valid: {', '.join(sorted(params))}")
+            also = " (force applies to lorafair notebook and book; plan and sweep compute nothing)" if k == "force" else ""
+            raise LorafairError(f"unknown parameter {k!r} for {notebook}{also}; valid: {', '.join(sorted(params))}")
         if v is not None:
             params[k] = v
     for k, v in params.items():  # a list or mapping given as text (papermill -p passes it so): read as YAML

@@ -148,7 +148,10 @@ class Claim:
                 grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
                 try:
                     os.rename(self.path, grave)  # only one taker succeeds
-                    grave.unlink(missing_ok=True)
+                    if grave.is_dir() and not grave.is_symlink():  # a folder where the claim file belongs
+                        shutil.rmtree(grave, ignore_errors=True)
+                    else:
+                        grave.unlink(missing_ok=True)
                 except FileNotFoundError:
                     pass
                 continue
@@ -509,7 +512,7 @@ def _manifest_of(lines: list[str]) -> dict | str:
         return "its DONE file has no manifest (sizes and sha256 of its files)"
     try:
         want = json.loads(lines[1])
-    except ValueError:
+    except (ValueError, RecursionError):
         return "its DONE manifest does not parse"
     if not isinstance(want, dict) or set(want) != set(RECORD_FILES) or not all(
             isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
@@ -545,7 +548,7 @@ def record_problem(path: Path, full: bool = False) -> str | None:
     try:
         meta = json.loads((path / "config.json").read_text())
         rid = run_id(meta["config"])
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError, OSError):
         return "config.json does not parse or holds no configuration"
     if rid != path.name:
         return f"its configuration hashes to {rid}, not to its folder's name (a record moved or edited)"
@@ -553,7 +556,7 @@ def record_problem(path: Path, full: bool = False) -> str | None:
         return None
     try:
         json.loads((path / "metrics.json").read_text())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError):
         return "metrics.json is not valid JSON"
     try:
         import pyarrow.parquet as pq
@@ -580,7 +583,7 @@ def load_record(path: Path) -> RunRecord:
         meta = json.loads((path / "config.json").read_text())
         metrics = json.loads((path / "metrics.json").read_text())
         config = meta["config"]
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as e:
         raise damaged(path, f"its JSON does not parse: {type(e).__name__}") from None
     return RunRecord(path=path, config=config, metrics=metrics, meta=meta)
 
@@ -591,6 +594,7 @@ def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Pa
     them: a record folder that is a symbolic link has its target removed (moved aside, then deleted)
     and then the link; a removal that fails (a read-only store) is reported in the problem."""
     out = []
+    inside = Path(root).resolve()
     for done in sorted(Path(root).glob("*/*/DONE")):
         path = done.parent
         if path.name.startswith("."):
@@ -599,15 +603,20 @@ def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Pa
         if not problem:
             continue
         if repair:
-            try:
-                target = path.resolve() if path.is_symlink() else path
-                grave = target.with_name(f".damaged-{target.name}-{uuid.uuid4().hex[:8]}")
-                os.rename(target, grave)
-                if path.is_symlink():
-                    path.unlink()
-                shutil.rmtree(grave, ignore_errors=True)
-            except OSError as e:
-                problem += f"; not removed: {e.strerror or e}"
+            target = path.resolve()
+            if inside not in target.parents or not re.fullmatch(r"[0-9a-f]{12}", target.name):
+                # a link (of the record or of its experiment folder) leading out of the store, or a folder
+                # not named like a record: nothing outside the store is removed
+                problem += f"; not removed: it resolves to {target}, outside the store or not a record's folder"
+            else:
+                try:
+                    grave = target.with_name(f".damaged-{target.name}-{uuid.uuid4().hex[:8]}")
+                    os.rename(target, grave)
+                    if path.is_symlink():
+                        path.unlink()
+                    shutil.rmtree(grave, ignore_errors=True)
+                except OSError as e:
+                    problem += f"; not removed: {e.strerror or e}"
         out.append((path, problem))
     return out
 

@@ -457,6 +457,13 @@ def _classification(where: str, cfg: Mapping) -> None:
     if "task" in cfg["dataset_kwargs"] and cfg["dataset"] not in TASKS:
         _fail(where, "dataset_kwargs.task", cfg["dataset_kwargs"]["task"], f"dataset {cfg['dataset']} has no tasks")
     _design(where, "split_design", cfg.get("split_design"))
+    d, key = cfg.get("split_design"), "split_design"
+    while d:  # every unit a design names must be a column the dataset has
+        if d.get("unit") is not None and d["unit"] not in data_mod.SPLIT_UNITS.get(cfg["dataset"], (d["unit"],)):
+            units = data_mod.SPLIT_UNITS[cfg["dataset"]]
+            _fail(where, f"{key}.unit", d["unit"], f"a column of {cfg['dataset']} that groups examples: "
+                                                   + (", ".join(units) if units else "none (split examples one by one)"))
+        d, key = d.get("base"), f"{key}.base"
 
 
 def _lm_common(where: str, cfg: Mapping, f: dict) -> methods_mod.Method:
