@@ -299,6 +299,18 @@ def _max_groups(v):
         raise _Bad("a mapping of split to a positive number of groups (or null), or null")
 
 
+def _json_value(v):
+    """An argument of a loader registered elsewhere: any JSON value without non-finite numbers."""
+    if isinstance(v, Mapping):
+        for x in v.values():
+            _json_value(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            _json_value(x)
+    elif not (v is None or isinstance(v, (str, bool)) or (_is_num(v) and math.isfinite(v))):
+        raise _Bad("a JSON value (numbers finite)")
+
+
 def _fractions(v):
     if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_num(x) and math.isfinite(x) and 0 <= x <= 1 for x in v)
             and v[0] > 0 and v[2] > 0 and abs(sum(v) - 1) < 1e-6):
@@ -315,7 +327,8 @@ def _loader_fields(loader, skip: tuple, task_choices=None) -> dict:
         if name in skip or name in NOT_SETTINGS or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         required = p.default is p.empty
-        out[name] = (one_of(task_choices or ()) if name == "task" else ARGUMENT_CHECKS[name], required)
+        check = one_of(task_choices) if name == "task" and task_choices else ARGUMENT_CHECKS.get(name, _json_value)
+        out[name] = (check, required)
     return out
 
 
