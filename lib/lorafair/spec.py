@@ -25,9 +25,7 @@ existing records stay as they are. ``spec.replace(key=value)`` builds a new, val
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 from collections.abc import Mapping
 
@@ -36,12 +34,12 @@ from . import data as data_mod
 from . import estimate as estimate_mod
 from . import methods as methods_mod
 from . import models as models_mod
+from . import runs as runs_mod
 from . import splits
 from .errors import LorafairError
 from .generation import probe as probe_mod
 from .generation import pronoun as pronoun_mod
-
-PROFILES = ("smoke", "offline", "paper")
+from .profiles import PROFILE_NAMES as PROFILES
 #: the experiments (run-store folders) a new run may be stored under: the chapters and their pilots
 EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
                "performance", "pilot_lr_vision", "pilot_lr_llm", "pilot_beyond_vision", "pilot_beyond_llm",
@@ -125,9 +123,8 @@ class RunSpec(FrozenDict):
 
     @property
     def run_id(self) -> str:
-        """The record's name: the same hash as ``runs.run_id`` of the plain configuration."""
-        return hashlib.sha256(json.dumps(self, sort_keys=True, separators=(",", ":"), default=str)
-                              .encode()).hexdigest()[:12]
+        """The record's name (``runs.run_id``: the same hash as the plain configuration's)."""
+        return runs_mod.run_id(self)
 
     def replace(self, where: str = "configuration", **changes) -> "RunSpec":
         return build({**thaw(self), **changes}, where)
