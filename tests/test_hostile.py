@@ -215,9 +215,8 @@ def test_verify_repairs_records_in_the_store_and_reports_what_it_cannot_remove(t
     a.symlink_to(target)
     (target / "metrics.json").write_text("{}")
     assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path / "store")]) == 0
-    assert target.exists() and b.exists()  # the target lies outside the store: reported, never removed
-    assert "outside the store" in capsys.readouterr().out
-    a.unlink()
+    assert target.exists() and b.exists() and not os.path.lexists(a)  # the link goes, the outside folder stays
+    assert "the link was removed" in capsys.readouterr().out
     shutil.move(str(target), a)  # inside the store again: a plain record, repaired
     assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path / "store")]) == 0
     assert not a.exists() and b.exists()
@@ -502,7 +501,7 @@ def test_repair_never_removes_what_lies_outside_the_store(tmp_path, capsys):
     (store / "other").symlink_to(tmp_path / "elsewhere")
     assert main(["runs", "verify", "--repair", "--results-dir", str(store)]) == 0
     out = capsys.readouterr().out
-    assert out.count("outside the store or not a record's folder") == 2
+    assert "the link was removed" in out and out.count("outside the store or not a record's folder") == 1
     assert (mine / "thesis.txt").read_text() == "years of work" and (elsewhere / "DONE").exists()
 
 
@@ -560,3 +559,85 @@ def test_a_claim_that_is_a_folder_is_taken_over_and_removed(tmp_path):
     os.utime(claim.path, (old, old))
     rec = store.get_or_run("exp", {"a": 1}, lambda: (pd.DataFrame({"x": [1]}), {}))
     assert rec.metrics == {} and [p.name for p in (tmp_path / "exp").iterdir()] == [rec.run_id]
+
+
+# ---------------------------------------------------------------- found by an independent code review
+def test_repair_of_a_link_to_a_healthy_record_removes_the_link_only(tmp_path, capsys):
+    store, a, b = _two_records(tmp_path)
+    (tmp_path / "exp" / "0123456789ab").symlink_to(b)
+    assert main(["runs", "verify", "--repair", "--results-dir", str(tmp_path)]) == 0
+    assert "the link was removed" in capsys.readouterr().out
+    assert not os.path.lexists(tmp_path / "exp" / "0123456789ab") and store.load("exp", {"lr": 0.02}).metrics
+
+
+def test_another_hosts_temporary_folder_is_kept_while_its_claim_beats(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    tmp = exp / ".tmp-aaaaaaaaaaaa-otherhost-123-abcd1234"
+    tmp.mkdir()
+    old = time.time() - runs.claim_stale_s() - 60
+    os.utime(tmp, (old, old))  # made long ago; its run is still computing on the other host
+    (exp / ".claim-aaaaaaaaaaaa").write_text(json.dumps({"host": "otherhost", "pid": 123, "started_utc": "x"}))
+    assert runs.clean_stale_temporaries(exp) == 0 and tmp.exists()
+    os.utime(exp / ".claim-aaaaaaaaaaaa", (old, old))  # its heartbeat stopped: the host is gone
+    assert runs.clean_stale_temporaries(exp) == 1 and not tmp.exists()
+
+
+def test_a_record_written_before_checksums_is_adopted_not_deleted(tmp_path, capsys):
+    store, a, b = _two_records(tmp_path)
+    (a / "DONE").write_text("2026-01-01T00:00:00Z\n")  # as records were written before manifests existed
+    with pytest.raises(LorafairError, match="runs verify --adopt"):
+        store.load("exp", {"lr": 0.01})
+    assert main(["runs", "verify", "--adopt", "--results-dir", str(tmp_path)]) == 0
+    assert "1 record(s) written before" in capsys.readouterr().out
+    assert store.load("exp", {"lr": 0.01}).metrics == {"acc": 0.5}
+
+
+def test_review_inputs_are_one_line(tmp_path, capsys):
+    deep = {"a": 1}
+    for _ in range(800):
+        deep = {"x": deep}
+    f = smoke_line(tmp_path, dataset_kwargs={"render": deep})
+    one_line(capsys, 2, ["exec", str(f), "--results-dir", str(tmp_path / "store")], "line 1")
+    f = smoke_line(tmp_path, split_design={"kind": "by_unit", "unit": "drawing", "caps": "abc"})
+    one_line(capsys, 2, ["exec", str(f), "--results-dir", str(tmp_path / "store")], "split_design.caps is 'abc'")
+    f = smoke_line(tmp_path, experiment="generation_fairness")
+    one_line(capsys, 2, ["exec", str(f), "--results-dir", str(tmp_path / "store")],
+             "experiment is 'generation_fairness': an experiment of classification runs")
+    f = smoke_line(tmp_path, experiment="llm_classification")
+    one_line(capsys, 2, ["exec", str(f), "--results-dir", str(tmp_path / "store")],
+             "a text dataset for experiment llm_classification")
+    one_line(capsys, 2, ["plan", V, "--profile", "smoke", "-p", "seeds", "[" * 3000 + "]" * 3000], "parameter seeds")
+    f = smoke_line(tmp_path, method="lora", target_modules=["layernorm_before"], rank=2, alpha=4.0, layer_fraction=1.0,
+                   placement="front")
+    one_line(capsys, 2, ["exec", str(f), "--results-dir", str(tmp_path / "store")], "peft cannot build lora")
+
+
+def test_a_runspec_not_made_by_build_is_checked_again_and_cannot_be_reinitialised():
+    good = spec.thaw(launch.listing(V, "smoke", results_dir="/nonexistent")[0]["config"])
+    forged = spec.RunSpec({**good, "lr": float("nan")})
+    with pytest.raises(LorafairError, match="lr is nan"):
+        spec.as_spec(forged)
+    built = spec.build(good)
+    with pytest.raises(TypeError):
+        built.__init__({"experiment": "x"})
+    import pickle
+
+    assert spec.as_spec(pickle.loads(pickle.dumps(built))) == built
+
+
+def test_a_stale_claim_taken_over_first_by_another_process_is_left_to_it(tmp_path, monkeypatch):
+    claim = runs.Claim(tmp_path / ".claim-x")
+    claim.path.write_text(json.dumps({"host": "gone", "pid": 1, "started_utc": "x"}))
+    old = time.time() - runs.claim_stale_s() - 5
+    os.utime(claim.path, (old, old))
+    real = runs.Claim.is_stale
+
+    def other_process_wins(self):  # it is judged stale; meanwhile another process takes it over first
+        stale = real(self)
+        self.path.unlink()
+        self.path.write_text(json.dumps({"host": runs._host(), "pid": os.getpid(), "started_utc": "now"}))
+        return stale
+    monkeypatch.setattr(runs.Claim, "is_stale", other_process_wins)
+    assert claim.acquire() is False
+    assert json.loads(claim.path.read_text())["started_utc"] == "now"  # the winner's claim is back in place

@@ -98,6 +98,24 @@ def test_committed_offline_records_reproduce_at_head(experiment, match, tmp_path
                           progress=False)
     assert again.run_id == rec.run_id
     same_predictions(rec.predictions(), again.predictions(), atol=1e-5)
+    same_metrics(rec.metrics, again.metrics, atol=1e-5)
+
+
+def same_metrics(old, new, atol, path="metrics"):
+    """The same metrics: numbers within ``atol``, everything else equal, at every key (times aside)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and set(old) == set(new), f"{path}: keys differ"
+        for k in old:
+            if not str(k).endswith("seconds"):  # how long something took is not what it computed
+                same_metrics(old[k], new[k], atol, f"{path}.{k}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(old) == len(new), f"{path}: lengths differ"
+        for i, (a, b) in enumerate(zip(old, new)):
+            same_metrics(a, b, atol, f"{path}[{i}]")
+    elif isinstance(old, (int, float)) and not isinstance(old, bool) and old is not None:
+        assert new == pytest.approx(old, abs=atol, rel=atol), f"{path}: {old} -> {new}"
+    else:
+        assert old == new, f"{path}: {old!r} -> {new!r}"
 
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -128,3 +146,4 @@ def test_a_golden_smoke_record_reproduces_at_head(rec, tmp_path):
     again = sweep.run_one(RunStore(tmp_path), rec.config, train_options={"precision": "fp32"}, progress=False)
     assert again.run_id == rec.run_id
     same_predictions(rec.predictions(), again.predictions(), atol=1e-4)
+    same_metrics(rec.metrics, again.metrics, atol=1e-4)

@@ -36,7 +36,7 @@ def _value(text: str):
         return text  # an empty value stays empty (and is refused by name), it does not mean "the profile's"
     try:
         return read_yaml(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -337,12 +337,16 @@ def cmd_runs(a) -> None:
 
     from .errors import choose
     from .profiles import RESULTS_DIRS
-    from .runs import verify_store
+    from .runs import adopt_store, verify_store
 
     choose("profile", a.profile, RESULTS_DIRS)
     root = Path(a.results_dir or RESULTS_DIRS[a.profile])
     if not root.is_dir():
         raise LorafairError(f"no run store at {root} (--results-dir: a folder of <experiment>/<run_id>/ records)")
+    if a.adopt:
+        adopted = adopt_store(root)
+        print(f"[lorafair] {len(adopted)} record(s) written before records carried checksums: their ids checked and "
+              "their manifests added")
     bad = verify_store(root, repair=a.repair)
     n = sum(1 for d in root.glob("*/*/DONE") if not d.parent.name.startswith(".")) + (len(bad) if a.repair else 0)
     for path, problem in bad:
@@ -567,6 +571,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--profile", default="offline")
     v.add_argument("--results-dir", help="run store root (default: the profile's)")
     v.add_argument("--repair", action="store_true", help="remove damaged records so that they are recomputed")
+    v.add_argument("--adopt", action="store_true",
+                   help="add checksums to records written before records carried them (their ids are checked first)")
     v.set_defaults(func=cmd_runs)
     x = sub.add_parser("exec", help="run configurations of an --emit file into the run store")
     x.add_argument("file")

@@ -561,7 +561,11 @@ def adapt(model: nn.Module, spec: ModelSpec, method: str, rank: float | None = N
                                     f"{spec.name} ({width}); give a rank from 1 to {width}")
         cfg = m.peft_config(settings, chosen, None if causal_lm else [spec.head],
                             "CAUSAL_LM" if causal_lm else None, dropout)
-        model = get_peft_model(model, cfg)
+        try:
+            model = get_peft_model(model, cfg)
+        except ValueError as e:  # e.g. a target module of a type the method cannot adapt
+            raise LorafairError(f"peft cannot build {m.name} on {spec.name} with target modules {chosen[:4]}"
+                                f"{'...' if len(chosen) > 4 else ''}: {str(e).splitlines()[0][:160]}") from None
         info.update({k: (float(v) if k == "alpha" else v) for k, v in settings.items()})
         info.update({"layer_fraction": fraction, "placement": placement, "adapter_modules": len(chosen),
                      "adapter_layers": len({layer_key(c) for c in chosen}), "peft_config": methods_mod.peft_dict(cfg)})

@@ -498,7 +498,7 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
         if isinstance(v, str) and v.lstrip()[:1] in ("[", "{"):
             try:
                 params[k] = read_yaml(v)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 raise LorafairError(f"parameter {k} of {notebook} is {v!r}: not valid YAML (a list is written "
                                     "[13, 42], a mapping {lora: 1e-3})") from None
     for k in ("models", "methods", "seeds"):

@@ -103,6 +103,8 @@ class Claim:
         self.path = path
         self._stop = None
         self._thread = None
+        #: other paths the heartbeat keeps fresh (the run's temporary folder: it is not another host's leftover)
+        self.keep_fresh: list[Path] = []
 
     def owner(self) -> dict | None:
         try:
@@ -143,11 +145,24 @@ class Claim:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                try:
+                    seen = os.lstat(self.path)
+                except FileNotFoundError:
+                    continue
                 if not self.is_stale():
                     return False
                 grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
                 try:
                     os.rename(self.path, grave)  # only one taker succeeds
+                    now = os.lstat(grave)
+                    if (now.st_ino, now.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+                        # another process took the stale claim over first and made this fresh one: put it back
+                        try:
+                            os.link(grave, self.path)
+                        except OSError:
+                            pass
+                        grave.unlink(missing_ok=True)
+                        return False
                     if grave.is_dir() and not grave.is_symlink():  # a folder where the claim file belongs
                         shutil.rmtree(grave, ignore_errors=True)
                     else:
@@ -169,10 +184,13 @@ class Claim:
 
         def beat():
             while not self._stop.wait(CLAIM_HEARTBEAT_S):
-                try:
-                    os.utime(self.path)
-                except OSError:
-                    return
+                for p in (self.path, *self.keep_fresh):  # the claim, and the run's temporary folder
+                    try:
+                        os.utime(p)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:  # a passing error (a network file system): beat again next time
+                        pass
         self._thread = threading.Thread(target=beat, daemon=True)
         self._thread.start()
 
@@ -201,6 +219,10 @@ def clean_stale_temporaries(directory: Path) -> int:
             old = time.time() - p.stat().st_mtime > claim_stale_s()
         except FileNotFoundError:
             continue
+        run = p.name.split("-")[1] if p.name.count("-") >= 2 else ""
+        claim = Claim(directory / f".claim-{run}")
+        if host != _host() and claim.path.exists() and not claim.is_stale():
+            continue  # its run is still being computed on another host (its claim has a heartbeat)
         gone = (host == _host() and not pid_alive(pid)) or (old and host != _host())
         if gone:
             shutil.rmtree(p, ignore_errors=True)
@@ -359,6 +381,7 @@ class RunStore:
             clean_stale_temporaries(final.parent)
             tmp = final.parent / f".tmp-{final.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
+            claim.keep_fresh.append(tmp)
             try:
                 start = time.time()
                 try:
@@ -506,10 +529,13 @@ def _sha256_cached(f: Path) -> str:
     return h
 
 
+NO_MANIFEST = "its DONE file has no manifest (sizes and sha256 of its files; lorafair runs verify --adopt adds one)"
+
+
 def _manifest_of(lines: list[str]) -> dict | str:
     """The DONE file's manifest, or what is wrong with it."""
     if len(lines) < 2:
-        return "its DONE file has no manifest (sizes and sha256 of its files)"
+        return NO_MANIFEST
     try:
         want = json.loads(lines[1])
     except (ValueError, RecursionError):
@@ -568,6 +594,9 @@ def record_problem(path: Path, full: bool = False) -> str | None:
 
 
 def damaged(path: Path, problem: str) -> LorafairError:
+    if problem == NO_MANIFEST:  # a record written before manifests existed: adopt it, do not delete it
+        return LorafairError(f"run record {path} was written before records carried checksums; `lorafair runs verify "
+                             f"--adopt --results-dir {path.parent.parent}` checks its id and adds them")
     return LorafairError(f"run record {path} is damaged ({problem}); `lorafair runs verify --repair "
                          f"--results-dir {path.parent.parent}` removes it so that it is recomputed")
 
@@ -588,11 +617,37 @@ def load_record(path: Path) -> RunRecord:
     return RunRecord(path=path, config=config, metrics=metrics, meta=meta)
 
 
+def adopt_store(root: str | os.PathLike) -> list[Path]:
+    """Write the manifest of every record of ``root`` that has none (records written before
+    manifests existed) whose files parse and whose configuration hashes to its folder's name;
+    returns the adopted records."""
+    out = []
+    for done in sorted(Path(root).glob("*/*/DONE")):
+        path = done.parent
+        if path.name.startswith(".") or record_problem(path) != NO_MANIFEST:
+            continue
+        try:
+            meta = json.loads((path / "config.json").read_text())
+            json.loads((path / "metrics.json").read_text())
+            import pyarrow.parquet as pq
+
+            pq.ParquetFile(path / "predictions.parquet").metadata
+            if run_id(meta["config"]) != path.name:
+                continue
+        except Exception:  # any parse error: not adopted, verify reports it
+            continue
+        write_done(path, done.read_text().splitlines()[0] if done.read_text().strip() else "adopted")
+        out.append(path)
+    return out
+
+
 def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Path, str]]:
     """Every damaged record under ``root`` (full check: manifest, sizes, sha256, the id, parsing) as
     (path, problem); never stops at one. ``repair`` removes them so that the next build recomputes
-    them: a record folder that is a symbolic link has its target removed (moved aside, then deleted)
-    and then the link; a removal that fails (a read-only store) is reported in the problem."""
+    them, and nothing outside the store: a record folder that is a link to a folder of the same name
+    in the store has that folder removed (moved aside, then deleted) and then the link; a link to
+    anything else (another record, a folder outside the store) is removed and its target kept; a
+    removal that fails (a read-only store) is reported in the problem."""
     out = []
     inside = Path(root).resolve()
     for done in sorted(Path(root).glob("*/*/DONE")):
@@ -604,9 +659,16 @@ def verify_store(root: str | os.PathLike, repair: bool = False) -> list[tuple[Pa
             continue
         if repair:
             target = path.resolve()
-            if inside not in target.parents or not re.fullmatch(r"[0-9a-f]{12}", target.name):
-                # a link (of the record or of its experiment folder) leading out of the store, or a folder
-                # not named like a record: nothing outside the store is removed
+            if path.is_symlink() and (target.name != path.name or inside not in target.parents):
+                # a link to another folder: the link goes, the folder it names (a healthy record of
+                # another id, a folder outside the store) is left as it is
+                try:
+                    path.unlink()
+                    problem += f"; the link was removed, its target {target} left as it is"
+                except OSError as e:
+                    problem += f"; not removed: {e.strerror or e}"
+            elif inside not in target.parents or not re.fullmatch(r"[0-9a-f]{12}", target.name):
+                # an experiment folder linked out of the store, or a folder not named like a record
                 problem += f"; not removed: it resolves to {target}, outside the store or not a record's folder"
             else:
                 try:

@@ -53,6 +53,15 @@ SPLITS = ("train", "val", "test")
 class FrozenDict(dict):
     """A dict that refuses changes after it is built (JSON and pickle see a plain dict)."""
 
+    def __init__(self, *a, **k):
+        if getattr(self, "_done", False):
+            self._refuse()
+        super().__init__(*a, **k)
+        object.__setattr__(self, "_done", True)
+
+    def __setattr__(self, name, value):
+        self._refuse()
+
     def _refuse(self, *a, **k):
         raise TypeError(f"a {type(self).__name__} cannot be changed; build a new one (RunSpec.replace)")
 
@@ -211,7 +220,10 @@ def _fail(where: str, key: str, value, want: str):
 
 
 def _short(value) -> str:
-    r = repr(thaw(value))
+    try:
+        r = repr(thaw(value))
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to show"
     return r if len(r) <= 80 else r[:77] + "..."
 
 
@@ -343,7 +355,8 @@ def _arguments(where: str, key: str, kwargs, loader, skip: tuple = (), task_choi
 _DESIGN_FIELDS = {
     "standard": {},
     "by_unit": {"unit": (text, True), "caps": (None, False)},
-    "downsample": {"attribute": (text, True), "group": (text, True), "keep": (number(0, 1, lo_open=True), True),
+    "downsample": {"attribute": (text, True), "group": (text, True),
+                   "keep": (number(0, 1, lo_open=True, hi_open=True), True),
                    "base": (None, False)},
     "relabel": {"attribute": (text, True), "group": (text, True), "fraction": (number(0, 1, lo_open=True), True),
                 "to_label": (integer(0), True), "base": (None, False)},
@@ -361,6 +374,8 @@ def _design(where: str, key: str, d, depth: int = 0) -> None:
     fields = {"kind": (lambda v: None, True), **{k: (c or (lambda v: None), r) for k, (c, r) in _DESIGN_FIELDS[d["kind"]].items()}}
     _check_fields(where, d, fields, prefix=f"{key}.")
     if "caps" in d:
+        if d["caps"] is not None and not isinstance(d["caps"], Mapping):
+            _fail(where, f"{key}.caps", d["caps"], "a mapping of split (train, val, test) to a positive number, or null")
         try:
             splits.check_caps(thaw(d["caps"]) if d["caps"] is not None else None)
         except LorafairError as e:
@@ -535,13 +550,23 @@ def _estimate(where: str, cfg: Mapping) -> None:
     _check_fields(where, cfg, f)
 
 
+#: the kinds of run each experiment holds, and (classification) the kind of data
+EXPERIMENT_KINDS = {**{e: ("classification",) for e in (
+    "vision_classification", "llm_classification", "membership_inference", "pilot_lr_vision", "pilot_lr_llm",
+    "pilot_beyond_vision", "pilot_beyond_llm", "pilot_vision", "pilot_llm")},
+    "generation_fairness": ("pronoun", "token_bias"), "pilot_generation": ("pronoun", "token_bias"),
+    "performance": ("estimate",)}
+EXPERIMENT_DATA = {"vision_classification": "image", "pilot_lr_vision": "image", "pilot_beyond_vision": "image",
+                   "pilot_vision": "image", "llm_classification": "text", "pilot_lr_llm": "text",
+                   "pilot_beyond_llm": "text", "pilot_llm": "text"}
+
 KINDS = {"classification": _classification, "pronoun": _pronoun, "token_bias": _token_bias, "estimate": _estimate}
 
 
 def build(config: Mapping, where: str = "configuration") -> RunSpec:
     """The one constructor: ``config`` checked (see the module's docstring) and frozen. ``where``
     names the source in errors (a flag set, a notebook, ``FILE line N``)."""
-    if isinstance(config, RunSpec):
+    if isinstance(config, RunSpec) and getattr(config, "_built", False):
         return config
     if not isinstance(config, Mapping):
         raise LorafairError(f"{where}: a run configuration is a mapping, got {type(config).__name__}")
@@ -550,13 +575,28 @@ def build(config: Mapping, where: str = "configuration") -> RunSpec:
     kind = kind_of(config)
     if kind not in KINDS:
         _fail(where, "part", config.get("part"), "pronoun or token_bias")
-    KINDS[kind](where, config)
-    return RunSpec(freeze(dict(config)))
+    allowed = EXPERIMENT_KINDS.get(config["experiment"])
+    if allowed is not None and kind not in allowed:
+        _fail(where, "experiment", config["experiment"], f"an experiment of {kind} runs: "
+              + ", ".join(e for e, ks in EXPERIMENT_KINDS.items() if kind in ks))
+    try:
+        KINDS[kind](where, config)
+        data_kind = EXPERIMENT_DATA.get(config["experiment"])
+        if kind == "classification" and data_kind and data_mod.DATASET_KINDS.get(config["dataset"]) not in (None, data_kind):
+            _fail(where, "dataset", config["dataset"], f"a {data_kind} dataset for experiment {config['experiment']}")
+        spec = RunSpec(freeze(dict(config)))
+    except RecursionError:
+        raise LorafairError(f"{where}: the configuration nests too deeply to be one") from None
+    object.__setattr__(spec, "_built", True)
+    return spec
 
 
 def as_spec(config: Mapping, where: str = "configuration") -> RunSpec:
-    """A RunSpec as it is; anything else through ``build``."""
-    return config if isinstance(config, RunSpec) else build(config, where)
+    """A RunSpec that ``build`` made as it is; anything else (a plain dict, a RunSpec made any other
+    way, one restored from a pickle) through ``build``."""
+    if isinstance(config, RunSpec) and getattr(config, "_built", False):
+        return config
+    return build(thaw(config) if isinstance(config, Mapping) else config, where)
 
 
 # ---------------------------------------------------------------- speed settings (not hashed)

@@ -111,9 +111,14 @@ class NonFiniteLoss(LorafairError):
     """The training loss became NaN or infinite: the run stops and stores nothing."""
 
 
-def check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float) -> None:
-    """Stop a run whose training loss is not a finite number (``NonFiniteLoss``, one line)."""
-    if not torch.isfinite(loss.detach()).all():
+def check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float, accelerator=None) -> None:
+    """Stop a run whose training loss is not a finite number (``NonFiniteLoss``, one line). Under a
+    distributed launch every rank stops together (the flag is summed over ranks), so that no rank
+    waits forever in a collective the others have left."""
+    bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+    if accelerator is not None and accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bad.item() > 0:
         raise NonFiniteLoss(f"the training loss is {float(loss.detach().float().reshape(-1)[0])} at epoch {epoch}, "
                             f"step {step} (learning rate {lr:g}: most likely too high; try a smaller one)")
 
@@ -122,7 +127,7 @@ def _step(accelerator, loss: torch.Tensor, opt, sched, losses: list, bar, epoch:
     """Backward, optimizer and schedule step, loss bookkeeping and the progress bar; a loss that is
     not finite stops the run (``check_finite``)."""
     try:
-        check_finite(loss, epoch, len(losses) + 1, lr)
+        check_finite(loss, epoch, len(losses) + 1, lr, accelerator)
     except NonFiniteLoss:
         bar.close()  # the bar leaves the line, so the one-line error stands alone
         raise
