@@ -349,10 +349,12 @@ def cmd_runs(a) -> None:
               "their manifests added")
     bad = verify_store(root, repair=a.repair)
     n = sum(1 for d in root.glob("*/*/DONE") if not d.parent.name.startswith(".")) + (len(bad) if a.repair else 0)
+    kept = [p for p, problem in bad if "not removed" in problem]
     for path, problem in bad:
-        print(f"  {'removed' if a.repair else 'damaged'}  {path}: {problem}")
+        print(f"  {('kept' if path in kept else 'removed') if a.repair else 'damaged'}  {path}: {problem}")
     print(f"[lorafair] {n} records in {root}: {len(bad)} damaged" +
-          ("; removed, the next build recomputes them" if a.repair and bad else ""))
+          (f"; {len(bad) - len(kept)} removed, the next build recomputes them" if a.repair and bad else "") +
+          (f"; {len(kept)} not removed (see above)" if kept else ""))
     if bad and not a.repair:
         raise LorafairError(f"{len(bad)} damaged record(s); `lorafair runs verify --repair --results-dir {root}` "
                             "removes them so that they are recomputed")
