@@ -252,16 +252,11 @@ def cmd_sweep(a) -> None:
             raise LorafairError(f"--launch {a.launch} needs --emit FILE (the file the tasks read)")
         launch.check_slurm(a.partition, a.logs if a.launch == "slurm" else None)
         for flag in ("emit", "results_dir", "sbatch_out"):
-            v = getattr(a, flag)
-            if v and any(ord(ch) < 32 for ch in v):
-                raise LorafairError(f"--{flag.replace('_', '-')} {v!r} holds a control character (a newline?); "
-                                    "it cannot go into a job script")
+            launch.check_script_text(f"--{flag.replace('_', '-')}", getattr(a, flag))
         if a.sbatch_out and os.path.lexists(a.sbatch_out) and not os.path.isfile(a.sbatch_out):
             raise LorafairError(f"--sbatch-out {a.sbatch_out} exists and is not a regular file; give a file name")
         if a.launch == "slurm" and a.cluster is not None:
             choose("--cluster (submitit)", a.cluster, launch.SUBMITIT_CLUSTERS)
-        if a.launch == "sbatch" and a.sbatch_out and os.path.isdir(a.sbatch_out):
-            raise LorafairError(f"--sbatch-out {a.sbatch_out} is a folder; give a file name")
     for flag in ("workers", "gpus", "retries", "tasks_per_job", "parallel", "time", "gpus_per_node"):
         v = getattr(a, flag)
         if v is not None and v < (0 if flag == "retries" else 1):
@@ -648,12 +643,10 @@ def check_paths(a) -> None:
     out = getattr(a, "out", None)
     if a.command in ("book", "notebook") and out and os.path.exists(out) and not os.path.isdir(out):
         raise LorafairError(f"--out {out} is a file, not a folder")
-    emit = getattr(a, "emit", None)
-    if a.command == "sweep" and emit:
-        if os.path.isdir(emit):
-            raise LorafairError(f"--emit {emit} is a folder; give a file name, e.g. {os.path.join(emit, 'pending.jsonl')}")
-        if not os.path.isdir(os.path.dirname(emit) or "."):
-            raise LorafairError(f"--emit {emit}: no folder {os.path.dirname(emit)} (create it first)")
+    if a.command == "sweep" and getattr(a, "emit", None):  # before the chapter is listed
+        from .launch import check_emit_path
+
+        check_emit_path(a.emit)
     for flag in ("results_dir", "out", "emit", "sbatch_out", "logs"):
         v = getattr(a, flag, None)
         if v is not None and not v.strip():

@@ -163,9 +163,8 @@ def exercise_cost(name: str, profile: str, overrides: dict | None = None, result
 
 
 # ---------------------------------------------------------------- the file of configurations
-def emit(rows: list[dict], path: str | os.PathLike) -> int:
-    """Write the configurations that have no record (pending or incomplete) as JSON lines; returns how many."""
-    todo = [r for r in rows if r["state"] != "done"]
+def check_emit_path(path: str | os.PathLike) -> Path:
+    """``--emit``: a new or regular file in a folder that exists (never a folder, a device or a pipe)."""
     path = Path(path)
     if path.is_dir():
         raise LorafairError(f"--emit {path} is a folder; give a file name, e.g. {path / 'pending.jsonl'}")
@@ -174,6 +173,20 @@ def emit(rows: list[dict], path: str | os.PathLike) -> int:
                             "give a file name")
     if not path.parent.is_dir():
         raise LorafairError(f"--emit {path}: no folder {path.parent} (create it first)")
+    return path
+
+
+def check_script_text(name: str, value) -> None:
+    """A value written into a job script holds no control character (a newline would start a new
+    line of the script, e.g. an ``#SBATCH`` one)."""
+    if value is not None and any(ord(ch) < 32 for ch in str(value)):
+        raise LorafairError(f"{name} {str(value)!r} holds a control character (a newline?); it cannot go into a job script")
+
+
+def emit(rows: list[dict], path: str | os.PathLike) -> int:
+    """Write the configurations that have no record (pending or incomplete) as JSON lines; returns how many."""
+    todo = [r for r in rows if r["state"] != "done"]
+    path = check_emit_path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text("".join(json.dumps({"config": r["config"], "seconds": r["seconds"],
@@ -339,9 +352,8 @@ def sbatch_script(path: str, n: int, minutes: int, gpus: int = 1, results_dir: s
     value is checked (numbers, the partition) or quoted for the shell (``shlex.quote``), so a file or
     folder name cannot run a command or add an ``#SBATCH`` line."""
     check_slurm(partition)
-    for name, v in (("file", path), ("--results-dir", results_dir)):
-        if v is not None and any(ord(ch) < 32 for ch in str(v)):
-            raise LorafairError(f"{name} {str(v)!r} holds a control character (a newline?); it cannot go into a job script")
+    check_script_text("file", path)
+    check_script_text("--results-dir", results_dir)
     for name, v in (("tasks", n), ("minutes", minutes), ("gpus", gpus), ("parallel", parallel or 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise LorafairError(f"the job array's {name} must be a positive integer, got {v!r}")

@@ -482,10 +482,6 @@ def resolve(notebook: str, profile: str, **overrides) -> dict:
     choose("notebook", notebook, PRESETS)
     choose("profile", profile, PROFILE_NAMES)
     params = copy.deepcopy(PRESETS[notebook][profile])
-    if overrides.get("profile") not in (None, profile):
-        raise LorafairError(f"parameter profile is {overrides['profile']!r} but the profile is {profile!r}: give the "
-                            "profile once (--profile)")
-    overrides.pop("profile", None)
     params["profile"] = profile
     params.setdefault("results_dir", RESULTS_DIRS[profile])
     for k, v in overrides.items():

@@ -619,24 +619,19 @@ def load_record(path: Path) -> RunRecord:
 
 def adopt_store(root: str | os.PathLike) -> list[Path]:
     """Write the manifest of every record of ``root`` that has none (records written before
-    manifests existed) whose files parse and whose configuration hashes to its folder's name;
-    returns the adopted records."""
+    manifests existed) whose files parse and whose configuration hashes to its folder's name (the
+    full ``record_problem`` check once the manifest is written; a record that fails it keeps its old
+    DONE file); returns the adopted records."""
     out = []
     for done in sorted(Path(root).glob("*/*/DONE")):
         path = done.parent
         if path.name.startswith(".") or record_problem(path) != NO_MANIFEST:
             continue
-        try:
-            meta = json.loads((path / "config.json").read_text())
-            json.loads((path / "metrics.json").read_text())
-            import pyarrow.parquet as pq
-
-            pq.ParquetFile(path / "predictions.parquet").metadata
-            if run_id(meta["config"]) != path.name:
-                continue
-        except Exception:  # any parse error: not adopted, verify reports it
+        before = done.read_text()
+        write_done(path, (before.splitlines() or ["adopted"])[0])
+        if record_problem(path, full=True):  # it does not parse or match its id: verify reports it
+            done.write_text(before)
             continue
-        write_done(path, done.read_text().splitlines()[0] if done.read_text().strip() else "adopted")
         out.append(path)
     return out
 
