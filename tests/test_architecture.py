@@ -256,6 +256,7 @@ DATASET_CASES = {
     "stereoset": lambda d: {"n_pairs": 8, "data_seed": 0},
     "crows_pairs": lambda d: {"n_pairs": 8, "data_seed": 0},
     "measuring_hate_speech": _mhs,
+    "adult": lambda d: {"n": 60, "data_seed": 0},
 }
 
 

@@ -157,7 +157,7 @@ def test_claim_groups_need_the_minimum_in_every_block():
     assert s["worst_group"] == "a" and s["worst_group_accuracy"]["value"] == 1.0 and s["accuracy_gap"]["value"] == 0
 
 
-def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance():
+def test_count_rules_exclude_few_seeds_and_undetected_controls():
     cases = pd.DataFrame([
         {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
          "metric": "accuracy", "seeds": 3, "verdict": "LoRA worse"},
@@ -168,12 +168,11 @@ def test_count_rules_exclude_few_seeds_undetected_controls_and_tasks_at_chance()
         {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
          "comparison": "LoRA - full", "metric": "accuracy", "seeds": 3, "verdict": "LoRA better"},
     ])
-    ctrl = pd.DataFrame([{"scope": "llm_classification", "detected": "detected"},
-                         {"scope": "vision_classification", "detected": "NOT detected"}])
-    learned = {("d", "{}", "m", "lora"): True, ("d", "{}", "m", "full"): True, ("d", "{}", "m", "head"): False}
-    out = findings.apply_count_rules(cases, ctrl, learned)
-    assert out["counted"].tolist() == [True, False, False, False]
-    assert "head is at chance" in out["not counted because"][1]
+    ctrl = pd.DataFrame([{"scope": "llm_classification:d", "detected": "detected"},
+                         {"scope": "vision_classification:v", "detected": "NOT detected"},
+                         {"scope": "llm_classification:other", "detected": "NOT detected"}])
+    out = findings.apply_count_rules(cases, ctrl)
+    assert out["counted"].tolist() == [True, True, False, False]
     assert "fewer than 3" in out["not counted because"][2]
     assert "not detected" in out["not counted because"][3]
 

@@ -86,8 +86,8 @@ def test_findings_decide_gives_no_verdict_to_cases_the_count_rules_exclude():
         {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
          "comparison": "LoRA - full", "metric_key": "accuracy", "seeds": 5, "difference": 0.05, "p": 0.001, "p_tost": 0.9},
     ])
-    ctrl = pd.DataFrame([{"scope": "llm_classification", "detected": "detected"},
-                         {"scope": "vision_classification", "detected": "NOT detected"}])
+    ctrl = pd.DataFrame([{"scope": "llm_classification:d", "detected": "detected"},
+                         {"scope": "vision_classification:v", "detected": "NOT detected"}])
     out = findings.decide(findings.apply_count_rules(cases, ctrl))
     assert out["verdict"].tolist() == ["LoRA worse", "no verdict"]
     t = findings.counts(out)

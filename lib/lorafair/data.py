@@ -464,6 +464,49 @@ def load_measuring_hate_speech(axis: str = "religion", aggregation: str = "major
                    info["skipped"], f"Measuring Hate Speech ({axis}, {aggregation}): {len(table)} comments")
 
 
+# ---------------------------------------------------------------- text: UCI Adult census rows (offline)
+ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
+                 "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
+                 "income"]
+
+
+def adult_text(r) -> str:
+    """One census row as a sentence (every column but the sampling weight ``fnlwgt``, the duplicate
+    ``education_num`` and the label); a missing value ("?" in the files) reads "unknown"."""
+    def w(v):
+        return "unknown" if pd.isna(v) else str(v).replace("-", " ").lower()
+    return (f"age {r.age}, {r.sex.lower()}, {r.race}, {w(r.education)}, {w(r.marital_status)}, works as "
+            f"{w(r.occupation)} ({w(r.workclass)}), {w(r.relationship)}, {r.hours_per_week} hours a week, capital "
+            f"gain {r.capital_gain}, capital loss {r.capital_loss}, born in {w(r.native_country)}")
+
+
+def load_adult(n: int | None = None, data_seed: int = 0, **_) -> Dataset:
+    """UCI Adult (census income, 48,842 people: ``adult.data`` and ``adult.test`` joined): label 1 =
+    income above 50K; each row serialised as a sentence (``adult_text``) for a text classifier.
+    Subgroups: race (five census categories, the smallest 406 and 470 people) and sex. Rows with a
+    missing value are kept ("unknown"); rows that do not parse are skipped and counted."""
+    frames, skipped = [], {"malformed": 0}
+    for name, header in (("adult_data", None), ("adult_test", 0)):
+        t = pd.read_csv(assets.resolve(name), names=ADULT_COLUMNS, skipinitialspace=True, header=header,
+                        index_col=False, na_values="?")
+        ok = t["income"].isin(["<=50K", ">50K", "<=50K.", ">50K."]) & t["age"].notna() & t["sex"].notna() & t["race"].notna()
+        skipped["malformed"] += int((~ok).sum())
+        frames.append(t[ok])
+    t = pd.concat(frames, ignore_index=True)
+    for c in ("age", "capital_gain", "capital_loss", "hours_per_week"):
+        t[c] = t[c].astype(int)
+    table = pd.DataFrame({"example_id": [f"adult{i:05d}" for i in range(len(t))],
+                          "input": [adult_text(r) for r in t.itertuples()],
+                          "label": t["income"].str.startswith(">50K").astype(int).to_numpy(),
+                          "group_race": t["race"].to_numpy(), "group_sex": t["sex"].to_numpy()})
+    if n and n < len(table):  # a random subsample (smoke profile), every race kept
+        order = np.random.default_rng(data_seed).permutation(len(table))
+        keep = pd.Index(order[:n]).union(table.iloc[order].groupby("group_race").head(5).index)
+        table = table.loc[np.sort(keep)].reset_index(drop=True)
+    return Dataset("adult", table, ["income <= 50K", "income > 50K"], "text", ["race", "sex"], skipped,
+                   f"UCI Adult census rows as text: {len(table)} people, {int(table['label'].sum())} with income above 50K")
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "openmoji_people": load_openmoji_people,
     "utkface": load_utkface,
@@ -471,17 +514,19 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "stereoset": load_stereoset,
     "crows_pairs": load_crows_pairs,
     "measuring_hate_speech": load_measuring_hate_speech,
+    "adult": load_adult,
 }
 
 
 #: what each dataset's inputs are (a model of the same kind reads them)
 DATASET_KINDS = {"openmoji_people": "image", "utkface": "image", "identity_attack": "text", "stereoset": "text",
-                 "crows_pairs": "text", "measuring_hate_speech": "text"}
+                 "crows_pairs": "text", "measuring_hate_speech": "text", "adult": "text"}
 
 
 #: the columns of each dataset whose values a split may keep together (``split_unit``)
 SPLIT_UNITS = {"openmoji_people": ("drawing", "sequence", "role"), "utkface": (), "identity_attack": (),
-               "stereoset": ("pair_id",), "crows_pairs": ("pair_id",), "measuring_hate_speech": ()}
+               "stereoset": ("pair_id",), "crows_pairs": ("pair_id",), "measuring_hate_speech": (),
+               "adult": ()}
 
 
 def load(name: str, **kwargs) -> Dataset:

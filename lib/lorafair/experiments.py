@@ -84,8 +84,15 @@ class ClassificationRunner:
             self._dataset = data_mod.load(self.dataset_name, **self.dataset_kwargs)
         return self._dataset
 
-    def encoder(self, spec: models_mod.ModelSpec, max_length: int | None = None):
+    def encoder(self, spec: models_mod.ModelSpec, max_length: int | None = None, rows=None):
+        """The dataset's encoder for ``spec`` (cached per runner), or one of the rows ``rows`` only
+        (a boolean mask; not cached)."""
         ds = self.dataset
+        if rows is not None:
+            sub = ds.table["input"][rows].tolist()
+            if spec.kind == "text":
+                return data_mod.TextEncoder(sub, spec.tokenizer(), max_length or spec.max_length)
+            return data_mod.ImageEncoder(sub, spec.image_size, spec.mean, spec.std)
         if spec.kind == "text":
             key = ("text", spec.tokenizer, max_length)
             if key not in self._encoders:
@@ -111,6 +118,9 @@ class ClassificationRunner:
             raise LorafairError(f"model {spec.name} is a {spec.kind} model but dataset {ds.name} is {ds.kind}")
         table = ds.table.copy()
         table["split"] = splits.split_for(ds, cfg["split_seed"], tuple(cfg["split_fractions"]), cfg.get("split_design"))
+        used = None
+        if splits.stores_used_only(cfg.get("split_design")):  # only the examples the split uses are encoded and kept
+            used = (table["split"] != "unused").to_numpy()
         sizes = table["split"].value_counts()
         for part in ("train", "test"):
             if not sizes.get(part, 0):
@@ -128,8 +138,11 @@ class ClassificationRunner:
         tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                            select=cfg["select"], seed=cfg["seed"], precision=precision, **options)
         planted = splits.training_labels(ds, table["split"], cfg["split_seed"], cfg.get("split_design"))
+        if used is not None:
+            table = table[used].reset_index(drop=True)
+            planted = None if planted is None else planted[used]
         labels = torch.from_numpy(np.array(table["label"] if planted is None else planted, dtype=np.int64))
-        enc = self.encoder(spec, cfg.get("max_length"))
+        enc = self.encoder(spec, cfg.get("max_length"), rows=used)
         if methods_mod.get(cfg["method"]).trains == "head":  # the frozen backbone runs once; the head trains on its features
             out, history = fit_predict_head(model, spec.head, spec.head_dropout(model) if spec.head_dropout else None,
                                             enc, labels, table["split"], tcfg, progress=self.progress,

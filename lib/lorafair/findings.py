@@ -13,16 +13,18 @@ higher is worse (LoRA leaks more)."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
 
 from . import experiments as ex
+from .assets import REPO_ROOT
 from . import generation as gen
 from . import inference
 from . import methods as methods_mod
 from . import mia
-from .metrics import get_metric, wilson_interval
+from .metrics import MIN_GROUP_N, exact_interval, get_metric, learned_gate
 from .plots import LABELS, label, relabel  # noqa: F401 (reader-facing names, re-exported)
 from .models import get_spec
 from .runs import RunStore
@@ -37,7 +39,7 @@ def _case(experiment, dataset, settings, model, attribute, comparison, metric_ke
 def is_main_run(c: dict, profile: str) -> bool:
     """A classification chapter's main run: the profile's, on the standard or unit split (no
     control), and for LoRA the model's default rank on every layer and the default modules."""
-    if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit"):
+    if c.get("profile") != profile or (c.get("split_design") or {}).get("kind") not in (None, "by_unit", "sized"):
         return False
     return c["method"] != "lora" or (c.get("layer_fraction", 1) == 1 and c.get("rank") == get_spec(c["model"]).default_rank
                                      and not c.get("target_modules") and c.get("placement") in (None, "front"))
@@ -57,23 +59,29 @@ def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.D
     rows = []
     for (dataset, kw, model), recs in sorted(groups.items()):
         attr = next(iter(recs[0].metrics["attributes"]))
-        preds = ex.predictions(recs)
+        everything = ex.predictions(recs)
+        preds, failed = gated_predictions(recs)
         params = {m: int(np.mean([r.meta["adaptation"]["trainable_params"] for r in recs if r.config["method"] == m]))
                   for m in set(preds["method"])}
-        for a, other in comparison_pairs(set(preds["method"])):
-            d = ex.per_seed_differences(preds, model, attr, a, other)
-            if d.empty:
+        for a, other in comparison_pairs(set(everything["method"])):
+            d_all = ex.per_seed_differences(everything, model, attr, a, other)
+            if d_all.empty:
                 continue
+            # the seeds on which both runs passed the gate; none: the case is kept, with no seeds
+            d = ex.per_seed_differences(preds, model, attr, a, other) if len(preds) else d_all.iloc[:0]
+            d = d_all.iloc[:0] if d.empty else d
+            shown = d if len(d) else d_all  # what describes the case (test sizes, worst groups)
             comp = comparison_label(a, other)
-            common = dict(test_n=int(d["n"].min()), method_a=a, method_b=other, trainable_a=params.get(a),
-                          trainable_b=params.get(other))
+            common = dict(test_n=int(shown["n"].min()), method_a=a, method_b=other, trainable_a=params.get(a),
+                          trainable_b=params.get(other), gate_dropped=dropped_note(failed, (a, other)))
             rows.append(_case(experiment, dataset, kw, model, attr, comp, "accuracy",
                               dict(zip(d["seed"], d["accuracy"])), **common))
-            if "worst_group_accuracy" in d:
-                worst = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
+            if "worst_group_accuracy" in d_all:
+                worst = sorted(set(shown["worst_group_a"]) | set(shown["worst_group_b"]))
                 for key in ("worst_group_accuracy", "accuracy_gap"):
-                    rows.append(_case(experiment, dataset, kw, model, attr, comp, key, dict(zip(d["seed"], d[key])),
-                                      worst_groups=", ".join(worst), worst_n=int(d["worst_n"].min()), **common))
+                    rows.append(_case(experiment, dataset, kw, model, attr, comp, key,
+                                      dict(zip(d["seed"], d[key])) if key in d else {},
+                                      worst_groups=", ".join(worst), worst_n=int(shown["worst_n"].min()), **common))
             rows.append(_case(experiment, dataset, kw, model, attr, comp, "ece", dict(zip(d["seed"], d["ece"])),
                               **common))
     return pd.DataFrame(rows)
@@ -126,7 +134,7 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
             shadows.setdefault((key[0], key[1], design["seed"]), []).append(r)
     per_seed: dict = {}
     meta: dict = {}  # the compared methods of each case
-    fit: dict = {}  # pooled test accuracy of the compared targets, per case (did they learn the task?)
+    dropped: dict = {}  # per case: {method: [seeds whose target failed the per-run gate]}
     for (dataset, kw, model, seed), t in sorted(targets.items()):
         sh = [s for s in shadows.get((dataset, kw, seed), []) if s.config["model"] == model]
 
@@ -152,29 +160,114 @@ def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
             meta[(dataset, kw, model, comparison)] = (a.config["method"], b.config["method"],
                                                       a.meta["adaptation"]["trainable_params"],
                                                       b.meta["adaptation"]["trainable_params"])
-            for rec in (a, b):
-                _pool_accuracy(fit.setdefault((dataset, kw, model, comparison), {}), rec.config["method"], rec.predictions())
+            failed = [rec.config["method"] for rec in (a, b) if learned_gate(rec.predictions())["passed"] is False]
+            for key in ("lira_auc", "loss_auc"):  # the case exists even when no seed passes the gate
+                per_seed.setdefault((dataset, kw, model, comparison, key), {})
+            for m in failed:  # a seed whose target did not learn (on its validation split) is left out
+                dropped.setdefault((dataset, kw, model, comparison), {}).setdefault(m, []).append(int(seed))
+            if failed:
+                continue
             for key, fn in (("lira_auc", lambda p, s: mia.lira_scores(p, s)), ("loss_auc", lambda p, s: mia.loss_scores(p))):
                 d = mia.auc_difference(fn(a.predictions(), ash), fn(b.predictions(), bsh))
                 per_seed.setdefault((dataset, kw, model, comparison, key), {})[int(seed)] = d
     return pd.DataFrame([_case("membership_inference", dataset, kw, model, "(all examples)", comparison, key, d,
-                               at_chance=", ".join(m for m, ok in _learned(fit[(dataset, kw, model, comparison)]).items()
-                                                   if not ok),
+                               gate_dropped=dropped_note(dropped.get((dataset, kw, model, comparison), {}),
+                                                         meta[(dataset, kw, model, comparison)][:2]),
                                **dict(zip(("method_a", "method_b", "trainable_a", "trainable_b"),
                                           meta[(dataset, kw, model, comparison)])))
                          for (dataset, kw, model, comparison, key), d in sorted(per_seed.items())])
 
 
-def _pool_accuracy(pool: dict, name: str, preds: pd.DataFrame) -> None:
-    """Add one run's test hits, test size and majority-class count to ``pool[name]``."""
-    t = preds[preds["split"] == "test"]
-    k, n, maj = pool.get(name, (0, 0, 0))
-    pool[name] = (k + int((t["label"] == t["pred"]).sum()), n + len(t), maj + int(t["label"].value_counts().max()))
+def gated_predictions(recs) -> tuple[pd.DataFrame, dict]:
+    """The prediction rows of the runs that pass the per-run gate (``metrics.learned_gate``, read on
+    each run's own validation split), and {method: [seeds whose run failed it]}."""
+    preds = ex.predictions(recs)
+    failed: dict = {}
+    for (method, seed), g in preds.groupby(["method", "seed"], sort=True):
+        if learned_gate(g)["passed"] is False:
+            failed.setdefault(method, []).append(int(seed))
+    drop = [(m, s) for m, seeds in failed.items() for s in seeds]
+    keep = ~pd.MultiIndex.from_frame(preds[["method", "seed"]]).isin(drop) if drop else np.ones(len(preds), bool)
+    return preds[keep].reset_index(drop=True), failed
 
 
-def _learned(pool: dict) -> dict:
-    """{name: learned?}: pooled test accuracy with a 95% Wilson lower bound above the majority rate."""
-    return {name: wilson_interval(k, n)[0] > maj / n for name, (k, n, maj) in pool.items()}
+def learned_runs(recs) -> list:
+    """The runs that pass the per-run gate (or have no validation split to read it on)."""
+    return [r for r in recs if learned_gate(r.predictions())["passed"] is not False]
+
+
+def dropped_note(failed: dict, methods) -> str:
+    """"lora: seeds 21, 42" for the compared methods whose runs failed the gate ("" if none)."""
+    return "; ".join(f"{m}: seed{'s' if len(failed[m]) > 1 else ''} {', '.join(map(str, sorted(failed[m])))}"
+                     for m in methods if failed.get(m))
+
+
+def gate_table(store: RunStore, profile: str) -> pd.DataFrame:
+    """Every main classification run and membership-inference target through the per-run gate: one
+    row per run (experiment, dataset, model, method, seed, validation accuracy, majority rate, classes
+    predicted, passed, reason)."""
+    rows = []
+    for exp in ("vision_classification", "llm_classification", "membership_inference"):
+        for r in store.records(exp):
+            c = r.config
+            design = c.get("split_design") or {}
+            if exp == "membership_inference":
+                if c.get("profile") != profile or design.get("kind") != "mia_target":
+                    continue
+                role = "target" if c.get("select") == "best_val" else f"target, {c['epochs']} epochs, last epoch"
+                seed = design["seed"]
+            elif is_main_run(c, profile):
+                role, seed = "main", c["seed"]
+            else:
+                continue
+            g = learned_gate(r.predictions())
+            rows.append({"experiment": exp, "dataset": c["dataset"], "settings": json.dumps(c["dataset_kwargs"], sort_keys=True),
+                         "model": c["model"], "method": c["method"], "role": role, "seed": int(seed),
+                         "val_n": g["val_n"], "val_accuracy": g["val_accuracy"], "majority": g["majority"],
+                         "classes_predicted": g["classes_predicted"], "passed": g["passed"], "reason": g["reason"]})
+    return pd.DataFrame(rows)
+
+
+def gate_failure_rates(gates: pd.DataFrame) -> pd.DataFrame:
+    """Runs, failures and the failure rate per experiment, dataset, model, method and role."""
+    if gates.empty:
+        return pd.DataFrame()
+    keys = ["experiment", "dataset", "settings", "model", "method", "role"]
+    out = gates.groupby(keys, sort=True).agg(runs=("passed", "size"), failed=("passed", lambda s: int((s == False).sum())),  # noqa: E712
+                                             failed_seeds=("seed", lambda s: ""))
+    for k, g in gates.groupby(keys, sort=True):
+        out.loc[k, "failed_seeds"] = ", ".join(str(s) for s in sorted(g.loc[g["passed"] == False, "seed"]))  # noqa: E712
+    out["failure_rate"] = out["failed"] / out["runs"]
+    return out.reset_index()
+
+
+def small_group_rows(store: RunStore, profile: str) -> pd.DataFrame:
+    """The groups too small to carry a claim (fewer than ``metrics.MIN_GROUP_N`` test examples in some
+    seed), per classification task, model and method: the smallest and total test count over seeds and
+    the test accuracy pooled over the seeds that passed the gate, with its exact (Clopper-Pearson)
+    interval. Shown, never silently dropped."""
+    groups: dict = {}
+    for exp in ("vision_classification", "llm_classification"):
+        for r in store.records(exp):
+            if is_main_run(r.config, profile):
+                c = r.config
+                groups.setdefault((exp, c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"]), []).append(r)
+    rows = []
+    for (exp, dataset, kw, model), recs in sorted(groups.items()):
+        preds, _ = gated_predictions(recs)
+        for attr in recs[0].metrics["attributes"]:
+            t = preds[preds["split"] == "test"]
+            col = t[f"group_{attr}"].astype(str)
+            n_by = pd.crosstab(col, [t["method"], t["seed"]]).min(axis=1)
+            for group in sorted(n_by[n_by < MIN_GROUP_N].index):
+                for method, g in t[col == group].groupby("method", sort=True):
+                    k, n = int((g["label"] == g["pred"]).sum()), len(g)
+                    lo, hi = exact_interval(k, n)
+                    rows.append({"experiment": exp, "dataset": dataset, "settings": kw, "model": model,
+                                 "attribute": attr, "group": group, "method": method,
+                                 "seeds": int(g["seed"].nunique()), "smallest_n": int(n_by[group]),
+                                 "test_n": n, "accuracy": k / n, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
 
 
 def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
@@ -239,10 +332,12 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
 CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
 
 
-def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, kind=""):
-    """One control row, read at the seed level (``inference.planted_effect``)."""
+def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, kind="", planted=""):
+    """One control row, read at the seed level (``inference.planted_effect``); ``planted``: what was
+    planted, and how much."""
     e = inference.planted_effect(per_seed, higher)
-    return {"experiment": exp, "scope": scope, "kind": kind or control, "control": control, "model": model,
+    return {"experiment": exp, "scope": scope, "kind": kind or control, "control": control, "planted": planted,
+            "model": model,
             "method": method, "effect": e["difference"], "lo": e["lo"], "hi": e["hi"],
             "per seed": ", ".join(f"{v:+.3f}" for v in e["per_seed"].values()), "n": n, "seeds": e["seeds"],
             "detected": "detected" if e["detected"] else "NOT detected"}
@@ -274,7 +369,8 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
             per_seed.setdefault(case, ({}, n))[0][int(key[3])] = d
     return [_row("membership_inference", f"membership_inference:{dataset}",
                  f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
-                 model, method, d, n, higher=True, kind=f"over-fitted target ({dataset})")
+                 model, method, d, n, higher=True, kind=f"over-fitted target ({dataset})",
+                 planted=f"{e_over} epochs, last epoch kept, vs {e_main} with selection")
             for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
 
 
@@ -294,7 +390,7 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
             if d is not None:
                 rows.append(_row("generation_fairness", "generation_fairness:pronoun",
                                  f"{task}: pro-stereotypical minus balanced references: stereotype excess", model, method,
-                                 d["per_seed"], d["n"], higher=True))
+                                 d["per_seed"], d["n"], higher=True, planted="all references pro-stereotypical"))
     probe = [r for r in recs if r.config["part"] == "token_bias"]
     for (corpus, model, method), rs in sorted(_group(probe, lambda c: (c["corpus"], c["model"], c["method"])).items()):
         planted = [r for r in rs if r.config.get("plant")]
@@ -306,7 +402,8 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
         if d is not None:
             rows.append(_row("generation_fairness", "generation_fairness:token_bias",
                              f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "
-                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True))
+                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True,
+                             planted=f"{planted[0].config['plant']} first-option answers"))
     return rows
 
 
@@ -352,14 +449,16 @@ def controls(store: RunStore, profile: str, n_boot: int = 200) -> pd.DataFrame:
                     and json.dumps(r.config["dataset_kwargs"], sort_keys=True) == kw and r.config["model"] == model
                     and r.config["method"] == method and r.config.get("layer_fraction", 1) == 1
                     and r.config.get("rank") == cs[0].config.get("rank")]
-            eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot)
+            # like with like: a control and its reference count only where both learned (the per-run gate)
+            refs, cs = learned_runs(refs), learned_runs(cs)
+            eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot) if refs and cs else None
             if eff is None:
                 continue
             what = (f"{d['fraction']:.0%} of its other-class training examples relabelled {d['to_label']}"
                     if d["kind"] == "relabel" else f"thinned to {d['keep']:.0%} of its training examples")
-            rows.append(_row(exp, exp, f"{d['attribute']} group '{d['group']}' {what}: its test accuracy", model,
+            rows.append(_row(exp, f"{exp}:{dataset}", f"{d['attribute']} group '{d['group']}' {what}: its test accuracy", model,
                              method, eff["seed_level"]["per_seed"], eff["group_test_examples"], higher=False,
-                             kind=d["kind"]))
+                             kind=d["kind"], planted=what))
     return pd.DataFrame(rows)
 
 
@@ -448,14 +547,15 @@ def _short(kw: str) -> str:
 
 
 def case_scope(case: pd.Series) -> str:
-    """The control scope a case falls under: the experiment, the attacked dataset (membership
-    inference) or the part (generation: pronoun task or token-bias probe)."""
+    """The control scope a case falls under: the experiment and its dataset (classification, membership
+    inference) or the part (generation: pronoun task or token-bias probe). A control vouches only for
+    the cases of its own dataset."""
     if case["experiment"] == "membership_inference":
         return f"membership_inference:{case['dataset']}"
     if case["experiment"] == "generation_fairness":
         return "generation_fairness:token_bias" if case["metric"] == get_metric("flip_rate").label \
             else "generation_fairness:pronoun"
-    return case["experiment"]
+    return f"{case['experiment']}:{case['dataset']}"
 
 
 def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
@@ -468,12 +568,11 @@ def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
     return {scope for (scope, _), hit in ok.items() if hit}, set(tried_rows["scope"])
 
 
-def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | None = None) -> pd.DataFrame:
+def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
     """``counted`` and ``not counted because`` for every case. A case enters the count only if it
-    rests on at least 3 seeds, a positive control of its scope was detected, and both compared
-    models learned the task: in classification ``learned`` ({(dataset, settings, model, method):
-    bool}); in membership inference the case's ``at_chance`` (the targets whose pooled test accuracy
-    does not beat the majority rate: their leakage is the privacy-utility trade-off)."""
+    rests on at least 3 seeds and a positive control of its scope was detected. Its seeds are already
+    only those on which both compared runs passed the per-run gate (``gated_predictions``; the seeds
+    left out are in ``gate_dropped``)."""
     detected, tried = power_scopes(ctrl)
     why = []
     for _, c in cases.iterrows():
@@ -483,32 +582,8 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame, learned: dict | N
         scope = case_scope(c)
         if scope not in detected:
             reasons.append("its positive control was not detected" if scope in tried else "no positive control")
-        if isinstance(c.get("at_chance"), str) and c["at_chance"]:
-            names = c["at_chance"].split(", ")
-            reasons.append(f"the {' and '.join(names)} target{'s are' if len(names) > 1 else ' is'} at chance on this task")
-        if learned is not None and c["experiment"].endswith("classification"):
-            pair = (c.get("method_a"), c.get("method_b"))
-            if not all(isinstance(m, str) for m in pair):
-                pair = ("lora", c["comparison"].split(" - ", 1)[1])
-            for m in pair:
-                if not learned.get((c["dataset"], c["settings"], c["model"], m), True):
-                    reasons.append(f"{m} is at chance on this task")
         why.append("; ".join(reasons))
     return cases.assign(counted=[not w for w in why], **{"not counted because": why})
-
-
-def learned_tasks(store: RunStore, profile: str) -> dict:
-    """{(dataset, settings, model, method): bool}: did the method learn the task? Its test accuracy,
-    pooled over seeds, must have a 95% Wilson lower bound above the test split's majority-class rate."""
-    pooled: dict = {}
-    for exp in ("vision_classification", "llm_classification"):
-        for r in store.records(exp):
-            c = r.config
-            if not is_main_run(c, profile):
-                continue
-            _pool_accuracy(pooled, (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"]),
-                           r.predictions())
-    return _learned(pooled)
 
 
 def counts(cases: pd.DataFrame) -> pd.DataFrame:
@@ -522,8 +597,35 @@ def counts(cases: pd.DataFrame) -> pd.DataFrame:
 
 CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "comparison", "method_a", "method_b",
                "trainable_a", "trainable_b", "metric", "metric_key", "seeds",
-               "per_seed", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
+               "per_seed", "gate_dropped", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
                "p_tost", "p_tost_holm", "margin", "mde", "family", "verdict", "not counted because"]
+
+
+CONTROL_COLUMNS = ["experiment", "scope", "kind", "control", "model", "method", "planted", "per seed", "seeds", "n",
+                   "effect", "lo", "hi", "detected"]
+
+
+def design_commit() -> str:
+    """The commit and date at which the registered design (``book/design.md``) last changed, or a
+    sentence saying why they are unknown (no git, not a checkout)."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h (%cs)", "--", "book/design.md"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git is not available)"
+    return out.stdout.strip() or "unknown (not a git checkout, or the design is not committed yet)"
+
+
+def write_controls_csv(ctrl: pd.DataFrame, results_dir) -> None:
+    """Every control row as ``controls.csv`` in the run store (experiment, control, planted size,
+    per-seed effects, interval, detected), written atomically."""
+    from pathlib import Path
+
+    out = ctrl.reindex(columns=CONTROL_COLUMNS)
+    path = Path(results_dir) / "controls.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    out.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
 
 
 def write_csv(cases: pd.DataFrame, results_dir) -> None:

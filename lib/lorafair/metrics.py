@@ -219,6 +219,41 @@ def claim_groups(groups, blocks=None, min_n: int = MIN_GROUP_N) -> tuple[list[st
     return sorted(k for k, v in smallest.items() if v >= min_n), smallest
 
 
+def exact_interval(k: int, n: int) -> list[float]:
+    """Clopper-Pearson (exact binomial) 95% interval of ``k`` successes in ``n``: for small groups."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+#: A run counts as having learned its task only if, on its own validation split, its accuracy beats
+#: the validation majority-class rate by more than this margin and it predicts more than one class
+#: (``learned_gate``). Registered in book/design.md.
+GATE_MARGIN = 0.02
+
+
+def learned_gate(preds: pd.DataFrame, margin: float = GATE_MARGIN) -> dict:
+    """The per-run gate, read on the run's validation split only (never test, never pooled over
+    seeds): ``passed`` if validation accuracy > majority rate + ``margin`` and more than one class is
+    predicted on validation; with the numbers and the reason it failed. A run without a validation
+    split (a shadow model) has ``passed`` None."""
+    v = preds[preds["split"] == "val"]
+    if not len(v):
+        return {"passed": None, "val_n": 0, "val_accuracy": float("nan"), "majority": float("nan"),
+                "classes_predicted": 0, "reason": "no validation split"}
+    acc = float((v["label"] == v["pred"]).mean())
+    majority = float(v["label"].value_counts(normalize=True).max())
+    classes = int(v["pred"].nunique())
+    reasons = []
+    if classes < 2:
+        reasons.append("predicts one class on validation")
+    if not acc > majority + margin:
+        reasons.append(f"validation accuracy {acc:.3f} does not beat the majority rate {majority:.3f} by {margin}")
+    return {"passed": not reasons, "val_n": int(len(v)), "val_accuracy": acc, "majority": majority,
+            "classes_predicted": classes, "reason": "; ".join(reasons)}
+
+
 def seed_worst_group_difference(correct_a, correct_b, groups, blocks=None, min_n: int = MIN_GROUP_N) -> dict:
     """Worst-group accuracy of A minus that of B on the same test rows, with the seed as the unit:
     per block (the seed of each row, when several seeds' test sets are stacked), each method's own

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from . import bench
 from . import data as data_mod
@@ -355,6 +355,7 @@ def _arguments(where: str, key: str, kwargs, loader, skip: tuple = (), task_choi
 _DESIGN_FIELDS = {
     "standard": {},
     "by_unit": {"unit": (text, True), "caps": (None, False)},
+    "sized": {"sizes": (None, True), "min_test_group": (integer(0, 1_000_000), True), "pools": (None, True)},
     "downsample": {"attribute": (text, True), "group": (text, True),
                    "keep": (number(0, 1, lo_open=True, hi_open=True), True),
                    "base": (None, False)},
@@ -380,6 +381,18 @@ def _design(where: str, key: str, d, depth: int = 0) -> None:
             splits.check_caps(thaw(d["caps"]) if d["caps"] is not None else None)
         except LorafairError as e:
             _fail(where, f"{key}.caps", d["caps"], str(e))
+    if d["kind"] == "sized":
+        if not isinstance(d["sizes"], Mapping):
+            _fail(where, f"{key}.sizes", d["sizes"], "a mapping of split (train, val, test) to a positive number")
+        try:
+            splits.check_caps(thaw(d["sizes"]))
+        except LorafairError as e:
+            _fail(where, f"{key}.sizes", d["sizes"], str(e))
+        p = d["pools"]
+        if (not isinstance(p, Sequence) or isinstance(p, str) or len(p) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in p)
+                or abs(sum(p) - 1) > 1e-9):
+            _fail(where, f"{key}.pools", p, "three fractions in (0, 1) for train, val and test that sum to 1")
     if "base" in d:
         if depth > 3:
             _fail(where, f"{key}.base", d["base"], "at most four nested split designs")

@@ -17,6 +17,11 @@
   fraction of its training examples.
 - ``relabel``: a positive control that keeps its base design's split and relabels a fraction of
   one group's training examples (``training_labels``): a planted label bias.
+- ``sized``: a standard split into pools (``pools``: train / val / test fractions), then a seeded
+  choice of ``sizes`` examples from each pool (the rest ``unused``), and the test split topped up
+  from its pool until every group of every sensitive attribute has at least ``min_test_group`` test
+  examples (all of its pool where that is fewer): training keeps the data's own imbalance, while the
+  test set is sized for the small groups a claim is about (``sized_split``).
 - ``group_split``: whole units (e.g. the sentences sharing one source in the pronoun task) are
   assigned, with an optional cap on the number of units per split.
 
@@ -36,7 +41,7 @@ from .errors import LorafairError, choose
 
 MIA_SPLITS = ("train", "val", "test", "pool")
 MIA_FRACTIONS = (0.25, 0.10, 0.25, 0.40)
-DESIGNS = ("standard", "by_unit", "downsample", "relabel", "mia_target", "mia_shadow")
+DESIGNS = ("standard", "by_unit", "sized", "downsample", "relabel", "mia_target", "mia_shadow")
 
 
 def assign_splits(table: pd.DataFrame, seed: int, fractions=(0.6, 0.2, 0.2),
@@ -173,6 +178,25 @@ def unit_split(ds, seed: int, fractions, unit: str) -> pd.Series:
     return assign_splits(t, seed, fractions, strata, unit=unit, unit_stratify=strata)
 
 
+def sized_split(ds, seed: int, sizes: dict, min_test_group: int, pools) -> pd.Series:
+    """The ``sized`` design (module docstring): pools from ``standard_split`` with fractions ``pools``,
+    ``sizes[s]`` examples chosen from each pool ``s`` (seeded; a split without a size keeps its
+    pool), then the test split topped up group by group to ``min_test_group`` examples of every
+    group of every attribute."""
+    check_caps(sizes)
+    base = standard_split(ds, seed, tuple(pools))
+    out = cap_units(base, sizes, seed)
+    rng = np.random.default_rng([seed, 1])
+    for a in ds.attributes:
+        col = ds.table[f"group_{a}"].astype(str)
+        for g in sorted(col.unique()):
+            short = min_test_group - int(((out == "test") & (col == g)).sum())
+            spare = np.flatnonzero(((base == "test") & (out == "unused") & (col == g)).to_numpy())
+            if short > 0 and len(spare):
+                out.iloc[spare[rng.permutation(len(spare))[:short]]] = "test"
+    return out
+
+
 def downsample(ds, split: pd.Series, attribute: str, group: str, keep: float, seed: int) -> pd.Series:
     """A positive control: only a fraction ``keep`` of the group's training examples stay in
     training (seeded choice, at least one); the others become ``unused`` (neither trained on nor
@@ -234,6 +258,8 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
         return standard_split(ds, seed, fractions)
     choose("split design", design.get("kind"), DESIGNS)
     kind = design["kind"]
+    if kind == "sized":
+        return sized_split(ds, seed, dict(design["sizes"]), int(design["min_test_group"]), design["pools"])
     if kind == "by_unit":
         return cap_units(unit_split(ds, seed, fractions, design["unit"]), check_caps(design.get("caps")), seed)
     if kind == "downsample":
@@ -246,11 +272,23 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
     return mia_shadow_split(ds, design["seed"], design["shadow_seed"], design.get("unit"))
 
 
+def root_design(design: dict | None) -> dict | None:
+    """The design a control (``downsample``, ``relabel``) is planted on; the design itself otherwise."""
+    while design and design.get("kind") in ("downsample", "relabel"):
+        design = design.get("base")
+    return design
+
+
+def stores_used_only(design: dict | None) -> bool:
+    """Whether a run of this design encodes and stores only the examples its split uses (``sized``:
+    the pools it leaves ``unused`` are most of a large dataset)."""
+    return (root_design(design) or {}).get("kind") == "sized"
+
+
 def unit_column(ds, design: dict | None) -> str | None:
     """The column whose values a split keeps together (stored with every prediction), or None when
     single examples are split."""
-    while design and design.get("kind") in ("downsample", "relabel"):
-        design = design.get("base")
+    design = root_design(design)
     if design and design.get("unit"):
         return design["unit"]
     return "pair_id" if "pair_id" in ds.table and not (design and design.get("kind", "").startswith("mia")) else None
