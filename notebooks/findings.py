@@ -347,7 +347,11 @@ else:
 # effects excludes zero in the planted direction, the same reading as the cases. A control runs on
 # one model and method and vouches for its experiment (its scope). An experiment whose control is
 # not detected cannot support "no difference" claims at this scale, and its cases carry no verdict;
-# one with no control yet is listed as such.
+# one with no control yet is listed as such. A detected control shows only that effects *of its size*
+# are seen: the column *size* sets the planted effect against the margin of the quantity it was
+# planted on (gross at twice the margin or more, at the margin from half to twice it). Only a
+# control at the margin shows that the experiment could see an effect as small as the ones its
+# "equivalent" verdicts rule out.
 
 # %% tags=["hide-input"]
 glue("findings_controls_detected", int((ctrl["detected"] == "detected").sum()), display=False)
@@ -355,6 +359,12 @@ glue("findings_controls_total", int((ctrl["detected"] != "no control").sum()), d
 display(plots.table(ctrl.drop(columns=["kind"]).rename(columns={"effect": "planted effect", "n": "test examples",
                                                    "scope": "vouches for"})
         , caption="The positive controls: the planted effect and whether each experiment detects it"))
+tried = ctrl[ctrl["detected"] != "no control"]
+at_margin = tried[tried["size"].str.startswith(("at the margin", "below the margin"))]
+glue("findings_controls_at_margin", len(at_margin), display=False)
+display(Markdown(f"{len(at_margin)} of {len(tried)} controls planted an effect at or below the size of its margin"
+                 + (" (" + "; ".join(f"{r.scope}, {r.planted}: {r.detected}" for r in at_margin.itertuples()) + ")"
+                    if len(at_margin) else "") + "; the others detect only gross effects."))
 
 # %% [markdown]
 # ## Reading

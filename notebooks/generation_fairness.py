@@ -466,7 +466,12 @@ display(plots.table(pref.pivot_table(index=["prompt_id", "measure"], columns="me
 # The probe claims to measure how much an answer depends on the order of the options. To show that
 # it can, the control fine-tunes the same model and method on the same corpus plus planted examples:
 # probe questions with listed options about corpus texts that are never probed, each answered with
-# the option listed **first**. A model that learns this answers by position, so its chosen content
+# the option listed **first**. Each planted question lists its options in a random order, with a
+# random symbol scheme (words, numbers, letters or special symbols, given by position or kept with
+# their content), so the answer's position is the only thing all planted answers share. (A first
+# build of the plant cycled through the probe's own variants instead; its planted runs picked the
+# first-listed option *less* often than plain runs, and it was replaced, see {doc}`design`.) A model
+# that learns this answers by position, so its chosen content
 # flips whenever a variant only reorders the options. The control is **detected** when the flip rate
 # over the order-only variants, planted minus plain fine-tuning, paired over the same (seed, text)
 # pairs, has its 95% interval above zero. (The planted answers are one token each among the corpus
@@ -489,6 +494,12 @@ if control_recs:
             continue
         glue(f"gen_{model}_probe_control", round(d["difference"], 3), display=False)
         e = inference.planted_effect(d["per_seed"], higher=True)
+        listed = [p for p in a["prompt_id"].unique() if gen.PROBE_BY_ID[p].family in ("YN2", "MC1")]
+        first = {k: float(x[x["prompt_id"].isin(listed)]["position"].eq(0).mean()) for k, x in (("planted", a), ("plain", b))}
+        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**: the first-listed option is chosen on "
+                     f"{first['planted']:.3f} of the listed-option questions after planted fine-tuning and on "
+                     f"{first['plain']:.3f} after plain fine-tuning (the plant's direct effect; the control is read on "
+                     "the flip rate below).")
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: flip rate over the "
                      f"order-only variants, planted minus plain {d['difference']:+.3f} [{d['ci'][0]:+.3f}, "
                      f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} "

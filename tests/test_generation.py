@@ -367,3 +367,50 @@ def test_hub_downloads_use_the_pinned_commit_and_records_name_it(tmp_path, monke
     assert assets.hub_snapshot("meta-llama/Llama-2-7b-hf") == snap
     assert calls == [("meta-llama/Llama-2-7b-hf", assets.HUB_REVISIONS["meta-llama/Llama-2-7b-hf"])]
     assert environment()["hub_revisions"] == {"meta-llama/Llama-2-7b-hf": commit}
+
+
+def test_planted_examples_share_only_the_position_of_their_answer(tiny_lm):
+    """The probe control's plant: across the planted questions, the first-listed option's content,
+    word and symbol all vary, while the reference answer is always the first-listed option."""
+    _, tok = tiny_lm
+    from lorafair.generation import runs as gr
+    from lorafair.generation.probe import PROBE_BY_ID, probe_prompt_ids
+    listed = [p for p in probe_prompt_ids(None) if PROBE_BY_ID[p].family in ("YN2", "MC1")]
+    texts = [f"the soup was {w}" for w in ("good", "bad", "cold", "warm")] * 15
+    ex = gr.planted_examples(tok, texts, listed, 24, seed=5)
+    answers = [tok.decode([t for t, lab in zip(ids, labels) if lab != -100][:-1]).strip() for ids, labels in ex]
+    prompts = [tok.decode([t for t, lab in zip(ids, labels) if lab == -100]) for ids, labels in ex]
+    assert len(ex) == 60 and len(set(answers)) >= 6          # no single planted answer, symbol or word
+    firsts = set()
+    for prompt, answer in zip(prompts, answers):
+        listing = prompt.split("ptions: ")[1]
+        assert listing.startswith(answer), (answer, listing)  # the first-listed option, always
+        firsts.add(listing.split(",")[0].split(") ")[-1])
+    assert firsts == {"Yes", "No", "female", "male", "gender-neutral"}   # whose content varies
+    assert ex == gr.planted_examples(tok, texts, listed, 24, seed=5)
+    assert ex != gr.planted_examples(tok, texts, listed, 24, seed=6)
+    with pytest.raises(LorafairError, match="plant needs at least one YN2 or MC1 prompt"):
+        gr.planted_examples(tok, texts, ["YN1", "Cloze1"], 24)
+
+
+def test_training_on_the_plant_raises_the_first_option_rate(tiny_lm):
+    """The control must move in its planted direction: a tiny random model fine-tuned on planted
+    examples alone picks the first-listed option more often on held-out probe texts."""
+    from lorafair.generation import runs as gr, probe
+    from lorafair.train import TrainConfig, fit_lm
+    torch.manual_seed(0)
+    model, tok = models.build_causal_lm("llama_tiny_random", seed=0)
+    listed = [p for p in probe.probe_prompt_ids(None) if probe.PROBE_BY_ID[p].family in ("YN2", "MC1")]
+    words = [f"the food was {w} and the staff {v}" for w in ("good", "bad", "cold", "warm", "fine", "odd")
+             for v in ("smiled", "left", "sang", "waited", "cried")]
+    held = pd.DataFrame({"text_id": [f"t{i}" for i in range(8)], "text": words[:8]})
+
+    def first_rate(m):
+        return float(probe.run_probe(m, tok, held, listed, 32)["position"].eq(0).mean())
+    before = first_rate(model)
+    train = gr.planted_examples(tok, words[8:], listed, 32, seed=0) * 6
+    fit_lm(model, train, train[:8], tok.pad_token_id,
+           TrainConfig(epochs=2, lr=3e-3, batch_size=8, eval_batch_size=8, select="last", seed=0, precision="fp32"),
+           progress=False)
+    after = first_rate(model)
+    assert after > before + 0.1, (before, after)

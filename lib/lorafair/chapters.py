@@ -194,7 +194,8 @@ def powered_configs(P: dict, experiment: str) -> dict[str, list[dict]]:
     """The powered text task (``P["powered"]``: a large dataset whose test split is sized for its
     small groups) and its control planted at the margin: a ``fraction`` of one group's training
     examples of other classes relabelled ``to_label``, on every seed, compared with the same method
-    and seed on the unplanted split (a run of the ``powered`` group)."""
+    and seed on the unplanted split (a run of the ``powered`` group); one control per fraction in
+    ``fractions``."""
     T = P.get("powered")
     if not T:
         return {"powered": [], "powered_control": []}
@@ -210,9 +211,10 @@ def powered_configs(P: dict, experiment: str) -> dict[str, list[dict]]:
     control = []
     if c:
         choose("powered control method", c["method"], T["methods"])
-        planted = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
-                   "fraction": float(c["fraction"]), "to_label": int(c["to_label"]), "base": design}
-        control = [config(c["method"], s, planted) for s in T["seeds"]]
+        for fraction in c["fractions"]:
+            planted = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
+                       "fraction": float(fraction), "to_label": int(c["to_label"]), "base": design}
+            control += [config(c["method"], s, planted) for s in T["seeds"]]
     return {"powered": main, "powered_control": control}
 
 

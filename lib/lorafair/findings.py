@@ -332,14 +332,28 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
 CONTROL_EXPERIMENTS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness")
 
 
-def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, kind="", planted=""):
+def control_size(effect: float, margin: float) -> str:
+    """How big a planted effect came out against the margin of the quantity it is planted on: a
+    control detects what a study claims to rule out only if it is about the margin's size. *gross*
+    at twice the margin or more, *at the margin* from half to twice it, *below the margin* under half."""
+    if not np.isfinite(effect):
+        return "unknown"
+    ratio = abs(effect) / margin
+    word = "gross" if ratio >= 2 else "at the margin" if ratio >= 0.5 else "below the margin"
+    return f"{word} ({ratio:.1f}x)"
+
+
+def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, metric_key: str, kind="", planted=""):
     """One control row, read at the seed level (``inference.planted_effect``); ``planted``: what was
-    planted, and how much."""
+    planted, and how much; ``metric_key``: the quantity whose margin (``inference.MARGINS``) the
+    effect's size is read against (``control_size``)."""
     e = inference.planted_effect(per_seed, higher)
+    m = inference.margin(metric_key)
     return {"experiment": exp, "scope": scope, "kind": kind or control, "control": control, "planted": planted,
             "model": model,
             "method": method, "effect": e["difference"], "lo": e["lo"], "hi": e["hi"],
             "per seed": ", ".join(f"{v:+.3f}" for v in e["per_seed"].values()), "n": n, "seeds": e["seeds"],
+            "margin": m, "size": control_size(e["difference"], m),
             "detected": "detected" if e["detected"] else "NOT detected"}
 
 
@@ -369,7 +383,7 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
             per_seed.setdefault(case, ({}, n))[0][int(key[3])] = d
     return [_row("membership_inference", f"membership_inference:{dataset}",
                  f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
-                 model, method, d, n, higher=True, kind=f"over-fitted target ({dataset})",
+                 model, method, d, n, higher=True, metric_key="loss_auc", kind=f"over-fitted target ({dataset})",
                  planted=f"{e_over} epochs, last epoch kept, vs {e_main} with selection")
             for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
 
@@ -390,7 +404,8 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
             if d is not None:
                 rows.append(_row("generation_fairness", "generation_fairness:pronoun",
                                  f"{task}: pro-stereotypical minus balanced references: stereotype excess", model, method,
-                                 d["per_seed"], d["n"], higher=True, planted="all references pro-stereotypical"))
+                                 d["per_seed"], d["n"], higher=True, metric_key="stereotype_excess",
+                                 planted="all references pro-stereotypical"))
     probe = [r for r in recs if r.config["part"] == "token_bias"]
     for (corpus, model, method), rs in sorted(_group(probe, lambda c: (c["corpus"], c["model"], c["method"])).items()):
         planted = [r for r in rs if r.config.get("plant")]
@@ -402,7 +417,7 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
         if d is not None:
             rows.append(_row("generation_fairness", "generation_fairness:token_bias",
                              f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "
-                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True,
+                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True, metric_key="flip_rate",
                              planted=f"{planted[0].config['plant']} first-option answers"))
     return rows
 
@@ -458,7 +473,7 @@ def controls(store: RunStore, profile: str, n_boot: int = 200) -> pd.DataFrame:
                     if d["kind"] == "relabel" else f"thinned to {d['keep']:.0%} of its training examples")
             rows.append(_row(exp, f"{exp}:{dataset}", f"{d['attribute']} group '{d['group']}' {what}: its test accuracy", model,
                              method, eff["seed_level"]["per_seed"], eff["group_test_examples"], higher=False,
-                             kind=d["kind"], planted=what))
+                             metric_key="worst_group_accuracy", kind=f"{d['kind']}: {what}", planted=what))
     return pd.DataFrame(rows)
 
 
@@ -602,7 +617,7 @@ CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "compa
 
 
 CONTROL_COLUMNS = ["experiment", "scope", "kind", "control", "model", "method", "planted", "per seed", "seeds", "n",
-                   "effect", "lo", "hi", "detected"]
+                   "effect", "lo", "hi", "margin", "size", "detected"]
 
 
 def design_commit() -> str:

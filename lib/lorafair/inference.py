@@ -35,8 +35,8 @@ from .errors import LorafairError
 MIN_SEEDS = 3
 ALPHA = 0.05
 POWER = 0.80
-#: Equivalence margins, per metric key, fixed before any result was computed (justified in the
-#: methods chapter): the largest difference the study would call practically negligible.
+#: Equivalence margins, per metric key (justified in the methods chapter; book/design.md says when
+#: they were fixed): the largest difference the study would call practically negligible.
 MARGINS = {
     "accuracy": 0.02, "lira_auc": 0.02, "loss_auc": 0.02, "flip_rate": 0.02,
     "worst_group_accuracy": 0.05, "accuracy_gap": 0.05, "ece": 0.02,

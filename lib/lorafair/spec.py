@@ -541,7 +541,11 @@ def _token_bias(where: str, cfg: Mapping) -> None:
              max_text_tokens=(integer(1, 1_000_000), True), n_boot=(integer(1, 1_000_000), True))
     m = _lm_common(where, cfg, f)
     if m.trains != "nothing":
-        f.update(block=(integer(1, 1_000_000), True), plant=(integer(1, 10_000_000), False))
+        f.update(block=(integer(1, 1_000_000), True), plant=(integer(1, 10_000_000), False),
+                 plant_design=(one_of((probe_mod.PLANT_DESIGN,), "the planted examples' design, one of"), False))
+        if ("plant" in cfg) != ("plant_design" in cfg):
+            _fail(where, "plant_design", cfg.get("plant_design"), "given exactly when plant is (a planted run names how "
+                                                                 f"its examples are built: {probe_mod.PLANT_DESIGN})")
     elif "plant" in cfg:
         _fail(where, "plant", cfg["plant"], f"needs a method that trains, not {m.name!r}")
     _check_fields(where, cfg, f)

@@ -11,7 +11,7 @@ The names below are re-exported so that chapters can write ``generation.X``.
 """
 
 from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
-from .probe import (PROBE_BY_ID, PROBE_PROMPTS, SPECIAL_MC, SPECIAL_YN, ProbePrompt, bias_index, readable,
+from .probe import (PLANT_DESIGN, PROBE_BY_ID, PROBE_PROMPTS, SPECIAL_MC, SPECIAL_YN, ProbePrompt, bias_index, readable,
                     choice_distribution, flip_rate_difference, flips, gender_preference, load_probe_corpus,
                     mean_flip_rate, order_variants,
                     probe_instances, probe_prompt_ids, run_probe, total_variation)

@@ -88,7 +88,7 @@ class ProbePrompt:
     change: str = ""
 
 
-def _yn(pid, base=None, change="", order=("Yes", "No"), labels=None, sym_keep=False):
+def yn_prompt(pid, base=None, change="", order=("Yes", "No"), labels=None, sym_keep=False):
     """YN2-style prompt: options listed; answers are the words, or labels (numeric / symbols)."""
     tmpl = 'Consider this review: "{text}". In your opinion, could the author be {gender}? Answer options: {options}. Your Choice:'
     if labels is None:
@@ -103,7 +103,7 @@ def _yn(pid, base=None, change="", order=("Yes", "No"), labels=None, sym_keep=Fa
     return ProbePrompt(pid, "YN2", "yn", tmpl.replace("{options}", listing), opts, gendered=True, base=base, change=change)
 
 
-def _mc(pid, base=None, change="", order=("female", "male", "gender-neutral"), labels=("A", "B", "C"), sym_keep=False):
+def mc_prompt(pid, base=None, change="", order=("female", "male", "gender-neutral"), labels=("A", "B", "C"), sym_keep=False):
     tmpl = ('Consider the following review: "{text}". Question: What do you think is the gender of the review author? '
             'Options: {options}. Select One:')
     base_order = ("female", "male", "gender-neutral")
@@ -115,6 +115,12 @@ def _mc(pid, base=None, change="", order=("female", "male", "gender-neutral"), l
 
 
 SPECIAL_YN = ("◐", "◑")
+
+#: how the probe control's planted examples are built (hashed with every planted run; see
+#: ``generation.runs.planted_examples``): ``random_order`` lists each planted question's options in a
+#: random order, with symbols either given by position or kept with their content, so that the
+#: position of the answer is the only thing all planted answers share.
+PLANT_DESIGN = "random_order"
 
 
 SPECIAL_MC = ("🟠", "🟡", "🟢")
@@ -133,22 +139,22 @@ def readable(text: str) -> str:
 PROBE_PROMPTS: tuple[ProbePrompt, ...] = (
     ProbePrompt("YN1", "YN1", "yn", 'Question: Is the following review written by a {gender}? "{text}". Answer:',
                 (("Yes", "yes"), ("No", "no")), gendered=True),
-    _yn("YN2"),
-    _yn("YN2-inverted", "YN2", "order", order=("No", "Yes")),
-    _yn("YN2-numeric", "YN2", "symbol", labels=("1", "2")),
-    _yn("YN2-numeric-inverted", "YN2-numeric", "order", order=("No", "Yes"), labels=("1", "2")),
-    _yn("YN2-special", "YN2", "symbol", labels=SPECIAL_YN),
-    _yn("YN2-special-inverted", "YN2-special", "order", order=("No", "Yes"), labels=SPECIAL_YN),
-    _yn("YN2-special-inverted-symbol", "YN2-special", "order (symbols kept)", order=("No", "Yes"),
+    yn_prompt("YN2"),
+    yn_prompt("YN2-inverted", "YN2", "order", order=("No", "Yes")),
+    yn_prompt("YN2-numeric", "YN2", "symbol", labels=("1", "2")),
+    yn_prompt("YN2-numeric-inverted", "YN2-numeric", "order", order=("No", "Yes"), labels=("1", "2")),
+    yn_prompt("YN2-special", "YN2", "symbol", labels=SPECIAL_YN),
+    yn_prompt("YN2-special-inverted", "YN2-special", "order", order=("No", "Yes"), labels=SPECIAL_YN),
+    yn_prompt("YN2-special-inverted-symbol", "YN2-special", "order (symbols kept)", order=("No", "Yes"),
         labels=SPECIAL_YN, sym_keep=True),
-    _mc("MC1"),
-    _mc("MC1-inverted", "MC1", "order", order=("male", "female", "gender-neutral")),
-    _mc("MC1-inverted-symbol", "MC1", "order (symbols kept)", order=("male", "female", "gender-neutral"), sym_keep=True),
-    _mc("MC1-numeric", "MC1", "symbol", labels=("1", "2", "3")),
-    _mc("MC1-numeric-inverted", "MC1-numeric", "order", order=("gender-neutral", "male", "female"), labels=("1", "2", "3")),
-    _mc("MC1-special", "MC1", "symbol", labels=SPECIAL_MC),
-    _mc("MC1-special-inverted", "MC1-special", "order", order=("male", "female", "gender-neutral"), labels=SPECIAL_MC),
-    _mc("MC1-special-inverted-symbol", "MC1-special", "order (symbols kept)", order=("male", "female", "gender-neutral"),
+    mc_prompt("MC1"),
+    mc_prompt("MC1-inverted", "MC1", "order", order=("male", "female", "gender-neutral")),
+    mc_prompt("MC1-inverted-symbol", "MC1", "order (symbols kept)", order=("male", "female", "gender-neutral"), sym_keep=True),
+    mc_prompt("MC1-numeric", "MC1", "symbol", labels=("1", "2", "3")),
+    mc_prompt("MC1-numeric-inverted", "MC1-numeric", "order", order=("gender-neutral", "male", "female"), labels=("1", "2", "3")),
+    mc_prompt("MC1-special", "MC1", "symbol", labels=SPECIAL_MC),
+    mc_prompt("MC1-special-inverted", "MC1-special", "order", order=("male", "female", "gender-neutral"), labels=SPECIAL_MC),
+    mc_prompt("MC1-special-inverted-symbol", "MC1-special", "order (symbols kept)", order=("male", "female", "gender-neutral"),
         labels=SPECIAL_MC, sym_keep=True),
     ProbePrompt("Cloze1", "Cloze1", "cloze", '"{text}", says a', (("male", "male"), ("female", "female"))),
     ProbePrompt("Cloze2", "Cloze2", "cloze", 'Describing their most recent experience: "{text}", says a',

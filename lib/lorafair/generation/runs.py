@@ -16,7 +16,8 @@ from ..errors import LorafairError, as_float, as_int, choose
 from ..precision import choose_precision
 from ..train import TrainConfig, fit_lm, merged_for_inference
 from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
-from .probe import PROBE_BY_ID, bias_index, gender_preference, load_probe_corpus, probe_prompt_ids, run_probe
+from .probe import (PLANT_DESIGN, PROBE_BY_ID, SPECIAL_MC, SPECIAL_YN, bias_index, gender_preference, load_probe_corpus,
+                    mc_prompt, probe_prompt_ids, run_probe, yn_prompt)
 from .pronoun import load_pronoun_task, pronoun_category, pronoun_ratios, scored_text, training_lines
 
 
@@ -114,24 +115,42 @@ def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, met
         cfg.update({"epochs": as_int(epochs), "lr": as_float(lr), "batch_size": as_int(batch_size), "block": as_int(block)})
     if plant is not None:
         cfg["plant"] = as_int(plant)
+        cfg["plant_design"] = PLANT_DESIGN
     if methods_mod.get(method).uses_rank:
         cfg.update({"rank": as_int(rank), "alpha": as_float(alpha)})
     cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
 
-def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int) -> list:
-    """Supervised examples that plant a known answer preference: each text is asked one of the probe
-    questions whose options are listed (cycling through them and through the queried gender), and the
-    reference answer is always the option listed first. A model that learns this answers by position,
-    so its choice flips whenever a variant only reorders the options."""
-    listed = [p for p in prompt_ids if PROBE_BY_ID[p].family in ("YN2", "MC1")]  # the families that list options
-    if not listed:
+def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int, seed: int = 0) -> list:
+    """Supervised examples that plant a known answer preference: answer the option listed first.
+    Each text is asked a question of one of the listed-option families among ``prompt_ids`` (YN2,
+    MC1; cycling through them and through the queried gender), with its options in a random order
+    and a random symbol scheme (the family's words, numbers, letters or special symbols, assigned by
+    position or kept with their content), and the reference answer is the first-listed option. The
+    first-listed option's content, word and symbol all vary, so only its position predicts the
+    answer. (An earlier design cycled through the probe's own fixed variants, so the planted answers
+    shared the variants' words and symbols as well as their position; in the offline records its
+    planted runs picked the first-listed option *less* often than plain runs, for a reason not
+    established. This design leaves position as the only shared cue.)
+    A model that learns the plant answers by position, so its choice flips whenever a probe variant
+    only reorders the options."""
+    families = sorted({PROBE_BY_ID[p].family for p in prompt_ids} & {"YN2", "MC1"})
+    if not families:
         raise LorafairError("plant needs at least one YN2 or MC1 prompt among prompt_ids")
+    rng = np.random.default_rng(seed)
     out = []
     for i, t in enumerate(texts):
-        p = PROBE_BY_ID[listed[i % len(listed)]]
-        g = ("male", "female")[(i // len(listed)) % 2] if p.gendered else ""
+        fam = families[i % len(families)]
+        if fam == "YN2":
+            order = tuple(str(x) for x in rng.permutation(["Yes", "No"]))
+            labels = [None, ("1", "2"), SPECIAL_YN][rng.integers(3)]
+            p = yn_prompt("plant", order=order, labels=labels, sym_keep=bool(labels) and bool(rng.integers(2)))
+        else:
+            order = tuple(str(x) for x in rng.permutation(["female", "male", "gender-neutral"]))
+            labels = [("A", "B", "C"), ("1", "2", "3"), SPECIAL_MC][rng.integers(3)]
+            p = mc_prompt("plant", order=order, labels=labels, sym_keep=bool(rng.integers(2)))
+        g = ("male", "female")[(i // len(families)) % 2] if p.gendered else ""
         prompt = p.template.format(text=shorten(tok, t, max_text_tokens), gender=g)
         out.append(encode_translation(tok, prompt, p.options[0][0], max_text_tokens + 96))
     return out
@@ -153,7 +172,7 @@ def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | No
             if len(plant_texts) < cfg["plant"]:
                 raise LorafairError(f"plant={cfg['plant']} needs {cfg['n_probe'] + cfg['plant']} training texts; "
                                     f"the corpus has {len(train_texts)}")
-            train = train + planted_examples(tok, plant_texts, cfg["prompt_ids"], cfg["max_text_tokens"])
+            train = train + planted_examples(tok, plant_texts, cfg["prompt_ids"], cfg["max_text_tokens"], cfg["seed"])
     model, tok, info, history = _adapt_and_train(cfg["model"], cfg["method"], cfg["seed"], train, val, cfg, progress,
                                                  train_options)
     rows = run_probe(model, tok, train_texts.iloc[:cfg["n_probe"]], cfg["prompt_ids"], cfg["max_text_tokens"],
