@@ -383,7 +383,8 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
             per_seed.setdefault(case, ({}, n))[0][int(key[3])] = d
     return [_row("membership_inference", f"membership_inference:{dataset}",
                  f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
-                 model, method, d, n, higher=True, metric_key="loss_auc", kind=f"over-fitted target ({dataset})",
+                 model, method, d, n, higher=True, metric_key="loss_auc",
+                 kind=f"over-fitted target ({dataset}, {e_over} epochs)",
                  planted=f"{e_over} epochs, last epoch kept, vs {e_main} with selection")
             for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
 

@@ -302,13 +302,18 @@ MIA = {
              "attribute": "skin_tone", "split_unit": "drawing",
              # DoRA and IA3 targets with their own shadows, at the vision chapter's chosen learning rates
              "extra_methods": ["dora", "ia3"],
-             "variants": [{"name": "lora_overfit", "role": "control", "method": "lora", "epochs": 12, "select": "last"}]},
+             # a gross over-fit (12 epochs) and, from amendment 2 of book/design.md, milder ones (4, 6)
+             "variants": [{"name": "lora_overfit", "role": "control", "method": "lora", "epochs": 12, "select": "last"},
+                          {"name": "lora_overfit_4", "role": "control", "method": "lora", "epochs": 4, "select": "last"},
+                          {"name": "lora_overfit_6", "role": "control", "method": "lora", "epochs": 6, "select": "last"}]},
             {"name": "text", "dataset": "identity_attack", "dataset_kwargs": {"threshold": 0.5},
              "model": "minilm", "epochs": 3, "lrs": {"lora": 5e-3, "full": 2e-4}, "attribute": "target",
              "max_length": 32,
              # LoRA's selected validation accuracy was the majority-class rate (0.776) at seeds 13 and 1337,
              # which full fine-tuning also has after its first epoch (per-epoch records of the 3-epoch targets)
              "variants": [{"name": "lora_overfit", "role": "control", "method": "lora", "epochs": 12, "select": "last"},
+                          {"name": "lora_overfit_4", "role": "control", "method": "lora", "epochs": 4, "select": "last"},
+                          {"name": "lora_overfit_6", "role": "control", "method": "lora", "epochs": 6, "select": "last"},
                           {"name": "full_matched", "role": "matched", "method": "full", "epochs": 1, "select": "last",
                            "shadows": True}]},
         ],
