@@ -212,3 +212,24 @@ def test_per_group_intervals_use_seeds_when_there_are_three():
     table = ex.seed_interval_table(pd.DataFrame({"model": "m", "group": ["a"] * 4 + ["b"] * 2, "acc": [.5, .7, .5, .7, .5, .7],
                                                  "count": [10, 10, 10, 10, 8, 8]}), ["model", "group"], ["acc"], "count")
     assert table["acc"].tolist() == [f"0.600 ± {half:.3f}", "0.600"] and table["seeds"].tolist() == [4, 2]
+
+
+def test_a_controls_size_and_its_robustness_to_one_seed():
+    assert findings.control_size(-0.40, 0.05) == "gross (8.0x)"
+    assert findings.control_size(0.03, 0.02) == "at the margin (1.5x)"
+    assert findings.control_size(-0.004, 0.02) == "below the margin (0.2x)"
+    assert findings.control_size(float("nan"), 0.02) == "unknown"
+    # four seeds, all well above zero: still detected without any one of them
+    assert findings.leave_one_out_detection({1: 0.10, 2: 0.12, 3: 0.11, 4: 0.13}, higher=True) == "4/4"
+    # one seed carries the effect: without it the rest straddle zero, and with it the spread is too wide
+    loo = findings.leave_one_out_detection({1: 0.30, 2: 0.01, 3: -0.01, 4: 0.02}, higher=True)
+    assert loo == "0/4"
+    assert findings.leave_one_out_detection({1: 0.1, 2: 0.2}, higher=True) == ""
+    # by hand: without seed 3, (-0.10, -0.12) has mean -0.11, SE 0.01 and t(1) 12.71, so its interval
+    # [-0.237, +0.017] crosses zero; the two other pairs differ by 0.01 and 0.005 and stay below zero
+    assert findings.leave_one_out_detection({1: -0.10, 2: -0.12, 3: -0.11}, higher=False) == "2/3"
+    row = findings._row("x", "x:d", "c", "m", "lora", {1: -0.10, 2: -0.11, 3: -0.105}, 10, higher=False,
+                        metric_key="worst_group_accuracy")
+    assert row["detected"] == "detected" and row["size"].startswith("gross") and row["margin"] == 0.05
+    assert row["detected leaving one seed out"] == "3/3"
+    assert list(findings.CONTROL_COLUMNS)[-1] == "detected leaving one seed out"

@@ -137,7 +137,8 @@ def test_the_committed_powered_records_follow_the_registered_design():
     P = profiles.resolve("llm_classification", "offline")
     T = P["powered"]
     recs = _adult_records()
-    assert len(recs) == len(T["seeds"]) * (len(T["methods"]) + 1)
+    # a run per seed and method, and one per seed and planted control size (amendment 1: 50% and 20%)
+    assert len(recs) == len(T["seeds"]) * (len(T["methods"]) + len(T["control"]["fractions"]))
     tests = {}
     for cfg, d in recs:
         assert cfg["split_design"] == DESIGN or cfg["split_design"]["base"] == DESIGN

@@ -343,6 +343,17 @@ def control_size(effect: float, margin: float) -> str:
     return f"{word} ({ratio:.1f}x)"
 
 
+def leave_one_out_detection(per_seed: dict, higher: bool) -> str:
+    """How robust a control's detection is to its seeds: in how many of the subsets that leave one
+    seed out it is still detected (``inference.planted_effect``), as "j/k"; "" with fewer than 3
+    seeds (a subset needs 2 for an interval)."""
+    if len(per_seed) < 3:
+        return ""
+    hits = sum(inference.planted_effect({s: v for s, v in per_seed.items() if s != out}, higher)["detected"]
+               for out in per_seed)
+    return f"{hits}/{len(per_seed)}"
+
+
 def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, metric_key: str, kind="", planted=""):
     """One control row, read at the seed level (``inference.planted_effect``); ``planted``: what was
     planted, and how much; ``metric_key``: the quantity whose margin (``inference.MARGINS``) the
@@ -354,6 +365,7 @@ def _row(exp, scope, control, model, method, per_seed: dict, n, higher: bool, me
             "method": method, "effect": e["difference"], "lo": e["lo"], "hi": e["hi"],
             "per seed": ", ".join(f"{v:+.3f}" for v in e["per_seed"].values()), "n": n, "seeds": e["seeds"],
             "margin": m, "size": control_size(e["difference"], m),
+            "detected leaving one seed out": leave_one_out_detection(per_seed, higher),
             "detected": "detected" if e["detected"] else "NOT detected"}
 
 
@@ -618,7 +630,7 @@ CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "compa
 
 
 CONTROL_COLUMNS = ["experiment", "scope", "kind", "control", "model", "method", "planted", "per seed", "seeds", "n",
-                   "effect", "lo", "hi", "margin", "size", "detected"]
+                   "effect", "lo", "hi", "margin", "size", "detected", "detected leaving one seed out"]
 
 
 def design_commit() -> str:
