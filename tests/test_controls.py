@@ -233,3 +233,28 @@ def test_a_controls_size_and_its_robustness_to_one_seed():
     assert row["detected"] == "detected" and row["size"].startswith("gross") and row["margin"] == 0.05
     assert row["detected leaving one seed out"] == "3/3"
     assert list(findings.CONTROL_COLUMNS)[-1] == "detected leaving one seed out"
+
+
+def test_leakage_at_equal_fit_separates_the_method_from_the_fit():
+    """LoRA targets fit less (smaller gap) and so leak less in the raw comparison; at equal gap the
+    planted method term (+0.02) is recovered, and a term of zero is not mistaken for one."""
+    from lorafair import mia
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        for method, gap0 in (("lora", 0.02), ("full", 0.10)):
+            for k, extra in enumerate((0.0, 0.05, 0.10, 0.15)):  # the main target, then over-fitted ones
+                gap = gap0 + extra + rng.normal(0, 0.005)
+                rows.append({"seed": seed, "method": method, "gap": gap, "main": k == 0,
+                             "auc": 0.5 + 1.0 * gap + (0.02 if method == "lora" else 0.0) + rng.normal(0, 0.003)})
+    d = pd.DataFrame(rows)
+    r = mia.leakage_at_equal_fit(d)
+    assert r["targets"] == 32 and r["raw"] < 0                      # the raw difference says LoRA leaks less
+    assert r["lo"] < 0.02 < r["hi"] and r["lo"] > 0 and abs(r["slope"] - 1.0) < 0.1
+    d0 = d.assign(auc=d["auc"] - np.where(d["method"] == "lora", 0.02, 0.0))
+    r0 = mia.leakage_at_equal_fit(d0)
+    assert r0["lo"] < 0 < r0["hi"]
+    with pytest.raises(ValueError, match="need both 'lora' and 'full'"):
+        mia.leakage_at_equal_fit(d[d["method"] == "lora"])
+    with pytest.raises(ValueError, match="lacks columns"):
+        mia.leakage_at_equal_fit(d.drop(columns="gap"))

@@ -183,3 +183,38 @@ def paired_auc_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, 
     idx = stratified_indices([np.flatnonzero(y == 1), np.flatnonzero(y == 0)], n_boot, np.random.default_rng(seed))
     ci = percentile_interval(_resampled_auc(y, sa, idx) - _resampled_auc(y, sb, idx))
     return {"difference": diff, "ci": ci, "n": int(len(y)), "verdict": verdict(ci)}
+
+
+def leakage_at_equal_fit(targets: pd.DataFrame, method: str = "lora", reference: str = "full") -> dict:
+    """Whether ``method`` leaks less than ``reference`` *at equal fit*: an ordinary least-squares fit
+    of the attack AUC on the target's generalisation gap (train minus test accuracy), the method
+    (a term per method, ``reference`` the baseline) and the seed (a term per seed), over every attacked
+    target of one task (main targets, over-fitted controls and utility-matched targets alike: all
+    targets of a seed share their members and non-members). ``targets``: one row per target with
+    columns ``seed``, ``method``, ``gap`` and ``auc``.
+
+    Returns the method's coefficient (the AUC difference at the same gap and seed) with its 95%
+    interval from heteroskedasticity-robust (HC3) standard errors, the gap's slope, the number of
+    targets, and the raw difference (the mean over seeds of ``method`` minus ``reference`` among the
+    main targets, where a ``main`` column marks them). The fit assumes one linear slope shared by all
+    methods, and its interval treats the targets as independent although targets of a seed share
+    their attacked examples: read it as a description of these targets, not a verdict."""
+    import statsmodels.formula.api as smf
+
+    need = {"seed", "method", "gap", "auc"}
+    if not need <= set(targets.columns):
+        raise ValueError(f"targets lacks columns {sorted(need - set(targets.columns))}")
+    d = targets.assign(seed=targets["seed"].astype(str)).reset_index(drop=True)
+    if not {method, reference} <= set(d["method"]):
+        raise ValueError(f"targets need both {method!r} and {reference!r}; they have {sorted(set(d['method']))}")
+    terms = 1 + 1 + (d["method"].nunique() - 1) + (d["seed"].nunique() - 1)
+    out = {"targets": len(d), "method": method, "reference": reference}
+    main = d[d["main"]] if "main" in d else d
+    per_seed = main.pivot_table(index="seed", columns="method", values="auc", aggfunc="mean")
+    out["raw"] = float((per_seed[method] - per_seed[reference]).mean()) if {method, reference} <= set(per_seed) else float("nan")
+    if len(d) <= terms + 1:  # no residual degrees of freedom to speak of
+        return {**out, "coef": float("nan"), "lo": float("nan"), "hi": float("nan"), "slope": float("nan")}
+    fit = smf.ols(f"auc ~ gap + C(method, Treatment({reference!r})) + C(seed)", data=d).fit(cov_type="HC3")
+    name = f"C(method, Treatment({reference!r}))[T.{method}]"
+    lo, hi = fit.conf_int().loc[name]
+    return {**out, "coef": float(fit.params[name]), "lo": float(lo), "hi": float(hi), "slope": float(fit.params["gap"])}

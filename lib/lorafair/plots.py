@@ -390,6 +390,32 @@ def group_auc(tables: dict, attributes: dict, profile: str):
     return fig
 
 
+def leakage_vs_gap(targets: pd.DataFrame, profile: str):
+    """Attack AUC against each target's generalisation gap, one panel per task: main targets filled,
+    the others (controls, utility-matched targets) hollow; ``targets`` has columns task, method,
+    gap, ``loss AUC`` and main (``mia.leakage_at_equal_fit`` fits the same points)."""
+    tasks = list(dict.fromkeys(targets["task"]))
+    fig, axes = subplots(1, max(1, len(tasks)), figsize=(4.8 * max(1, len(tasks)), 4.0), squeeze=False)
+    if not tasks:
+        axes[0][0].text(0.5, 0.5, "no target learned its task", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for ax, task in zip(axes[0], tasks):
+        sub = targets[targets["task"] == task]
+        for m in methods_mod.order(sub["method"]):
+            for main, s_ in sub[sub["method"] == m].groupby("main"):
+                ax.scatter(s_["gap"], s_["loss AUC"], marker=METHOD_MARKER[m], s=36, edgecolors=METHOD_COLOR[m],
+                           facecolors=METHOD_COLOR[m] if main else "none",
+                           label=f"{METHOD_LABEL[m]}, {'main' if main else 'control / matched'}")
+        ax.axhline(0.5, color="black", lw=0.8, alpha=0.5)
+        ax.set_xlabel("generalisation gap\n(train minus test accuracy)")
+        ax.set_ylabel("loss-attack AUC")
+        ax.set_title(task, fontsize=10)
+        ax.legend(fontsize=7)
+    _suptitle(fig, f"Leakage against fit [profile: {profile}]", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "LoRA better": ("#0072B2", "^"), "equivalent": ("#009E73", "D"),
                  "inconclusive": ("#7f7f7f", "o"), "no verdict": ("#bdbdbd", "s")}
 
