@@ -98,7 +98,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import chapters, inference, sweep
+from lorafair import chapters, findings, inference, sweep
 from lorafair import generation as gen
 from lorafair import plots
 from lorafair.notebook import setup_chapter
@@ -468,45 +468,60 @@ display(plots.table(pref.pivot_table(index=["prompt_id", "measure"], columns="me
 # probe questions with listed options about corpus texts that are never probed, each answered with
 # the option listed **first**. Each planted question lists its options in a random order, with a
 # random symbol scheme (words, numbers, letters or special symbols, given by position or kept with
-# their content), so the answer's position is the only thing all planted answers share. (A first
-# build of the plant cycled through the probe's own variants instead; its planted runs picked the
-# first-listed option *less* often than plain runs, and it was replaced, see {doc}`design`.) A model
-# that learns this answers by position, so its chosen content
-# flips whenever a variant only reorders the options. The control is **detected** when the flip rate
-# over the order-only variants, planted minus plain fine-tuning, paired over the same (seed, text)
-# pairs, has its 95% interval above zero. (The planted answers are one token each among the corpus
-# blocks' tokens, so they are a small part of the training loss; a control that is not detected
-# leaves the probe's verdicts out of the count.)
+# their content), so the answer's position is the only thing all planted answers share.
+#
+# **Against what.** Fine-tuning on listed-option questions at all teaches the answer *format* (reply
+# with one of the listed symbols or words), and a small model meets it partly by copying a recently
+# listed option, which by itself lowers the first-option rate; plain fine-tuning has no such
+# questions, so against it the plant's position preference is hidden under the format effect (the
+# first two designs of this control compared with plain fine-tuning and moved the wrong way, see
+# {doc}`design`, amendment 3). The reference is therefore **format-matched**: per seed the same
+# model, method, corpus and training length, and the very same planted questions, each answered with
+# a listed option drawn at random. The two runs differ only in where the answer sits. The control is
+# **detected** when the share of the probe's listed-option questions (YN2 and MC1 families) answered
+# with the first-listed option, planted minus reference, per seed over the same probed texts, has a
+# seed-level 95% interval above zero. The flip rate over the order-only variants is shown beside it.
+# (The planted answers are one or a few tokens each among the corpus blocks' tokens, so they are a
+# small part of the training loss; a control that is not detected leaves the probe's verdicts out of
+# the count.)
 
 # %% tags=["hide-input"]
 control_recs = sweep.run(store, grid["probe_control"], force=force, train_options=P["train_options"],
                          workers=P["workers"], desc="probe control runs")
 lines = []
 if control_recs:
-    planted = pd.concat([r.predictions().assign(model=r.config["model"], method=r.config["method"], seed=r.config["seed"])
-                         for r in control_recs], ignore_index=True)
+    control_rows = pd.concat([r.predictions().assign(model=r.config["model"], method=r.config["method"],
+                                                     seed=r.config["seed"], answers=r.config.get("plant_answers", "first"))
+                              for r in control_recs], ignore_index=True)
     for model in P["models"]:
         m = P["probe_control_method"]
-        a = planted[planted["model"] == model]
-        b = probe_rows[(probe_rows["model"] == model) & (probe_rows["method"] == m)]
-        d = gen.flip_rate_difference(a, b, P["n_boot"], variants=gen.order_variants())
+        a = control_rows[(control_rows["model"] == model) & (control_rows["answers"] == "first")]
+        ref = control_rows[(control_rows["model"] == model) & (control_rows["answers"] == "random")]
+        plain = probe_rows[(probe_rows["model"] == model) & (probe_rows["method"] == m)]
+        d = gen.first_option_difference(a, ref, P["n_boot"])
         if d is None:
             continue
         glue(f"gen_{model}_probe_control", round(d["difference"], 3), display=False)
         e = inference.planted_effect(d["per_seed"], higher=True)
-        listed = [p for p in a["prompt_id"].unique() if gen.PROBE_BY_ID[p].family in ("YN2", "MC1")]
-        first = {k: float(x[x["prompt_id"].isin(listed)]["position"].eq(0).mean()) for k, x in (("planted", a), ("plain", b))}
+        size = findings.control_size(e["difference"], inference.margin("flip_rate"))
+        vs_plain = gen.first_option_difference(a, plain, 0)
         lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**: the first-listed option is chosen on "
-                     f"{first['planted']:.3f} of the listed-option questions after planted fine-tuning and on "
-                     f"{first['plain']:.3f} after plain fine-tuning (the plant's direct effect; the control is read on "
-                     "the flip rate below).")
-        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: flip rate over the "
-                     f"order-only variants, planted minus plain {d['difference']:+.3f} [{d['ci'][0]:+.3f}, "
-                     f"{d['ci'][1]:+.3f}] over {d['n']} (seed, text) pairs of {d['seeds']} "
-                     f"{'seed' if d['seeds'] == 1 else 'seeds'}; seed-level 95% "
-                     f"interval {inference.interval_text(e)}: "
+                     f"{d['rates'][0]:.3f} of the listed-option questions after planted fine-tuning, on "
+                     f"{d['rates'][1]:.3f} after the format-matched reference"
+                     + (f" and on {vs_plain['rates'][1]:.3f} after plain fine-tuning." if vs_plain else "."))
+        lines.append(f"- **{model}, {plots.METHOD_LABEL[m]}**, {P['probe_plant']} planted examples: first-option rate, "
+                     f"planted minus reference {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] over "
+                     f"{d['n']} (seed, text) pairs of {d['seeds']} {'seed' if d['seeds'] == 1 else 'seeds'}; per seed "
+                     + ", ".join(f"{v:+.3f}" for v in d["per_seed"].values())
+                     + f"; seed-level 95% interval {inference.interval_text(e)}; its size against the flip-rate "
+                     f"margin: {size}: "
                      + ("**detected**." if e["detected"] else "**not detected**: the probe cannot show an "
                         "order preference of this size, and its verdicts are left out of the count."))
+        for name, other in (("the reference", ref), ("plain fine-tuning", plain)):
+            f = gen.flip_rate_difference(a, other, P["n_boot"], variants=gen.order_variants())
+            if f is not None:
+                lines.append(f"  - flip rate over the order-only variants, planted minus {name}: "
+                             f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] over {f['n']} (seed, text) pairs.")
 display(Markdown("\n".join(lines) or "No positive control on this profile (`probe_plant`)."))
 
 # %% [markdown]

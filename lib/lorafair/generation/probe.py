@@ -292,14 +292,32 @@ def flip_rate_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int
         if variants is not None:
             f = f[f["prompt_id"].isin(variants)]
         return f.groupby(["seed", "text_id"])["flip"].mean()
-    a, b = per_text(rows_a), per_text(rows_b)
+    return _paired_per_text(per_text(rows_a), per_text(rows_b), n_boot, seed)
+
+
+def _paired_per_text(a: pd.Series, b: pd.Series, n_boot: int, seed: int) -> dict | None:
+    """``a - b`` over the (seed, text) pairs both have (``metrics.paired_difference``), with the
+    number of seeds, the per-seed mean differences and the two means; None if they share none."""
     common = a.index.intersection(b.index)
     if not len(common):
         return None
     d = metrics_mod.paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy(), n_boot, seed)
     d["seeds"] = len(set(common.get_level_values(0)))
     d["per_seed"] = {int(k): float(v) for k, v in (a.loc[common] - b.loc[common]).groupby(level=0).mean().items()}
+    d["rates"] = (float(a.loc[common].mean()), float(b.loc[common].mean()))
     return d
+
+
+def first_option_difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, n_boot: int, seed: int = 0) -> dict | None:
+    """Share of the listed-option questions (YN2 and MC1 families) answered with the first-listed
+    option, probe rows ``a`` minus ``b`` (the planted run minus its format-matched reference), paired
+    over the (seed, text) pairs both probed, each text's share taken over its listed-option questions.
+    Rows need a ``seed`` column when they pool seeds."""
+    def per_text(rows):
+        rows = rows if "seed" in rows else rows.assign(seed=0)
+        listed = rows[rows["prompt_id"].map(lambda p: PROBE_BY_ID[p].family in ("YN2", "MC1"))]
+        return listed.assign(first=listed["position"].eq(0).astype(float)).groupby(["seed", "text_id"])["first"].mean()
+    return _paired_per_text(per_text(rows_a), per_text(rows_b), n_boot, seed)
 
 
 def gender_preference(rows: pd.DataFrame) -> pd.DataFrame:

@@ -100,13 +100,19 @@ def compute_pronoun_run(cfg: dict, progress: bool = True, train_options: dict | 
 def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, method: str, seed: int,
                  epochs: int, lr: float, batch_size: int, block: int, n_probe: int, prompt_ids, max_text_tokens: int,
                  rank: int = 8, alpha: float = 16, n_boot: int = 1000, settings: dict | None = None,
-                 plant: int | None = None) -> dict:
+                 plant: int | None = None, plant_answers: str = "first") -> dict:
     """``plant``: the positive control: this many extra training examples, each a probe question with
     listed options about a corpus text that is not probed, answered with the first-listed option (see
-    ``planted_examples``). None: the plain language-model fine-tuning."""
+    ``planted_examples``). None: the plain language-model fine-tuning. ``plant_answers``: ``first``
+    (the planted run) or ``random`` (its format-matched reference: the same questions, each answered
+    with a listed option drawn at random; written into the configuration only then, so the planted
+    runs keep their identity)."""
     choose("method", method, lm_methods())
+    choose("plant_answers", plant_answers, PLANT_ANSWERS)
     if plant is not None and (not _trains(method) or as_int(plant) < 1):
         raise LorafairError(f"plant={plant!r} needs a method that trains and a count >= 1")
+    if plant is None and plant_answers != "first":
+        raise LorafairError(f"plant_answers={plant_answers!r} needs plant (a count of planted examples)")
     cfg = {"experiment": "generation_fairness", "part": "token_bias", "profile": profile, "corpus": corpus,
            "corpus_kwargs": dict(sorted(corpus_kwargs.items())), "model": models_mod.get_spec(model).name, "method": method,
            "seed": as_int(seed), "n_probe": as_int(n_probe), "prompt_ids": probe_prompt_ids(prompt_ids),
@@ -116,13 +122,21 @@ def probe_config(profile: str, corpus: str, corpus_kwargs: dict, model: str, met
     if plant is not None:
         cfg["plant"] = as_int(plant)
         cfg["plant_design"] = PLANT_DESIGN
+        if plant_answers != "first":
+            cfg["plant_answers"] = plant_answers
     if methods_mod.get(method).uses_rank:
         cfg.update({"rank": as_int(rank), "alpha": as_float(alpha)})
     cfg.update(methods_mod.get(method).resolve_settings(settings))
     return cfg
 
 
-def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int, seed: int = 0) -> list:
+#: where a planted example's answer sits: ``first`` (the plant) or ``random`` (a uniformly drawn listed
+#: option: the format-matched reference, amendment 3 of book/design.md)
+PLANT_ANSWERS = ("first", "random")
+
+
+def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int, seed: int = 0,
+                     answers: str = "first") -> list:
     """Supervised examples that plant a known answer preference: answer the option listed first.
     Each text is asked a question of one of the listed-option families among ``prompt_ids`` (YN2,
     MC1; cycling through them and through the queried gender), with its options in a random order
@@ -134,11 +148,19 @@ def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int, se
     planted runs picked the first-listed option *less* often than plain runs, for a reason not
     established. This design leaves position as the only shared cue.)
     A model that learns the plant answers by position, so its choice flips whenever a probe variant
-    only reorders the options."""
+    only reorders the options.
+
+    ``answers="random"``: the same questions (same texts, orders and symbol schemes) each answered
+    with a listed option drawn uniformly at random (from a stream of its own, so the questions do not
+    change): the format-matched reference. Fine-tuning on listed-option questions at all teaches
+    the answer format, which by itself moves the first-option rate; only the difference between the
+    two isolates the planted position."""
+    choose("answers", answers, PLANT_ANSWERS)
     families = sorted({PROBE_BY_ID[p].family for p in prompt_ids} & {"YN2", "MC1"})
     if not families:
         raise LorafairError("plant needs at least one YN2 or MC1 prompt among prompt_ids")
     rng = np.random.default_rng(seed)
+    pick = np.random.default_rng([seed, 1])  # the reference's answer positions, apart from the questions
     out = []
     for i, t in enumerate(texts):
         fam = families[i % len(families)]
@@ -152,7 +174,8 @@ def planted_examples(tok, texts, prompt_ids: list[str], max_text_tokens: int, se
             p = mc_prompt("plant", order=order, labels=labels, sym_keep=bool(rng.integers(2)))
         g = ("male", "female")[(i // len(families)) % 2] if p.gendered else ""
         prompt = p.template.format(text=shorten(tok, t, max_text_tokens), gender=g)
-        out.append(encode_translation(tok, prompt, p.options[0][0], max_text_tokens + 96))
+        k = 0 if answers == "first" else int(pick.integers(len(p.options)))
+        out.append(encode_translation(tok, prompt, p.options[k][0], max_text_tokens + 96))
     return out
 
 
@@ -172,7 +195,8 @@ def compute_probe_run(cfg: dict, progress: bool = True, train_options: dict | No
             if len(plant_texts) < cfg["plant"]:
                 raise LorafairError(f"plant={cfg['plant']} needs {cfg['n_probe'] + cfg['plant']} training texts; "
                                     f"the corpus has {len(train_texts)}")
-            train = train + planted_examples(tok, plant_texts, cfg["prompt_ids"], cfg["max_text_tokens"], cfg["seed"])
+            train = train + planted_examples(tok, plant_texts, cfg["prompt_ids"], cfg["max_text_tokens"], cfg["seed"],
+                                             cfg.get("plant_answers", "first"))
     model, tok, info, history = _adapt_and_train(cfg["model"], cfg["method"], cfg["seed"], train, val, cfg, progress,
                                                  train_options)
     rows = run_probe(model, tok, train_texts.iloc[:cfg["n_probe"]], cfg["prompt_ids"], cfg["max_text_tokens"],
