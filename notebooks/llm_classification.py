@@ -419,6 +419,7 @@ if T:
                 glue(f"llm_powered_{other}_{metric}_ci", inference.interval_text(s), display=False)
     c3 = T.get("control")
     refs = findings.learned_runs([r for r in pw if c3 and r.config["method"] == c3["method"]])
+    at_margin = []  # the doses detected at about the margin's size (0.5 to 2 times it)
     for fraction in (c3 or {}).get("fractions", []):
         runs3 = [r for r in pw_control if r.config["split_design"]["fraction"] == float(fraction)]
         planted3 = findings.learned_runs(runs3)  # like with like: both runs of a seed learned
@@ -433,6 +434,17 @@ if T:
             "gate). " + ex.control_reading(
                 effect3, c3["attribute"], f"Relabelling {float(fraction):.0%} of the `{c3['group']}` group's "
                 f"training people of other classes as class {int(c3['to_label'])} ({c3['method']})", glue, tag)))
+        if effect3 and effect3.get("detected") and size3.startswith("at the margin"):
+            at_margin.append(f"{float(fraction):.0%}")
+    if c3:
+        power3 = (f"the {', '.join(at_margin)} control is detected at about the margin's size, so the task can show "
+                  "an effect of that size at these seeds" if at_margin else
+                  "no dose is both detected and within a factor of two of the margin, so at these seeds and with "
+                  "these gate failures **the task cannot show an effect of the margin's size**; its comparisons "
+                  "give bounds, not verdicts")
+        glue("llm_powered_control_power", power3, display=False)
+        display(Markdown(f"**What the controls show together** (the stopping rule of the registered design's amendment 4): "
+                         f"{power3}."))
 else:
     glue("llm_powered_train_n", 0, display=False)
     glue("llm_powered_test_n", 0, display=False)
