@@ -162,3 +162,32 @@ def test_the_powered_control_is_reported_against_its_own_dataset():
         assert (r.detected == "detected") == (r.seeds >= 2 and r.hi < 0)
         ratio = abs(r.effect) / r.margin
         assert r.margin == 0.05 and r.size.startswith("gross" if ratio >= 2 else "at the margin" if ratio >= 0.5 else "below")
+
+
+def test_every_committed_control_row_reads_its_own_per_seed_effects():
+    """results/controls.csv, read back with scipy alone: each row's effect is the mean of its per-seed
+    effects, its interval the seed-level t-interval, "detected" the interval clearing zero in the
+    planted direction, and the leave-one-seed-out count recomputed from the same per-seed values."""
+    c = pd.read_csv(ROOT / "results" / "controls.csv", keep_default_na=False)
+    assert {"vision_classification", "llm_classification", "membership_inference", "generation_fairness"} <= set(c["experiment"])
+
+    def interval(v):
+        v = np.asarray(v, float)
+        h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        return v.mean() - h, v.mean() + h
+
+    for _, r in c.iterrows():
+        v = [float(x) for x in str(r["per seed"]).split(", ")] if r["per seed"] != "" else []
+        higher = r["experiment"] in ("membership_inference", "generation_fairness")   # more leakage / bias / order
+        assert len(v) == int(r["seeds"]) and abs(np.mean(v) - float(r["effect"])) < 1e-3, r
+        if len(v) >= 2:
+            lo, hi = interval(v)
+            assert abs(lo - float(r["lo"])) < 2e-3 and abs(hi - float(r["hi"])) < 2e-3, r
+            assert (r["detected"] == "detected") == bool(lo > 0 if higher else hi < 0), r
+        if len(v) >= 3:
+            kept = sum(bool(interval(v[:i] + v[i + 1:])[0] > 0) if higher else bool(interval(v[:i] + v[i + 1:])[1] < 0)
+                       for i in range(len(v)))
+            assert r["detected leaving one seed out"] == f"{kept}/{len(v)}", r
+    # the probe's planted control moves in its planted direction (amendment 3 of book/design.md)
+    tb = c[c["scope"] == "generation_fairness:token_bias"]
+    assert len(tb) >= 1 and (tb["effect"].astype(float) > 0).all() and (tb["detected"] == "detected").all()
