@@ -384,7 +384,8 @@ shown, tried = findings.power_scopes(ctrl)
 missed = sorted(tried - shown)
 absent = ctrl[ctrl["detected"] == "no control"]["experiment"].tolist()
 if missed or absent:
-    lines.append("- **Power.** " + (f"No positive control was detected in {', '.join(f'`{e}`' for e in missed)}: "
+    lines.append("- **Power.** " + (f"No positive control of about the margin's size (at most twice it) was detected "
+                 f"in {', '.join(f'`{e}`' for e in missed)}: "
                  "there, a difference that is not found is no evidence of equal treatment, and those cases carry no "
                  "verdict. " if missed else "")
                  + (f"{', '.join(f'`{e}`' for e in absent)} ha{'s' if len(absent) == 1 else 've'} no positive control yet, "

@@ -484,6 +484,16 @@ display(plots.table(pref.pivot_table(index=["prompt_id", "measure"], columns="me
 # (The planted answers are one or a few tokens each among the corpus blocks' tokens, so they are a
 # small part of the training loss; a control that is not detected leaves the probe's verdicts out of
 # the count.)
+#
+# **Read with care** (a review after these records, {doc}`design`, amendment 5). The first-option
+# share does not separate a preference for a *position* from a preference for a *content*: the
+# probe's variants do not put every content first equally often, and the reference's random-position
+# answers pushed the model towards some contents (its first-option share falls far below what a model
+# without any preference would give on these questions). Also, planted fine-tuning chose the first
+# option *less* often than plain fine-tuning. The flip rate over the order-only variants is the reading
+# that isolates position; unless it also separates the planted run from its reference, this control
+# shows that the plant changes the model's choices, not that the probe sees a planted position
+# preference.
 
 # %% tags=["hide-input"]
 control_recs = sweep.run(store, grid["probe_control"], force=force, train_options=P["train_options"],

@@ -295,7 +295,8 @@ display(Markdown("\n".join(lines)))
 # The attacks must be able to see leakage of a known size. Per task and seed, more LoRA targets are
 # trained on the same members for more epochs and kept at their last epoch (no selection), so they
 # fit their members more closely than the main LoRA target: one far longer (a gross over-fit), and
-# milder ones whose leakage should be nearer the size of the margin ({doc}`design`, amendment 2). The loss attack (which needs no shadows)
+# milder ones whose leakage should be nearer the size of the margin ({doc}`design`, amendment 2). A seed
+# counts only if both its targets learned the task (the per-run gate, amendment 5). The loss attack (which needs no shadows)
 # is run on the same members and non-members against both targets; the control is **detected** when
 # the per-seed AUC differences (over-fitted minus main) have a seed-level 95% interval above zero,
 # the same reading as the findings. Each seed's example-level interval is shown as well.
@@ -318,7 +319,13 @@ for task in P["tasks"]:
                                  "test accuracy": vrecs[0].metrics["accuracy"]["value"],
                                  "loss AUC": roc_auc_score(mia.loss_scores(vt)["member"], mia.loss_scores(vt)["score"]),
                                  "learned": learned_gate(vt)["passed"] is not False})
-            if role == "control":
+            main_learned = next(x["learned"] for x in fit_rows
+                                if (x["task"], x["seed"], x["method"]) == (task["name"], seed, vcfg["method"]))
+            if role == "control" and not (main_learned and variant_rows[-1]["learned"]):
+                control_lines.append(f"- **{task['name']}**, seed {seed}, {vcfg['epochs']} epochs: left out, "
+                                     "the over-fitted or the main target failed the per-run gate.")
+                ctrl_diffs.setdefault((vcfg["epochs"], name), [])
+            elif role == "control":
                 d = mia.paired_auc_difference(mia.loss_scores(vt), all_scores[(task["name"], seed, vcfg["method"], "loss")],
                                               resolve("findings", P["profile"])["n_boot"], seed)
                 ctrl_diffs.setdefault((vcfg["epochs"], name), []).append(d)
@@ -339,7 +346,7 @@ for task in P["tasks"]:
                                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: the interval over attacked "
                                          f"examples is {verdict} (test sampling only, no verdict).")
     for (epochs, name), diffs in sorted(ctrl_diffs.items()):
-        e = inference.planted_effect(dict(enumerate(d["difference"] for d in diffs)), higher=True)
+        e = inference.planted_effect(dict(enumerate(d["difference"] for d in diffs)), higher=True)  # gated seeds
         size = findings.control_size(e["difference"], inference.margin("loss_auc"))
         glue(f"mia_{task['name']}_{name}_control", "detected" if e["detected"] else "not detected", display=False)
         ci = inference.interval_text(e)
@@ -389,7 +396,7 @@ display(Markdown("\n".join(matched_lines) or "No utility-matched target on this 
 # utility-matched target, all attacked by the loss attack on the same members and non-members of
 # their seed, if it learned the task (the per-run gate of {doc}`design`, read on its validation split;
 # the targets that fail it are counted and left out). The attack AUC is fitted on the gap, a term per method (full fine-tuning the baseline)
-# and a term per seed (`mia.leakage_at_equal_fit`); the LoRA term is LoRA's AUC difference from full
+# and a term per seed (`mia.leakage_at_equal_fit`; t critical values, amendment 5); the LoRA term is LoRA's AUC difference from full
 # fine-tuning at equal gap. It is shown beside the raw difference of the main targets. The fit assumes
 # one slope for all methods, and its interval (robust HC3 standard errors) treats targets as
 # independent although the targets of a seed share their attacked examples, so it describes these
@@ -417,7 +424,8 @@ for task in P["tasks"]:
     r = mia.leakage_at_equal_fit(d)
     glue(f"mia_{task['name']}_equal_fit", f"{r['coef']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]", display=False)
     equal_fit_lines.append(
-        f"- **{task['name']}** ({r['targets']} targets): LoRA minus full, loss-attack AUC, raw difference of the main "
+        f"- **{task['name']}** ({r['targets']} targets: "
+        + ", ".join(f"{k} {v}" for k, v in r["per_method"].items()) + "): LoRA minus full, loss-attack AUC, raw difference of the main "
         f"targets {r['raw']:+.3f} (mean over seeds); **at equal gap and seed {r['coef']:+.3f}** "
         f"[{r['lo']:+.3f}, {r['hi']:+.3f}]; each point of generalisation gap adds {r['slope'] / 100:+.4f} of AUC."
         + (f" Left out, failing the gate: {len(failed)} target(s) ("

@@ -177,7 +177,14 @@ def test_count_rules_exclude_few_seeds_and_undetected_controls():
     out = findings.apply_count_rules(cases, ctrl)
     assert out["counted"].tolist() == [True, True, False, False]
     assert "fewer than 3" in out["not counted because"][2]
-    assert "not detected" in out["not counted because"][3]
+    assert "no positive control of about the margin's size was detected" in out["not counted because"][3]
+    # a control detected only at a gross size does not vouch (amendment 5); one at the margin does
+    sized = pd.DataFrame([{"scope": "llm_classification:d", "kind": "k1", "detected": "detected", "size": "gross (8.0x)"},
+                          {"scope": "vision_classification:v", "kind": "k2", "detected": "detected",
+                           "size": "at the margin (1.1x)"}])
+    out = findings.apply_count_rules(cases, sized)
+    assert out["counted"].tolist() == [False, False, False, True]
+    assert findings.power_scopes(sized) == ({"vision_classification:v"}, {"llm_classification:d", "vision_classification:v"})
 
 
 def _lr_record(method, seed, lr, val):

@@ -191,3 +191,26 @@ def test_every_committed_control_row_reads_its_own_per_seed_effects():
     # the probe's planted control moves in its planted direction (amendment 3 of book/design.md)
     tb = c[c["scope"] == "generation_fairness:token_bias"]
     assert len(tb) >= 1 and (tb["effect"].astype(float) > 0).all() and (tb["detected"] == "detected").all()
+
+
+def test_a_planted_runs_gate_is_read_outside_its_planted_group():
+    """A relabel control flips its group's validation predictions; the gate must not drop the run for
+    that (amendment 5 of book/design.md), but still drops a run that learned nothing elsewhere."""
+    from lorafair import findings
+
+    class Run:
+        def __init__(self, preds):
+            self._p = preds
+            self.config = {"split_design": {"kind": "relabel", "attribute": "race", "group": "Black"}}
+
+        def predictions(self):
+            return self._p
+
+    labels = np.array([0] * 70 + [1] * 30)
+    race = np.array(["Black"] * 40 + ["White"] * 60)
+    learned = labels.copy()
+    learned[race == "Black"] = 1                     # the plant: every Black person predicted 1
+    dull = np.zeros(100, int)                        # one class everywhere
+    runs = [Run(pd.DataFrame({"split": "val", "label": labels, "pred": p, "group_race": race})) for p in (learned, dull)]
+    assert metrics.learned_gate(runs[0].predictions())["passed"] is False     # the whole-split gate drops it
+    assert findings.planted_runs_that_learned(runs) == [runs[0]]

@@ -196,6 +196,22 @@ def learned_runs(recs) -> list:
     return [r for r in recs if learned_gate(r.predictions())["passed"] is not False]
 
 
+def planted_runs_that_learned(recs) -> list:
+    """The planted-control runs (a ``split_design`` naming its ``attribute`` and ``group``) that pass
+    the per-run gate read on their validation examples *outside* the planted group (amendment 5 of
+    book/design.md): the plant moves that group's predictions away from its unchanged validation
+    labels, so a gate that read them would drop runs for the very effect they plant."""
+    out = []
+    for r in recs:
+        d = r.config.get("split_design") or {}
+        p = r.predictions()
+        if d.get("attribute") and d.get("group") is not None:
+            p = p[p[f"group_{d['attribute']}"].astype(str) != str(d["group"])]
+        if learned_gate(p)["passed"] is not False:
+            out.append(r)
+    return out
+
+
 def dropped_note(failed: dict, methods) -> str:
     """"lora: seeds 21, 42" for the compared methods whose runs failed the gate ("" if none)."""
     return "; ".join(f"{m}: seed{'s' if len(failed[m]) > 1 else ''} {', '.join(map(str, sorted(failed[m])))}"
@@ -390,12 +406,16 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
             if v.config["epochs"] <= main[key].config["epochs"]:
                 continue  # a shorter run is the utility-matched target, not the control
             case = (key[0], key[1], key[2], key[4], v.config["epochs"], main[key].config["epochs"])
+            per_seed.setdefault(case, ({}, [0]))
+            # like with like (amendment 5): both targets of a seed learned the task (the per-run gate)
+            if any(learned_gate(x.predictions())["passed"] is False for x in (v, main[key])):
+                continue
             d = mia.auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()))
-            n = len(mia.membership(v.predictions()))
-            per_seed.setdefault(case, ({}, n))[0][int(key[3])] = d
+            per_seed[case][0][int(key[3])] = d
+            per_seed[case][1][0] += len(mia.membership(v.predictions()))  # attacked examples over the seeds counted
     return [_row("membership_inference", f"membership_inference:{dataset}",
                  f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
-                 model, method, d, n, higher=True, metric_key="loss_auc",
+                 model, method, d, n[0], higher=True, metric_key="loss_auc",
                  kind=f"over-fitted target ({dataset}, {e_over} epochs)",
                  planted=f"{e_over} epochs, last epoch kept, vs {e_main} with selection")
             for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
@@ -480,8 +500,9 @@ def controls(store: RunStore, profile: str, n_boot: int = 200) -> pd.DataFrame:
                     and json.dumps(r.config["dataset_kwargs"], sort_keys=True) == kw and r.config["model"] == model
                     and r.config["method"] == method and r.config.get("layer_fraction", 1) == 1
                     and r.config.get("rank") == cs[0].config.get("rank")]
-            # like with like: a control and its reference count only where both learned (the per-run gate)
-            refs, cs = learned_runs(refs), learned_runs(cs)
+            # like with like: a control and its reference count only where both learned (the per-run gate;
+            # a planted run's read outside its planted group, amendment 5)
+            refs, cs = learned_runs(refs), planted_runs_that_learned(cs)
             eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot) if refs and cs else None
             if eff is None:
                 continue
@@ -592,10 +613,14 @@ def case_scope(case: pd.Series) -> str:
 def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
     """(scopes that showed their power, scopes with any control). A scope has shown its power if every
     row of at least one of its controls (e.g. every seed of the over-fitted membership-inference
-    target) was detected."""
+    target) was detected *and was not gross*: a control more than twice the margin's size shows only
+    that gross effects are seen, not effects of the size the verdicts are about (amendment 5 of
+    book/design.md)."""
     tried_rows = ctrl[ctrl["detected"] != "no control"]
     kind = tried_rows["kind"] if "kind" in tried_rows else tried_rows["scope"]
-    ok = tried_rows.assign(kind=kind, hit=tried_rows["detected"] == "detected").groupby(["scope", "kind"])["hit"].all()
+    gross = tried_rows["size"].astype(str).str.startswith("gross") if "size" in tried_rows else False
+    ok = (tried_rows.assign(kind=kind, hit=(tried_rows["detected"] == "detected") & ~gross)
+          .groupby(["scope", "kind"])["hit"].all())
     return {scope for (scope, _), hit in ok.items() if hit}, set(tried_rows["scope"])
 
 
@@ -612,7 +637,8 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
             reasons.append(f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''} (fewer than 3)")
         scope = case_scope(c)
         if scope not in detected:
-            reasons.append("its positive control was not detected" if scope in tried else "no positive control")
+            reasons.append("no positive control of about the margin's size was detected" if scope in tried
+                           else "no positive control")
         why.append("; ".join(reasons))
     return cases.assign(counted=[not w for w in why], **{"not counted because": why})
 

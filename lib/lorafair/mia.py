@@ -194,8 +194,9 @@ def leakage_at_equal_fit(targets: pd.DataFrame, method: str = "lora", reference:
     columns ``seed``, ``method``, ``gap`` and ``auc``.
 
     Returns the method's coefficient (the AUC difference at the same gap and seed) with its 95%
-    interval from heteroskedasticity-robust (HC3) standard errors, the gap's slope, the number of
-    targets, and the raw difference (the mean over seeds of ``method`` minus ``reference`` among the
+    interval from heteroskedasticity-robust (HC3) standard errors and t critical values (few residual
+    degrees of freedom), the gap's slope, the number of targets (and per method: ``per_method``,
+    which shows whose points set the slope), and the raw difference (the mean over seeds of ``method`` minus ``reference`` among the
     main targets, where a ``main`` column marks them). The fit assumes one linear slope shared by all
     methods, and its interval treats the targets as independent although targets of a seed share
     their attacked examples: read it as a description of these targets, not a verdict."""
@@ -208,13 +209,14 @@ def leakage_at_equal_fit(targets: pd.DataFrame, method: str = "lora", reference:
     if not {method, reference} <= set(d["method"]):
         raise ValueError(f"targets need both {method!r} and {reference!r}; they have {sorted(set(d['method']))}")
     terms = 1 + 1 + (d["method"].nunique() - 1) + (d["seed"].nunique() - 1)
-    out = {"targets": len(d), "method": method, "reference": reference}
+    out = {"targets": len(d), "method": method, "reference": reference,
+           "per_method": d["method"].value_counts().sort_index().to_dict()}
     main = d[d["main"]] if "main" in d else d
     per_seed = main.pivot_table(index="seed", columns="method", values="auc", aggfunc="mean")
     out["raw"] = float((per_seed[method] - per_seed[reference]).mean()) if {method, reference} <= set(per_seed) else float("nan")
     if len(d) <= terms + 1:  # no residual degrees of freedom to speak of
         return {**out, "coef": float("nan"), "lo": float("nan"), "hi": float("nan"), "slope": float("nan")}
-    fit = smf.ols(f"auc ~ gap + C(method, Treatment({reference!r})) + C(seed)", data=d).fit(cov_type="HC3")
+    fit = smf.ols(f"auc ~ gap + C(method, Treatment({reference!r})) + C(seed)", data=d).fit(cov_type="HC3", use_t=True)
     name = f"C(method, Treatment({reference!r}))[T.{method}]"
     lo, hi = fit.conf_int().loc[name]
     return {**out, "coef": float(fit.params[name]), "lo": float(lo), "hi": float(hi), "slope": float(fit.params["gap"])}
