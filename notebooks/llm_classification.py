@@ -422,7 +422,7 @@ if T:
     at_margin = []  # the doses detected at about the margin's size (0.5 to 2 times it)
     for fraction in (c3 or {}).get("fractions", []):
         runs3 = [r for r in pw_control if r.config["split_design"]["fraction"] == float(fraction)]
-        planted3 = findings.planted_runs_that_learned(runs3)  # like with like: both runs of a seed learned
+        planted3 = findings.learned_runs(runs3)  # like with like: both runs of a seed learned
         effect3 = ex.control_effect(refs, planted3, c3["attribute"], str(c3["group"]), P["n_boot"]) if refs and planted3 else None
         size3 = (findings.control_size(effect3["seed_level"]["difference"], inference.margin("worst_group_accuracy"))
                  if effect3 else "unknown")

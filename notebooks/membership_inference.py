@@ -311,13 +311,14 @@ for task in P["tasks"]:
             vrecs = sweep.run(store, [vcfg] + vshadows, force=force, desc=f"{task['name']} {name} seed {seed}",
                               workers=P["workers"], train_options=P["train_options"])
             vt = vrecs[0].predictions()
+            vloss = mia.loss_scores(vt)
             h = vrecs[0].meta["history"]
             variant_rows.append({"task": task["name"], "seed": seed, "target": name, "role": role,
                                  "method": vcfg["method"], "epochs": vcfg["epochs"],
                                  "val accuracy": h["val_accuracy"][h["epoch"].index(h["selected_epoch"])],
                                  "train accuracy": vrecs[0].metrics["train"]["accuracy"],
                                  "test accuracy": vrecs[0].metrics["accuracy"]["value"],
-                                 "loss AUC": roc_auc_score(mia.loss_scores(vt)["member"], mia.loss_scores(vt)["score"]),
+                                 "loss AUC": roc_auc_score(vloss["member"], vloss["score"]),
                                  "learned": learned_gate(vt)["passed"] is not False})
             main_learned = next(x["learned"] for x in fit_rows
                                 if (x["task"], x["seed"], x["method"]) == (task["name"], seed, vcfg["method"]))
@@ -326,7 +327,7 @@ for task in P["tasks"]:
                                      "the over-fitted or the main target failed the per-run gate.")
                 ctrl_diffs.setdefault((vcfg["epochs"], name), [])
             elif role == "control":
-                d = mia.paired_auc_difference(mia.loss_scores(vt), all_scores[(task["name"], seed, vcfg["method"], "loss")],
+                d = mia.paired_auc_difference(vloss, all_scores[(task["name"], seed, vcfg["method"], "loss")],
                                               resolve("findings", P["profile"])["n_boot"], seed)
                 ctrl_diffs.setdefault((vcfg["epochs"], name), []).append(d)
                 control_lines.append(f"- **{task['name']}**, seed {seed}: loss-attack AUC of the over-fitted "
@@ -336,7 +337,7 @@ for task in P["tasks"]:
             else:
                 other = next(m for m in P["methods"] if m != vcfg["method"])
                 for attack in ("loss", "lira"):
-                    vs = (mia.loss_scores(vt) if attack == "loss" else
+                    vs = (vloss if attack == "loss" else
                           mia.lira_scores(vt, [r.predictions() for r in vrecs[1:]], P["global_variance"]))
                     d = mia.paired_auc_difference(all_scores[(task["name"], seed, other, attack)], vs,
                                                   resolve("findings", P["profile"])["n_boot"], seed)

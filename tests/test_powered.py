@@ -213,4 +213,4 @@ def test_a_planted_runs_gate_is_read_outside_its_planted_group():
     dull = np.zeros(100, int)                        # one class everywhere
     runs = [Run(pd.DataFrame({"split": "val", "label": labels, "pred": p, "group_race": race})) for p in (learned, dull)]
     assert metrics.learned_gate(runs[0].predictions())["passed"] is False     # the whole-split gate drops it
-    assert findings.planted_runs_that_learned(runs) == [runs[0]]
+    assert findings.learned_runs(runs) == [runs[0]]

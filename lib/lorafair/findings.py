@@ -192,24 +192,17 @@ def gated_predictions(recs) -> tuple[pd.DataFrame, dict]:
 
 
 def learned_runs(recs) -> list:
-    """The runs that pass the per-run gate (or have no validation split to read it on)."""
-    return [r for r in recs if learned_gate(r.predictions())["passed"] is not False]
-
-
-def planted_runs_that_learned(recs) -> list:
-    """The planted-control runs (a ``split_design`` naming its ``attribute`` and ``group``) that pass
-    the per-run gate read on their validation examples *outside* the planted group (amendment 5 of
-    book/design.md): the plant moves that group's predictions away from its unchanged validation
-    labels, so a gate that read them would drop runs for the very effect they plant."""
-    out = []
-    for r in recs:
-        d = r.config.get("split_design") or {}
-        p = r.predictions()
+    """The runs that pass the per-run gate (or have no validation split to read it on). A planted
+    control's run (a ``split_design`` naming its ``attribute`` and ``group``) is gated on its
+    validation examples *outside* the planted group (amendment 5 of book/design.md): the plant moves
+    that group's predictions away from its unchanged validation labels, so a gate that read them
+    would drop runs for the very effect they plant."""
+    def gated_rows(r):
+        d, p = r.config.get("split_design") or {}, r.predictions()
         if d.get("attribute") and d.get("group") is not None:
-            p = p[p[f"group_{d['attribute']}"].astype(str) != str(d["group"])]
-        if learned_gate(p)["passed"] is not False:
-            out.append(r)
-    return out
+            return p[p[f"group_{d['attribute']}"].astype(str) != str(d["group"])]
+        return p
+    return [r for r in recs if learned_gate(gated_rows(r))["passed"] is not False]
 
 
 def dropped_note(failed: dict, methods) -> str:
@@ -399,6 +392,7 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
         else:
             over.setdefault(key, []).append(r)
     per_seed: dict = {}
+    n: dict = {}  # per control: attacked examples over the seeds counted
     for key, vs in sorted(over.items()):
         if key not in main:
             continue
@@ -406,19 +400,18 @@ def mia_controls(store: RunStore, profile: str) -> list[dict]:
             if v.config["epochs"] <= main[key].config["epochs"]:
                 continue  # a shorter run is the utility-matched target, not the control
             case = (key[0], key[1], key[2], key[4], v.config["epochs"], main[key].config["epochs"])
-            per_seed.setdefault(case, ({}, [0]))
+            diffs = per_seed.setdefault(case, {})
             # like with like (amendment 5): both targets of a seed learned the task (the per-run gate)
-            if any(learned_gate(x.predictions())["passed"] is False for x in (v, main[key])):
+            if len(learned_runs([v, main[key]])) < 2:
                 continue
-            d = mia.auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()))
-            per_seed[case][0][int(key[3])] = d
-            per_seed[case][1][0] += len(mia.membership(v.predictions()))  # attacked examples over the seeds counted
+            diffs[int(key[3])] = mia.auc_difference(mia.loss_scores(v.predictions()), mia.loss_scores(main[key].predictions()))
+            n[case] = n.get(case, 0) + len(mia.membership(v.predictions()))
     return [_row("membership_inference", f"membership_inference:{dataset}",
                  f"{dataset}: target trained {e_over} epochs without selection vs {e_main} with: loss-attack AUC",
-                 model, method, d, n[0], higher=True, metric_key="loss_auc",
+                 model, method, d, n.get((dataset, kw, model, method, e_over, e_main), 0), higher=True, metric_key="loss_auc",
                  kind=f"over-fitted target ({dataset}, {e_over} epochs)",
                  planted=f"{e_over} epochs, last epoch kept, vs {e_main} with selection")
-            for (dataset, _, model, method, e_over, e_main), (d, n) in sorted(per_seed.items())]
+            for (dataset, kw, model, method, e_over, e_main), d in sorted(per_seed.items())]
 
 
 def generation_controls(store: RunStore, profile: str) -> list[dict]:
@@ -502,7 +495,7 @@ def controls(store: RunStore, profile: str, n_boot: int = 200) -> pd.DataFrame:
                     and r.config.get("rank") == cs[0].config.get("rank")]
             # like with like: a control and its reference count only where both learned (the per-run gate;
             # a planted run's read outside its planted group, amendment 5)
-            refs, cs = learned_runs(refs), planted_runs_that_learned(cs)
+            refs, cs = learned_runs(refs), learned_runs(cs)
             eff = ex.control_effect(refs, cs, d["attribute"], d["group"], n_boot) if refs and cs else None
             if eff is None:
                 continue
