@@ -128,9 +128,17 @@ def test_classification_profiles_run_both_controls_on_the_same_references():
     P = resolve("vision_classification", "offline")
     g = chapters.configs("vision_classification", P)
     ref = [(c["model"], c["method"], c["seed"]) for c in g["control_reference"]]
-    assert [(c["model"], c["method"], c["seed"]) for c in g["control_relabel"]] == ref
+    fractions = sorted({c["split_design"]["fraction"] for c in g["control_relabel"]})
+    assert fractions == [0.5, 1.0]  # one dose aimed at the margin, one gross (book/design.md, amendment 6)
+    for f in fractions:
+        assert [(c["model"], c["method"], c["seed"]) for c in g["control_relabel"]
+                if c["split_design"]["fraction"] == f] == ref
+    assert [(c["model"], c["method"], c["seed"]) for c in g["control"]] == ref and len(ref) == 8
     assert all(c["split_design"]["kind"] == "relabel" and c["split_design"]["base"]["kind"] == "by_unit"
-               for c in g["control_relabel"])
+               and c["split_design"]["base"]["min_test_group"] == 200 for c in g["control_relabel"])
+    with pytest.raises(LorafairError, match="exactly one of fraction or fractions"):
+        chapters.configs("vision_classification", resolve(
+            "vision_classification", "offline", control=dict(P["control"], relabel={"to_label": 0})))
 
 
 # ---------------------------------------------------------------- membership inference variants

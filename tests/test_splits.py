@@ -139,3 +139,63 @@ def test_unit_split_caps_keep_units_apart_and_leave_test_whole():
             splits.split_for(ds, 13, design={"kind": "by_unit", "unit": "glyph", "caps": bad})
         with pytest.raises(LorafairError, match=msg):  # a chapter's grid refuses it before anything trains
             chapters.unit_design({"split_unit": "glyph", "split_caps": bad})
+
+
+def _with_reserve(ds, per_unit_tone=2):
+    """``ds`` plus reserve rows: ``per_unit_tone`` renderings of every unit in every tone."""
+    units = ds.table.drop_duplicates("glyph")[["glyph", "label"]]
+    rows = [{"example_id": f"r{u}{t}{k}", "input": "", "label": int(lab), "group_tone": t, "glyph": u, "reserve": True}
+            for u, lab in units.itertuples(index=False) for t in ("a", "b", "c") for k in range(per_unit_tone)]
+    table = pd.concat([ds.table.assign(reserve=False), pd.DataFrame(rows)], ignore_index=True)
+    return data.Dataset("toy", table, ds.label_names, "image", ["tone"])
+
+
+def test_test_top_up_uses_only_reserve_renderings_of_test_units_and_changes_nothing_else():
+    """The registered vision design (book/design.md, amendment 6): reserve renderings reach only the
+    test split, only of the test units, until every tone has ``min_test_group`` test examples; the
+    train and validation examples are exactly those of the same design without a reserve."""
+    ds = _ds(n_units=100, per_unit=6)
+    ds.table["group_tone"] = np.resize(["a", "a", "a", "a", "b", "c"], len(ds.table))  # tone c is rare
+    big = _with_reserve(ds, per_unit_tone=2)
+    plain_design = {"kind": "by_unit", "unit": "glyph", "caps": {"train": 120, "val": 30}}
+    design = dict(plain_design, min_test_group=60)
+    for seed in (13, 42):
+        plain = splits.split_for(ds, seed, (0.4, 0.2, 0.4), plain_design)
+        s = splits.split_for(big, seed, (0.4, 0.2, 0.4), design)
+        n = len(ds.table)
+        assert s[:n].equals(plain)                                    # the dataset's own examples: unchanged
+        reserve = big.table["reserve"].to_numpy()
+        assert set(s[reserve]) <= {"test", "unused"}                  # never trained on, never validation
+        t = big.table.assign(split=s)
+        test_units = set(t.loc[:n - 1].query("split == 'test'")["glyph"])
+        assert set(t[reserve & (s == "test").to_numpy()]["glyph"]) <= test_units
+        counts = t[t["split"] == "test"].groupby("group_tone").size()
+        before = ds.table.assign(split=plain)[plain == "test"].groupby("group_tone").size()
+        assert before["c"] < 60 <= counts["c"] == 60                   # the rare tone topped up to exactly 60
+        assert counts["a"] == before["a"]                              # a tone with enough is left alone
+        assert (t[t["split"] != "unused"].groupby("glyph")["split"].nunique() == 1).all()
+        assert s.equals(splits.split_for(big, seed, (0.4, 0.2, 0.4), design))
+        assert splits.stores_used_only(design) and not splits.stores_used_only(plain_design)
+    with pytest.raises(LorafairError, match="needs reserve test examples"):
+        splits.split_for(ds, 13, (0.4, 0.2, 0.4), design)
+    with pytest.raises(LorafairError, match="only the by_unit design can use"):
+        splits.split_for(big, 13, (0.4, 0.2, 0.4), {"kind": "mia_target", "seed": 13, "unit": "glyph"})
+    with pytest.raises(LorafairError, match="positive whole number"):
+        splits.split_for(big, 13, (0.4, 0.2, 0.4), dict(design, min_test_group=0))
+
+
+def test_openmoji_reserve_renders_every_emoji_apart_from_the_main_renderings(tmp_path):
+    """``test_reserve`` adds that many renderings of every emoji, from their own random stream: the
+    ``n`` main renderings are byte-identical with or without it."""
+    kw = {"task": "gender", "n": 24, "data_seed": 0, "render": {"size": 16}}
+    a = data.load_openmoji_people(**kw, cache_dir=tmp_path / "a")
+    b = data.load_openmoji_people(**kw, test_reserve=1, cache_dir=tmp_path / "b")
+    glyphs = data.openmoji_people_glyphs()
+    assert len(b.table) == 24 + len(glyphs) and b.table["reserve"].sum() == len(glyphs)
+    assert not a.table["reserve"].any()
+    for i in range(24):
+        assert open(a.table["input"][i], "rb").read() == open(b.table["input"][i], "rb").read()
+    r = b.table[b.table["reserve"]]
+    assert r.groupby("drawing")["group_skin_tone"].nunique().eq(5).all()
+    with pytest.raises(LorafairError, match="test_reserve must be"):
+        data.load_openmoji_people(**kw, test_reserve=-1, cache_dir=tmp_path / "c")

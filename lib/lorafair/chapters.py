@@ -24,21 +24,23 @@ CHAPTERS = ("vision_classification", "llm_classification", "membership_inference
 
 def _classification(P: dict, experiment: str, max_length=None):
     def config(model, method, seed, dataset_kwargs=None, dataset=None, split_design=None, lr=None, epochs=None,
-               **adapter):
-        split_design = split_design or unit_design(P)
+               design=None, **adapter):
+        # ``design``: an earlier design's dataset_kwargs, split_fractions and min_test_group (a pilot kept from it)
+        Q = dict(P, **design) if design else P
+        split_design = split_design or unit_design(Q)
         return classification_config(experiment, P["profile"], dataset or P["dataset"],
-                                     dataset_kwargs or P["dataset_kwargs"], model, method, seed,
+                                     dataset_kwargs or Q["dataset_kwargs"], model, method, seed,
                                      per_model(P["epochs"], model, method) if epochs is None else epochs,
                                      per_model(P["lrs"], model, method) if lr is None else lr,
                                      P["batch_size"], n_boot=P["n_boot"], max_length=max_length,
-                                     split_design=split_design, split_fractions=split_fractions(P),
+                                     split_design=split_design, split_fractions=split_fractions(Q),
                                      where=f"{experiment} (its parameters)", **adapter)
     return config
 
 
 def lr_pilot_configs(config, P: dict, experiment: str, seeds_of) -> list[dict]:
-    """The learning-rate pilot (``P["lr_pilot"]``: ``factors``, ``seeds``, optional ``models``): every
-    model and method at its chosen learning rate times each factor, on each pilot seed that the model
+    """The learning-rate pilot (``P["lr_pilot"]``: ``factors``, ``seeds``, optional ``models`` and
+    ``methods``): every model and method at its chosen learning rate times each factor, on each pilot seed that the model
     runs, stored apart from the chapter's runs (``pilot_lr_<experiment>``), so that the chapter can show
     whether each seed's validation split would choose the same learning rate
     (``experiments.lr_stability``)."""
@@ -46,9 +48,11 @@ def lr_pilot_configs(config, P: dict, experiment: str, seeds_of) -> list[dict]:
     if not lp:
         return []
     out = []
+    for me in lp.get("methods") or []:
+        choose("lr_pilot method", me, P["methods"])
     for mo in lp.get("models") or P["models"]:
         choose("lr_pilot model", mo, P["models"])
-        for me in P["methods"]:
+        for me in lp.get("methods") or P["methods"]:
             lr = per_model(P["lrs"], mo, me)
             for f in lp["factors"]:
                 for s in [s for s in lp["seeds"] if s in seeds_of(mo)]:
@@ -82,11 +86,12 @@ def beyond_configs(config, P: dict, experiment: str) -> dict[str, list[dict]]:
     epochs = per_model(P["epochs"], mo, "lora")  # every method trains as long as LoRA
     main = [config(mo, me, s, lr=lr_of(me), epochs=epochs, **settings(me)) for me in b["methods"] for s in b["seeds"]]
     pilot, pl = [], b["pilot"]
+    earlier = pl.get("design")  # the pilot's records were computed on an earlier design (kept as they are)
     for me in b["methods"]:
         for lr in pl["lrs"].get(me, []):
-            pilot.append(config(mo, me, pl["seed"], lr=float(lr), epochs=epochs, **settings(me)))
+            pilot.append(config(mo, me, pl["seed"], lr=float(lr), epochs=epochs, design=earlier, **settings(me)))
         if me == "fairlora":
-            pilot += [config(mo, me, pl["seed"], lr=lr_of(me), epochs=epochs, **settings(me, w))
+            pilot += [config(mo, me, pl["seed"], lr=lr_of(me), epochs=epochs, design=earlier, **settings(me, w))
                       for w in pl["penalties"]]
     pilot = [c.replace(experiment=f"pilot_beyond_{experiment}") for c in pilot]
     return {"methods": main, "methods_pilot": pilot}
@@ -131,6 +136,11 @@ def unit_design(P: dict) -> dict | None:
     design = {"kind": "by_unit", "unit": P["split_unit"]}
     if P.get("split_caps"):  # checked here, when the grid is built, before any run trains
         design["caps"] = dict(sorted(splits.check_caps(P["split_caps"]).items()))
+    if P.get("min_test_group"):  # the test split topped up from the dataset's reserve renderings
+        if not (P.get("dataset_kwargs") or {}).get("test_reserve"):
+            raise LorafairError(f"min_test_group {P['min_test_group']} needs reserve test renderings: "
+                                "set dataset_kwargs.test_reserve to 1 or more")
+        design["min_test_group"] = int(P["min_test_group"])
     return design
 
 
@@ -143,28 +153,33 @@ def control_configs(config, P: dict, seeds) -> list[dict]:
     design = {"kind": "downsample", "attribute": c["attribute"], "group": str(c["group"]), "keep": float(c["keep"])}
     if unit_design(P):
         design["base"] = unit_design(P)
-    return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
+    return [config(c["model"], c["method"], s, split_design=design) for s in c.get("seeds") or seeds]
 
 
 def relabel_control_configs(config, P: dict, seeds) -> list[dict]:
     """The second positive control (``P["control"]["relabel"]``, optional): a planted label bias, a
-    fraction of the group's training examples of other classes relabelled ``to_label``, one run per
-    seed, compared with the same references as the down-sampling control."""
+    ``fraction`` (or each of ``fractions``) of the group's training examples of other classes relabelled
+    ``to_label``, one run per seed, compared with the same references as the down-sampling control."""
     c = P.get("control")
     if not c or not c.get("relabel"):
         return []
     r = c["relabel"]
-    design = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
-              "fraction": float(r["fraction"]), "to_label": int(r["to_label"])}
-    if unit_design(P):
-        design["base"] = unit_design(P)
-    return [config(c["model"], c["method"], s, split_design=design) for s in seeds]
+    if ("fraction" in r) == ("fractions" in r):
+        raise LorafairError(f"control.relabel needs exactly one of fraction or fractions, got {sorted(r)}")
+    out = []
+    for fraction in r.get("fractions") or [r["fraction"]]:
+        design = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
+                  "fraction": float(fraction), "to_label": int(r["to_label"])}
+        if unit_design(P):
+            design["base"] = unit_design(P)
+        out += [config(c["model"], c["method"], s, split_design=design) for s in c.get("seeds") or seeds]
+    return out
 
 
 def control_references(config, P: dict, seeds) -> list[dict]:
     """The runs the control is compared with (the same model, method and seeds, standard split)."""
     c = P.get("control")
-    return [config(c["model"], c["method"], s) for s in seeds] if c else []
+    return [config(c["model"], c["method"], s) for s in c.get("seeds") or seeds] if c else []
 
 
 def vision_classification(P: dict) -> dict[str, list[dict]]:
@@ -173,14 +188,16 @@ def vision_classification(P: dict) -> dict[str, list[dict]]:
     second = dict(P["dataset_kwargs"], task=P["second_task"])
     if P["second_task_n"]:
         second["n"] = P["second_task_n"]
-    return {"main": [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in P["seeds"]],
+    cs = seeds_for(P, P["control"]["model"]) if P.get("control") else []
+    return {"main": [config(mo, me, s) for mo in P["models"] for me in P["methods"] for s in seeds_for(P, mo)],
             "rank_sweep": rank_sweep_configs(config, P["rank_sweep_model"], s0, P["ranks"], P["placements"],
                                              "head" in P["methods"]),
-            "second_task": [config(P["models"][0], me, s0, second) for me in P["methods"]],
-            "control": control_configs(config, P, P["seeds"]),
-            "control_relabel": relabel_control_configs(config, P, P["seeds"]),
-            "control_reference": control_references(config, P, P["seeds"]),
-            "lr_pilot": lr_pilot_configs(config, P, "vision", lambda m: P["seeds"]),
+            "second_task": [config(P["models"][0], me, s, second) for me in P["methods"]
+                            for s in P.get("second_task_seeds") or [s0]],
+            "control": control_configs(config, P, cs),
+            "control_relabel": relabel_control_configs(config, P, cs),
+            "control_reference": control_references(config, P, cs),
+            "lr_pilot": lr_pilot_configs(config, P, "vision", lambda m: seeds_for(P, m)),
             **beyond_configs(config, P, "vision")}
 
 

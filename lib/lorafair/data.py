@@ -213,14 +213,22 @@ def _glyph_images(seqs: list[str], px: int = 110) -> dict:
 
 def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0,
                          render: RenderSettings | dict | None = None, cache_dir: str | Path | None = None,
-                         **_) -> Dataset:
+                         test_reserve: int = 0, **_) -> Dataset:
     """The offline vision stand-in: augmented renderings of OpenMoji person emoji.
 
     ``gender``: man (0) vs woman (1) over all roles; ``activity``: work, sport, gesture or fantasy
     (``ACTIVITIES``; multi-class, like the age task; each class drawn equally often, then a role
     within it). Subgroup: skin tone, drawn with UTKFace's race proportions. Every row names its emoji
     ``sequence`` and its ``drawing`` (``person_drawing``). Rendered once into a cache keyed by every
-    setting; the same settings give byte-identical images."""
+    setting; the same settings give byte-identical images.
+
+    ``test_reserve`` (default 0): besides the ``n`` renderings, that many more renderings of every
+    emoji (every drawing in every tone; ids ``omr...``, column ``reserve`` True), from a random stream
+    of their own, so the ``n`` renderings are the same with or without them. Reserve renderings are
+    never trained on: a split design may only add them to the test split of the drawings it tests
+    (``splits.unit_split`` with ``min_test_group``), to size the test set for the small tones."""
+    if not isinstance(test_reserve, int) or isinstance(test_reserve, bool) or test_reserve < 0:
+        raise LorafairError(f"test_reserve must be a whole number of renderings per emoji (0 or more), got {test_reserve!r}")
     choose("task", task, ("gender", "activity"))
     s = render if isinstance(render, RenderSettings) else RenderSettings(**(render or {}))
     glyphs = openmoji_people_glyphs()
@@ -229,8 +237,8 @@ def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0
         missing = sorted(set(ACTIVITY_OF) - set(glyphs["role"]))
         if missing:
             raise LorafairError(f"the OpenMoji asset lacks the activity roles {', '.join(missing)}")
-    key = hashlib.sha256(json.dumps([task, n, data_seed, s.__dict__], sort_keys=True, default=str)
-                         .encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([task, n, data_seed, s.__dict__] + ([test_reserve] if test_reserve else []),
+                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
     base = Path(cache_dir) if cache_dir else assets.CACHE / "openmoji_people" / key
     table_path = base / "table.parquet"
     names = ["man", "woman"] if task == "gender" else list(ACTIVITIES)
@@ -256,12 +264,25 @@ def load_openmoji_people(task: str = "gender", n: int = 2000, data_seed: int = 0
             rows.append({"example_id": f"om{i:05d}", "input": str(path),
                          "label": int(genders[i] == "woman") if task == "gender" else names.index(ACTIVITY_OF[roles[i]]),
                          "group_skin_tone": tones[i], "gender": genders[i], "role": _role_name(roles[i]),
-                         "sequence": seq})
+                         "sequence": seq, "reserve": False})
+        reserve_rng = np.random.default_rng([data_seed, 1])
+        k = 0
+        for _ in range(test_reserve):
+            for g in glyphs.sort_values("sequence").itertuples():
+                path = base / f"r{k:05d}.png"
+                render_example(images[g.sequence], reserve_rng, s).save(path)
+                rows.append({"example_id": f"omr{k:05d}", "input": str(path),
+                             "label": int(g.gender == "woman") if task == "gender" else names.index(ACTIVITY_OF[g.role]),
+                             "group_skin_tone": g.tone, "gender": g.gender, "role": _role_name(g.role),
+                             "sequence": g.sequence, "reserve": True})
+                k += 1
         table = pd.DataFrame(rows)
         tmp = table_path.with_suffix(".tmp")
         table.to_parquet(tmp, index=False)
         tmp.replace(table_path)
     table["drawing"] = table["sequence"].map(person_drawing)
+    if "reserve" not in table:  # a cache written before the reserve existed
+        table["reserve"] = False
     return Dataset(f"openmoji_people_{task}", table, names, "image", ["skin_tone"], {},
                    f"OpenMoji people ({task}): {len(table)} augmented renderings of {table['drawing'].nunique()} "
                    "person drawings, subgroup = skin tone")

@@ -287,6 +287,7 @@ ARGUMENT_CHECKS = {
     "threshold": number(0, 1, lo_open=True, hi_open=True), "render": _render,
     "aggregation": one_of(("majority", "first")), "axis": one_of(lambda: data_mod.MHS_AXES),
     "held_out_occupations": integer(1), "n_occupations": integer(1, none=True),
+    "test_reserve": integer(0, 20),
     **{k: data_path for k in PATH_ARGUMENTS},
 }
 #: choices of a ``task`` argument, per dataset
@@ -354,7 +355,7 @@ def _arguments(where: str, key: str, kwargs, loader, skip: tuple = (), task_choi
 # ---------------------------------------------------------------- split designs
 _DESIGN_FIELDS = {
     "standard": {},
-    "by_unit": {"unit": (text, True), "caps": (None, False)},
+    "by_unit": {"unit": (text, True), "caps": (None, False), "min_test_group": (integer(1, 1_000_000), False)},
     "sized": {"sizes": (None, True), "min_test_group": (integer(0, 1_000_000), True), "pools": (None, True)},
     "downsample": {"attribute": (text, True), "group": (text, True),
                    "keep": (number(0, 1, lo_open=True, hi_open=True), True),

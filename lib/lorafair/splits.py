@@ -13,6 +13,10 @@
   every skin tone) stay on one side, so test examples show units the model never saw; optional
   ``caps`` keep at most so many examples of a split (seeded choice; the rest are ``unused``), so
   that more units can reach training without more training examples, and the test split grows.
+  Optional ``min_test_group``: the test split is then topped up, group by group of the first
+  attribute, with the dataset's *reserve* examples (column ``reserve``: extra renderings kept for
+  evaluation) of its own test units, until every group has that many test examples (all of its
+  reserve where that is fewer). Reserve examples never reach training or validation, in any design.
 - ``downsample``: a positive control on top of another design: a group keeps only a small
   fraction of its training examples.
 - ``relabel``: a positive control that keeps its base design's split and relabels a fraction of
@@ -178,6 +182,31 @@ def unit_split(ds, seed: int, fractions, unit: str) -> pd.Series:
     return assign_splits(t, seed, fractions, strata, unit=unit, unit_stratify=strata)
 
 
+def topped_unit_split(ds, seed: int, fractions, unit: str, caps: dict | None = None,
+                      min_test_group: int | None = None) -> pd.Series:
+    """The ``by_unit`` design (module docstring): ``unit_split`` of the dataset's own examples, capped,
+    then the test split topped up from the reserve renderings of its test units. Reserve examples are
+    set aside before the split is capped, so the train and validation examples are the same as
+    without a reserve."""
+    base = unit_split(ds, seed, fractions, unit)
+    reserve = ds.table["reserve"].to_numpy(dtype=bool) if "reserve" in ds.table else np.zeros(len(base), bool)
+    out = cap_units(base.where(~reserve, "unused"), caps, seed)
+    if min_test_group is None:
+        return out
+    if not isinstance(min_test_group, int) or isinstance(min_test_group, bool) or min_test_group < 1:
+        raise LorafairError(f"min_test_group must be a positive whole number of test examples, got {min_test_group!r}")
+    if not reserve.any():
+        raise LorafairError(f"min_test_group needs reserve test examples, and {ds.name} has none (test_reserve=0)")
+    rng = np.random.default_rng([seed, 1])
+    col = ds.table[f"group_{ds.attributes[0]}"].astype(str)
+    for g in sorted(col.unique()):
+        short = min_test_group - int(((out == "test") & (col == g)).sum())
+        spare = np.flatnonzero(reserve & (base == "test").to_numpy() & (col == g).to_numpy())
+        if short > 0 and len(spare):
+            out.iloc[spare[rng.permutation(len(spare))[:short]]] = "test"
+    return out
+
+
 def sized_split(ds, seed: int, sizes: dict, min_test_group: int, pools) -> pd.Series:
     """The ``sized`` design (module docstring): pools from ``standard_split`` with fractions ``pools``,
     ``sizes[s]`` examples chosen from each pool ``s`` (seeded; a split without a size keeps its
@@ -254,6 +283,9 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
     ``{"kind": "relabel", "attribute": a, "group": g, "fraction": f, "to_label": k, "base": ...}``
     keeps the base split and plants a label bias (``training_labels``): positive controls; ``{"kind": "mia_target", "seed": s}`` or ``{"kind": "mia_shadow", "seed": s,
     "shadow_seed": t}`` is a membership-inference split."""
+    if "reserve" in ds.table and ds.table["reserve"].any() and (root_design(design) or {}).get("kind") != "by_unit":
+        raise LorafairError(f"{ds.name} carries reserve test renderings (test_reserve), which only the by_unit "
+                            f"design can use; this design is {(root_design(design) or {}).get('kind', 'standard')!r}")
     if not design or design.get("kind") == "standard":
         return standard_split(ds, seed, fractions)
     choose("split design", design.get("kind"), DESIGNS)
@@ -261,7 +293,8 @@ def split_for(ds, seed: int, fractions=(0.6, 0.2, 0.2), design: dict | None = No
     if kind == "sized":
         return sized_split(ds, seed, dict(design["sizes"]), int(design["min_test_group"]), design["pools"])
     if kind == "by_unit":
-        return cap_units(unit_split(ds, seed, fractions, design["unit"]), check_caps(design.get("caps")), seed)
+        return topped_unit_split(ds, seed, fractions, design["unit"], check_caps(design.get("caps")),
+                                 design.get("min_test_group"))
     if kind == "downsample":
         base = split_for(ds, seed, fractions, design.get("base"))
         return downsample(ds, base, design["attribute"], design["group"], design["keep"], seed)
@@ -281,8 +314,10 @@ def root_design(design: dict | None) -> dict | None:
 
 def stores_used_only(design: dict | None) -> bool:
     """Whether a run of this design encodes and stores only the examples its split uses (``sized``:
-    the pools it leaves ``unused`` are most of a large dataset)."""
-    return (root_design(design) or {}).get("kind") == "sized"
+    the pools it leaves ``unused`` are most of a large dataset; ``by_unit`` with a test top-up: the
+    reserve it leaves unused)."""
+    root = root_design(design) or {}
+    return root.get("kind") == "sized" or (root.get("kind") == "by_unit" and bool(root.get("min_test_group")))
 
 
 def unit_column(ds, design: dict | None) -> str | None:
