@@ -255,8 +255,12 @@ display(ex.group_ece_table(records, ATTR, list(rates["group"].unique())))
 control_records = run("control", "positive control")
 relabel_records = run("control_relabel", "planted label bias")
 references = run("control_reference", "control references") if control_records or relabel_records else []
-display(Markdown(ex.control_report(control_records, references, P["control"], P["n_boot"], glue, "llm",
-                                   relabel=relabel_records)))
+# like with like, as in the findings: a control and its reference count only on seeds where both learned
+# (the per-run gate; a planted run's read outside its planted group)
+from lorafair.findings import learned_runs
+
+display(Markdown(ex.control_report(learned_runs(control_records), learned_runs(references), P["control"], P["n_boot"],
+                                   glue, "llm", relabel=learned_runs(relabel_records))))
 
 # %% [markdown]
 # ## Rank sweep and layer placement

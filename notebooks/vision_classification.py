@@ -71,8 +71,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from lorafair import chapters, splits, sweep
+from lorafair import chapters, profiles, splits, sweep
 from lorafair import experiments as ex
+from lorafair import findings
 from lorafair import metrics as M
 from lorafair import plots
 from lorafair.notebook import setup_chapter
@@ -85,7 +86,9 @@ ATTR = ds.attributes[0]
 display(Markdown(
     f"**Profile `{P['profile']}`**: dataset `{ds.name}` ({len(ds.table)} examples, {ds.num_labels} classes: "
     f"{', '.join(ds.label_names)}); models {', '.join(f'`{m}`' for m in P['models'])}; methods "
-    f"{', '.join(P['methods'])}; seeds {P['seeds']}; sensitive attribute `{ATTR}`; run records in "
+    f"{', '.join(P['methods'])}; seeds {P['seeds']}"
+    + "".join(f" ({plots.relabel(mo)}: {len(s)} seeds)" for mo, s in (P.get("seeds_by_model") or {}).items())
+    + f"; sensitive attribute `{ATTR}`; run records in "
     f"`{P['results_dir']}/{EXP}/`."))
 
 # %% [markdown]
@@ -98,8 +101,18 @@ display(Markdown(
 # a drawing, in every tone, are on one side, so the test set shows people the model has never seen in
 # any tone. Where the profile caps a split (`split_caps`), a seeded choice of that many of its
 # renderings is used and the rest are left out (`unused`): the offline profile caps training and
-# validation to keep their cost, and tests on every rendering of its test drawings (the split sizes
-# per seed are below). The drawing of
+# validation to keep their cost, and tests on every rendering of its test drawings.
+#
+# **Test sets sized for the groups.** Training keeps the deliberate imbalance, since the question is
+# whether LoRA neglects the rare tones; evaluation does not have to. The dataset holds a *reserve*:
+# {glue:text}`vision_test_reserve` further renderings of every emoji (every drawing in every tone),
+# drawn from their own random stream and never used for training or validation. Each seed's test
+# split takes every ordinary rendering of its test drawings and then, tone by tone, adds reserve
+# renderings of the *same test drawings* until every tone has at least
+# {glue:text}`vision_min_test_group` test renderings (`min_test_group`). The test split therefore
+# still shows only unseen people; the rare tones are tested on more renderings of them. The smallest
+# tone of any seed has {glue:text}`vision_test_tone_min` test renderings (the table below gives
+# every seed's split sizes and its smallest tone). The drawing of
 # every prediction is stored in its record (`split_unit`), so the disjointness can be checked from
 # the records alone. Because a drawing appears in all five tones, the split cannot also be
 # stratified by tone; the tone groups' test sizes vary a little from seed to seed. Models are selected
@@ -116,28 +129,43 @@ display(Markdown(
 # See {numref}`fig-vision-examples` below.
 
 # %% tags=["hide-input"]
-counts = (ds.table.assign(label=ds.table["label"].map(dict(enumerate(ds.label_names))))
+ordinary = ds.table[~ds.table["reserve"]] if "reserve" in ds.table else ds.table  # the reserve only tops up tests
+counts = (ordinary.assign(label=ordinary["label"].map(dict(enumerate(ds.label_names))))
           .pivot_table(index=f"group_{ATTR}", columns="label", values="example_id", aggfunc="count")
           .reindex(plots.order_groups(ATTR, ds.table[f"group_{ATTR}"])).fillna(0).astype(int))
-counts["share"] = (counts.sum(axis=1) / len(ds.table)).round(3)
+counts["share"] = (counts.sum(axis=1) / len(ordinary)).round(3)
+if len(ordinary) < len(ds.table):
+    counts["test reserve"] = ds.table[ds.table["reserve"]].groupby(f"group_{ATTR}").size().reindex(counts.index).fillna(0).astype(int)
 counts.index.name = ATTR.replace("_", " ")
 display(counts)
-glue("vision_n_examples", len(ds.table), display=False)
+glue("vision_n_examples", len(ordinary), display=False)
+glue("vision_test_reserve", int((P["dataset_kwargs"] or {}).get("test_reserve", 0)), display=False)
+glue("vision_min_test_group", int(P.get("min_test_group") or 0), display=False)
 if P["split_unit"]:
     n_units = ds.table[P["split_unit"]].nunique()
     glue("vision_n_drawings", n_units, display=False)
-    display(Markdown(f"{len(ds.table)} images of {n_units} person drawings ({len(ds.table) / n_units:.1f} renderings "
-                     f"per drawing, over its tones); splits are drawn by drawing."))
+    display(Markdown(f"{len(ordinary)} images of {n_units} person drawings ({len(ordinary) / n_units:.1f} renderings "
+                     f"per drawing, over its tones), and {len(ds.table) - len(ordinary)} reserve renderings for topping "
+                     "up test splits; splits are drawn by drawing."))
     design = chapters.unit_design(P)
-    sizes = pd.DataFrame({s: (lambda sp: {**sp.value_counts().to_dict(),
-                                           **{f"{k} drawings": v for k, v in ds.table.assign(split=sp)
-                                              .groupby("split")[P["split_unit"]].nunique().items()}})(
-        splits.split_for(ds, s, tuple(P["split_fractions"]), design)) for s in P["seeds"]}).T
+
+    def _sizes(sp):
+        t = ds.table.assign(split=sp)
+        tones = t[t["split"] == "test"].groupby(f"group_{ATTR}").size()
+        return {**sp.value_counts().to_dict(),
+                **{f"{k} drawings": v for k, v in t.groupby("split")[P["split_unit"]].nunique().items()},
+                "test from reserve": int(((sp == "test") & t.get("reserve", False)).sum()),
+                "smallest tone (test)": int(tones.min())}
+
+    all_seeds = list(dict.fromkeys(s for mo in P["models"] for s in profiles.seeds_for(P, mo)))
+    sizes = pd.DataFrame({s: _sizes(splits.split_for(ds, s, tuple(P["split_fractions"]), design)) for s in all_seeds}).T
     sizes.index.name = "seed"
-    order = [c for c in ("train", "val", "test", "unused", "train drawings", "val drawings", "test drawings",
-                         "unused drawings") if c in sizes]
+    order = [c for c in ("train", "val", "test", "test from reserve", "smallest tone (test)", "unused", "train drawings",
+                         "val drawings", "test drawings", "unused drawings") if c in sizes]
     glue("vision_test_per_seed_min", int(sizes["test"].min()), display=False)
-    display(sizes[order].fillna(0).astype(int))
+    glue("vision_test_tone_min", int(sizes["smallest tone (test)"].min()), display=False)
+    display(plots.table(sizes[order].fillna(0).astype(int), caption="Every seed's split: renderings and drawings per split, "
+                        "the renderings taken from the reserve and the smallest tone's test count"))
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])
@@ -176,11 +204,15 @@ display(Markdown(ex.group_size_note(summary)))
 # %% [markdown]
 # ### Are the learning rates stable across seeds?
 #
-# Each model and method also ran at 0.3 and 3 times its learning rate on three seeds (the
-# learning-rate pilot, stored apart from the chapter's runs in `pilot_lr_vision/`). The table gives
-# every seed's validation accuracy at the selected epoch for each learning rate tried, and whether
-# that seed's own validation split would choose the chapter's learning rate. Test accuracy plays no
-# part in it.
+# LoRA and full fine-tuning also ran at their neighbouring learning rates of the pilot grid (0.3 and
+# 3 times the chapter's rate) on the first seeds (the learning-rate pilot, stored apart from the
+# chapter's runs in `pilot_lr_vision/`, on the same splits). The first table gives every seed's
+# validation accuracy at the selected epoch for each learning rate tried, and whether that seed's own
+# validation split would choose the chapter's learning rate; test accuracy plays no part in it. The
+# second reads the pilot runs on test, as a check of the comparison rather than of the choice: LoRA
+# minus full fine-tuning with one of the two moved to a neighbouring rate and the other at its
+# chosen rate, on the same seed's test examples. A verdict of the findings chapter that changes sign
+# (or leaves its margin) at a neighbouring rate is reported there as depending on the learning rate.
 
 # %% tags=["hide-input"]
 lr_records = run("lr_pilot", "learning-rate pilot")
@@ -188,6 +220,11 @@ stability = ex.lr_stability(lr_records, records)
 if len(stability):
     display(plots.table(stability, precision=3, caption="Learning-rate pilot: the validation accuracy of every rate tried on each seed, and whether that seed would pick the chapter's rate"))
 display(Markdown(ex.lr_stability_note(stability, glue, "vision")))
+neighbours = findings.lr_neighbour_cases(store, EXP, P["profile"])
+if len(neighbours):
+    display(plots.table(ex.neighbour_table(neighbours), precision=3, caption=(
+        "LoRA minus full fine-tuning with one method at a neighbouring learning rate: mean of the per-seed "
+        "differences and its seed-level 95% interval (few seeds: read the sign, not the interval)")))
 
 # %% [markdown]
 # ## Per-group accuracy
@@ -221,9 +258,19 @@ plots.plt.close(fig)
 # their difference is paired within a seed. The unit of inference is the seed: below, each seed's
 # difference in accuracy, in worst-group accuracy (each method's own worst group among the groups
 # that can carry a claim, named with the smallest test count among them), in the accuracy gap (best
-# minus worst of those groups) and in ECE, their mean and the seed-level 95% t-interval, which
-# carries training randomness as well as test sampling. The verdicts, adjusted for multiplicity and tested for
-# equivalence, are in {doc}`findings`.
+# minus worst of those groups), in calibration and in the calibration gap, their mean and the
+# seed-level 95% t-interval, which carries training randomness as well as test sampling. The
+# verdicts, adjusted for multiplicity and tested for equivalence, are in {doc}`findings`.
+#
+# **Calibration is reported twice.** The raw expected calibration error (ECE) of a run mostly
+# measures how over-confident it is, which depends on its learning rate and selected epoch more than
+# on its method. So every run is also scaled by its own *temperature* T: the one number that, dividing
+# the run's logits, minimises the negative log-likelihood of *that run's validation split* (test is
+# never read). Temperature scaling changes no prediction, only the confidence. ECE over all test
+# examples is a property of the model's utility, not of fairness; the fairness question about
+# calibration is whether the groups are calibrated *alike*: the **calibration gap**, the largest minus
+# the smallest group's ECE among the groups that can carry a claim, after temperature scaling (the
+# raw gap is shown beside it and never counted).
 
 # %% tags=["hide-input"]
 paired_tab, diffs = ex.paired_table(preds, P["models"], ATTR)
@@ -267,23 +314,37 @@ if M.is_binary(preds):
 # A per-group comparison that finds "no difference" is informative only if the experiment could
 # have found one. Two controls plant an effect of known direction on the same model and method, on
 # every seed's split, with validation and test unchanged; the group's test accuracy is compared with
-# the run on the full split, paired over the same test examples:
+# the run on the full split, paired over the same test examples, on as many seeds as the registered
+# design gives the control ({glue:text}`vision_control_seeds`):
 #
 # - **down-sampling**: the group keeps only a small fraction of its training examples;
-# - **planted label bias**: the group's training examples of the other class are relabelled as
-#   class 0 (all of them offline, half on the paper profile): a group-specific annotation error.
+# - **planted label bias**: a share of the group's training examples of the other class are
+#   relabelled as class 0, a group-specific annotation error. Two doses run: relabelling all of them
+#   (a gross effect) and relabelling half of them, meant to lower the group's accuracy by about the
+#   worst-group margin, so that the chapter shows whether it can see an effect as small as the ones
+#   its "equivalent" verdicts rule out.
 #
 # A control that is not detected says that this chapter cannot see an effect of that kind and size.
-# The per-group results below count as evidence only at the sizes a detected control reaches; the
-# worst-group numbers use only groups with at least 30 test examples in every seed (smaller groups are
-# listed apart).
+# As in the findings, a seed counts only where both the control run and its reference passed the
+# per-run gate. The per-group results below count as evidence only at the sizes a detected control
+# reaches (the findings chapter sets each planted effect against its margin); the worst-group numbers use only
+# groups with at least {glue:text}`vision_min_group_n` test examples in every seed (smaller groups
+# are listed apart).
 
 # %% tags=["hide-input"]
+from lorafair.metrics import MIN_GROUP_N
+
+glue("vision_min_group_n", MIN_GROUP_N, display=False)
+glue("vision_control_seeds", len((P.get("control") or {}).get("seeds") or P["seeds"]), display=False)
 control_records = run("control", "positive control")
 relabel_records = run("control_relabel", "planted label bias")
 references = run("control_reference", "control references") if control_records or relabel_records else []
-display(Markdown(ex.control_report(control_records, references, P["control"], P["n_boot"], glue, "vision",
-                                   relabel=relabel_records)))
+# like with like, as in the findings: a control and its reference count only on seeds where both learned
+# (the per-run gate; a planted run's read outside its planted group)
+from lorafair.findings import learned_runs
+
+display(Markdown(ex.control_report(learned_runs(control_records), learned_runs(references), P["control"], P["n_boot"],
+                                   glue, "vision", relabel=learned_runs(relabel_records))))
 
 # %% [markdown]
 # ## Rank sweep
@@ -354,7 +415,8 @@ for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get(
 # is doing, as one of four *activities*: work (farmer, cook, scientist, ...), sport (runner,
 # swimmer, ...), a gesture (shrug, facepalm, ...) or a fantasy figure (mage, elf, ...), from the
 # same kind of renderings and split by person drawing in the same way; subgroups are again skin
-# tones. One model and the first seed, all methods.
+# tones. One model, all methods, on {glue:text}`vision_second_task_seeds` seeds; the table gives the
+# mean and SD over seeds, and its LoRA-minus-full cases are in the findings chapter.
 #
 # See {numref}`fig-vision-second-task` below.
 
@@ -362,7 +424,10 @@ for part in ex.beyond_report(records, beyond_pilot, beyond_records, ATTR, P.get(
 task2_records = run("second_task", "second task")
 ds2 = sweep.dataset(P["dataset"], task2_records[0].config["dataset_kwargs"])
 task2 = ex.summary_table(task2_records, ATTR)
-display(plots.table(task2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]]))
+glue("vision_second_task_seeds", int(task2["seed"].nunique()), display=False)
+display(plots.table(ex.mean_sd_table(task2, [c for c in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece",
+                                                         "trainable_params") if c in task2]),
+                    caption="The second task: test metrics per method, mean and SD over seeds"))
 t2 = task2_records[0].predictions()
 if "split_unit" in t2:
     n_test_units = t2.loc[t2["split"] == "test", "split_unit"].nunique()
@@ -384,7 +449,7 @@ plots.plt.close(fig)
 # ```{glue:figure} vision_second_task_fig
 # :name: fig-vision-second-task
 #
-# Per-group accuracy on the second, multi-class task (four activities), one model and seed, all methods; 95% Wilson intervals.
+# Per-group accuracy on the second, multi-class task (four activities), one model, all methods: the mean over seeds with its 95% t-interval over seeds (a pooled Wilson interval where a cell has fewer than 3 seeds).
 # ```
 
 # %% [markdown]
@@ -431,7 +496,7 @@ glue("vision_ex_rank_answer", Markdown(
      f"by this chapter's own rule they carry no verdict. The paired differences above put the seed-to-seed spread of "
      f"a worst-group difference at about {diffs.get((mo, 'full'), {}).get('worst_group_accuracy', {}).get('sd', float('nan')):.3f} "
      "(SD over seeds), so a step between ranks smaller than that is not evidence of a trend; the sweep would need "
-     "3 or more seeds per rank to say more.") if best is not None else "This profile has no rank sweep."),
+     f"{findings.COUNT_SEEDS} or more seeds per rank to carry a counted verdict.") if best is not None else "This profile has no rank sweep."),
     display=False)
 
 # %% [markdown]
@@ -469,8 +534,8 @@ glue("vision_ex_rank_answer", Markdown(
 # ```
 #
 # Cost on two cores: {glue:md}`vision_ex_rank_cost`. Which rank gives the highest worst-group
-# accuracy, and can the chapter's rule (a verdict needs 3 seeds and an interval) say that it is
-# higher?
+# accuracy, and can the chapter's rule (a counted verdict needs 8 seeds and an interval) say that
+# it is higher?
 # ````
 #
 # ````{solution} vision-ex-rank

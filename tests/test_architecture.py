@@ -189,7 +189,7 @@ def test_dora_and_ia3_run_through_a_chapter_from_their_registry_entries(smoke_kw
     """DoRA and IA3 are one registry entry each: with learning rates in the profile they run
     through the chapter grid, the sweep runner, the record and the plots with no other change."""
     P = profiles.resolve("vision_classification", "smoke", results_dir=str(tmp_path))
-    P.update(dataset_kwargs=smoke_kwargs, models=["vit_tiny_random"], methods=["head", "lora", "full", "dora", "ia3"],
+    P.update(dataset_kwargs={**smoke_kwargs, "test_reserve": 1}, models=["vit_tiny_random"], methods=["head", "lora", "full", "dora", "ia3"],
              lrs={"head": 1e-2, "lora": 1e-3, "full": 1e-3, "dora": 1e-3, "ia3": 1e-2})
     grid = chapters.configs("vision_classification", P)["main"]
     assert [c["method"] for c in grid] == P["methods"] and len({run_id(c) for c in grid}) == 5

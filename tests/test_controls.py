@@ -169,29 +169,32 @@ def test_claim_groups_need_the_minimum_in_every_block():
 
 
 def test_count_rules_exclude_few_seeds_and_undetected_controls():
+    base = {"settings": "{}", "model": "m", "metric": "accuracy", "metric_key": "accuracy", "lr_neighbour": ""}
     cases = pd.DataFrame([
-        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
-         "metric": "accuracy", "seeds": 3, "verdict": "LoRA worse"},
-        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - head",
-         "metric": "accuracy", "seeds": 3, "verdict": "indistinguishable"},
-        {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
-         "metric": "accuracy", "seeds": 1, "verdict": "LoRA worse"},
-        {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
-         "comparison": "LoRA - full", "metric": "accuracy", "seeds": 3, "verdict": "LoRA better"},
+        {**base, "experiment": "llm_classification", "dataset": "d", "comparison": "LoRA - full", "seeds": 8},
+        {**base, "experiment": "llm_classification", "dataset": "d", "comparison": "LoRA - head", "seeds": 9},
+        {**base, "experiment": "llm_classification", "dataset": "d", "comparison": "LoRA - full", "seeds": 7},
+        {**base, "experiment": "vision_classification", "dataset": "v", "comparison": "LoRA - full", "seeds": 16},
+        {**base, "experiment": "llm_classification", "dataset": "d", "comparison": "LoRA - full", "seeds": 8,
+         "metric_key": "calibration_gap_raw"},
+        {**base, "experiment": "llm_classification", "dataset": "d", "comparison": "LoRA - full", "seeds": 8,
+         "lr_neighbour": "LoRA at lr 0.003"},
     ])
     ctrl = pd.DataFrame([{"scope": "llm_classification:d", "detected": "detected"},
                          {"scope": "vision_classification:v", "detected": "NOT detected"},
                          {"scope": "llm_classification:other", "detected": "NOT detected"}])
     out = findings.apply_count_rules(cases, ctrl)
-    assert out["counted"].tolist() == [True, True, False, False]
-    assert "fewer than 3" in out["not counted because"][2]
+    assert out["counted"].tolist() == [True, True, False, False, False, False]
+    assert "7 seeds (fewer than 8)" in out["not counted because"][2]   # amendment 6: 8 seeds
+    assert "shown beside the temperature-scaled one" in out["not counted because"][4]
+    assert "learning-rate neighbour" in out["not counted because"][5]
     assert "no positive control of about the margin's size was detected" in out["not counted because"][3]
     # a control detected only at a gross size does not vouch (amendment 5); one at the margin does
     sized = pd.DataFrame([{"scope": "llm_classification:d", "kind": "k1", "detected": "detected", "size": "gross (8.0x)"},
                           {"scope": "vision_classification:v", "kind": "k2", "detected": "detected",
                            "size": "at the margin (1.1x)"}])
     out = findings.apply_count_rules(cases, sized)
-    assert out["counted"].tolist() == [False, False, False, True]
+    assert out["counted"].tolist() == [False, False, False, True, False, False]
     assert findings.power_scopes(sized) == ({"vision_classification:v"}, {"llm_classification:d", "vision_classification:v"})
 
 

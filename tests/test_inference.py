@@ -82,9 +82,9 @@ def test_five_way_verdicts_with_holm_within_families():
 def test_findings_decide_gives_no_verdict_to_cases_the_count_rules_exclude():
     cases = pd.DataFrame([
         {"experiment": "llm_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
-         "metric_key": "accuracy", "seeds": 5, "difference": -0.05, "p": 0.001, "p_tost": 0.9},
+         "metric_key": "accuracy", "seeds": 8, "difference": -0.05, "p": 0.001, "p_tost": 0.9},
         {"experiment": "vision_classification", "dataset": "v", "settings": "{}", "model": "m",
-         "comparison": "LoRA - full", "metric_key": "accuracy", "seeds": 5, "difference": 0.05, "p": 0.001, "p_tost": 0.9},
+         "comparison": "LoRA - full", "metric_key": "accuracy", "seeds": 8, "difference": 0.05, "p": 0.001, "p_tost": 0.9},
     ])
     ctrl = pd.DataFrame([{"scope": "llm_classification:d", "detected": "detected"},
                          {"scope": "vision_classification:v", "detected": "NOT detected"}])
@@ -115,20 +115,39 @@ def test_ece_of_a_calibrated_model_is_large_on_small_groups():
 def test_design_table_sizes_seeds_from_the_pilot_sd_and_checks_the_target():
     """The design table matches pilot and present cases on task, model, comparison and metric, asks
     for more seeds where the pilot SD is larger, and says whether the present MDE meets the target."""
-    def case(task, model, sd, seeds, mde=np.nan):
+    def case(task, model, sd, seeds, mde=np.nan, key="accuracy"):
         return {"experiment": "vision_classification", "dataset": "d", "settings": f'{{"task": "{task}"}}',
-                "model": model, "comparison": "LoRA - full", "metric": "accuracy", "seeds": seeds, "sd": sd, "mde": mde}
-    pilot = pd.DataFrame([case("gender", "a", 0.01, 3), case("gender", "b", 0.06, 3), case("activity", "a", np.nan, 1)])
+                "model": model, "comparison": "LoRA - full", "metric": key, "metric_key": key, "seeds": seeds,
+                "sd": sd, "mde": mde}
+    pilot = pd.DataFrame([case("gender", "a", 0.01, 3), case("gender", "b", 0.06, 3), case("activity", "a", np.nan, 1),
+                          case("gender", "a", 0.01, 3, key="ece")])  # not a sized metric
     now = pd.DataFrame([case("gender", "a", 0.01, 5, inference.mde(0.01, 5)), case("gender", "b", 0.06, 5,
                                                                                 inference.mde(0.06, 5)),
                         case("activity", "a", np.nan, 1)])
     t = findings.design_table(pilot, now, target=0.03)
     assert t["model"].tolist() == ["a", "b"]                         # one-seed pilot cases are not sized
-    need = dict(zip(t["model"], t["seeds for the target MDE"]))
+    need = dict(zip(t["model"], t["seeds at the pilot SD"]))
     assert need["a"] <= 5 < 20 < need["b"]
     for model, sd in (("a", 0.01), ("b", 0.06)):                   # the fewest seeds that reach the target
         assert inference.mde(sd, need[model]) <= 0.03 < inference.mde(sd, need[model] - 1)
     assert t["target met"].tolist() == [True, False] and (t["seeds now"] == 5).all()
+    # the conservative SD is the 90% upper limit from 3 seeds, so it asks for more seeds
+    assert (t["conservative SD"] > t["pilot SD"]).all()
+    assert (t["seeds at the conservative SD"] > t["seeds at the pilot SD"]).all()
+    # without a target, each case is sized for its own margin
+    t2 = findings.design_table(pilot, now)
+    assert (t2["MDE target"] == inference.margin("accuracy")).all()
+
+
+def test_the_conservative_sd_is_the_chi_square_upper_limit():
+    """From 4 seeds at SD 0.031 the 90% upper limit is 0.070 (the registered design's amendment 6), and
+    the limit covers the true SD about 90% of the time on simulated seeds."""
+    assert inference.sd_upper(0.031, 4) == pytest.approx(0.0703, abs=5e-4)
+    rng = np.random.default_rng(0)
+    sds = rng.normal(0, 1.0, (4000, 5)).std(axis=1, ddof=1)
+    cover = np.mean([inference.sd_upper(s, 5) >= 1.0 for s in sds])
+    assert 0.88 < cover < 0.92
+    assert np.isnan(inference.sd_upper(0.1, 1))
 
 
 def test_seeds_for_a_tiny_sd_is_the_minimum():
@@ -158,3 +177,62 @@ def test_vectorised_expected_ece_equals_the_ece_of_each_draw(k):
             labels = np.minimum((draw.random((n, 1)) > cum).sum(axis=1), k - 1)
         ref.append(metrics.ece(df.assign(label=labels, pred=p.argmax(axis=1))))
     assert metrics.ece_if_calibrated(df.assign(label=0), n_sim, seed=5) == pytest.approx(np.mean(ref), abs=1e-6)  # torchmetrics bins in float32
+
+
+def test_sign_flip_p_is_exact_and_cannot_go_below_two_over_two_to_the_k():
+    import itertools
+    rng = np.random.default_rng(0)
+    for k in (5, 8):
+        d = rng.normal(0.01, 0.02, k)
+        brute = np.mean([abs((d * np.array(s)).mean()) >= abs(d.mean()) - 1e-12
+                         for s in itertools.product([1, -1], repeat=k)])
+        assert inference.sign_flip_p(d) == pytest.approx(brute)
+    assert inference.sign_flip_p(np.ones(5)) == pytest.approx(2 / 32)      # 5 seeds: never below 0.0625
+    assert inference.sign_flip_p(np.arange(1, 9)) == pytest.approx(2 / 256)  # 8 seeds: can reach 0.0078
+    assert np.isnan(inference.sign_flip_p([0.1])) and inference.sign_flip_p([0, 0, 0]) == 1.0
+    assert "p_signflip" in inference.seed_summary([0.1, 0.2, 0.3], 0.02)
+    # beyond 16 seeds, random sign patterns: close to the exact p, and fast
+    d = rng.normal(0.004, 0.02, 20)
+    signs = np.array(list(itertools.product([1, -1], repeat=16)))
+    exact16 = np.mean(np.abs((signs * d[:16]).mean(axis=1)) >= abs(d[:16].mean()) - 1e-12)
+    assert inference.sign_flip_p(d[:16]) == pytest.approx(exact16)
+    import time
+    t0 = time.perf_counter()
+    p20 = inference.sign_flip_p(d)
+    assert time.perf_counter() - t0 < 2 and 0 < p20 <= 1 and p20 == inference.sign_flip_p(d)  # seeded
+    bits = (np.arange(2 ** 20)[:, None] >> np.arange(20)) & 1                   # every one of the 2^20 patterns
+    exact20 = np.mean(np.abs(((1 - 2 * bits) * d).mean(axis=1)) >= abs(d.mean()) - 1e-12)
+    assert p20 == pytest.approx(exact20, abs=0.015)
+
+
+def test_a_verdict_the_sign_flip_test_does_not_support_is_flagged():
+    """Five seeds all of one sign: the t-test can call it (p tiny), the exact sign-flip p cannot go
+    below 0.0625, so the verdict is flagged; at 8 seeds it is supported."""
+    rows = []
+    for k in (5, 8):
+        d = 0.05 + 0.001 * np.arange(k)
+        rows.append({"experiment": "e", "comparison": "LoRA - full", "metric_key": "accuracy", "per_seed": dict(enumerate(d)),
+                     **inference.seed_summary(d, 0.02)})
+    rows[1]["experiment"] = "e2"  # its own family
+    out = inference.decide(pd.DataFrame(rows), {"accuracy": True})
+    assert out["verdict"].tolist() == ["LoRA better", "LoRA better"]
+    assert out["signflip_flag"].tolist() == ["not supported by the sign-flip test", ""]
+
+
+def test_lr_robustness_reads_the_neighbouring_rates_per_verdict():
+    base = {"experiment": "vision_classification", "dataset": "d", "settings": "{}", "model": "m", "comparison": "LoRA - full",
+            "metric_key": "accuracy", "margin": 0.02}
+    cases = pd.DataFrame([
+        {**base, "lr_neighbour": "", "verdict": "LoRA worse", "difference": -0.05, "seeds": 16},
+        {**base, "lr_neighbour": "LoRA at lr 0.003", "verdict": "no verdict", "difference": -0.03, "seeds": 3},
+        {**base, "lr_neighbour": "full at lr 0.0003", "verdict": "no verdict", "difference": +0.01, "seeds": 3},
+        {**base, "metric_key": "ece", "lr_neighbour": "", "verdict": "equivalent", "difference": 0.0, "seeds": 16},
+        {**base, "metric_key": "ece", "lr_neighbour": "LoRA at lr 0.003", "verdict": "no verdict", "difference": 0.01,
+         "seeds": 3},
+        {**base, "metric_key": "ece_ts", "lr_neighbour": "", "verdict": "inconclusive", "difference": 0.0, "seeds": 16},
+        {**base, "model": "other", "lr_neighbour": "", "verdict": "LoRA better", "difference": 0.05, "seeds": 16},
+    ])
+    out = findings.lr_robustness(cases)
+    assert out[0].startswith("depends on the learning rate: full at lr 0.0003 gives +0.010 (3 seeds)")
+    assert out[3] == "holds at every neighbouring rate (1 neighbours)"
+    assert out[5] == "" and out[1] == "" and out[6] == "no neighbouring-rate runs"

@@ -107,3 +107,39 @@ def test_seed_worst_group_difference_is_per_seed_with_a_seed_level_interval():
     assert w["difference"] == pytest.approx(-0.25) and w["worst"] == ["a", "b"]
     half = stats.t.ppf(0.975, 2) * np.std([0.25, -1.0, 0.0], ddof=1) / np.sqrt(3)
     assert w["ci"] == pytest.approx([-0.25 - half, -0.25 + half])
+
+
+def _overconfident(n, temperature, seed):
+    """Binary predictions whose true log-odds are the reported log-odds divided by ``temperature``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, n)                       # reported log-odds
+    y = (rng.random(n) < 1 / (1 + np.exp(-z / temperature))).astype(int)
+    p1 = 1 / (1 + np.exp(-z))
+    return pd.DataFrame({"label": y, "pred": (p1 > 0.5).astype(int), "prob": p1, "prob_0": 1 - p1, "prob_1": p1})
+
+
+def test_temperature_scaling_recovers_a_planted_temperature_and_removes_the_miscalibration():
+    val, test = _overconfident(4000, 2.5, 0), _overconfident(4000, 2.5, 1)
+    t = M.fit_temperature(val)
+    assert t == pytest.approx(2.5, rel=0.1)
+    scaled = M.temperature_scaled(test, t)
+    assert (scaled["pred"] == test["pred"]).all() and np.allclose(scaled["prob"], scaled["prob_1"], atol=1e-6)
+    assert M.ece(test) > 0.08 and M.ece(scaled) < 0.03
+    # a calibrated model keeps T near 1; a validation split of one class gives T = 1
+    assert M.fit_temperature(_overconfident(4000, 1.0, 2)) == pytest.approx(1.0, abs=0.1)
+    assert M.fit_temperature(val[val["label"] == 1]) == 1.0
+    # multi-class: the scaled rows still sum to 1 and keep their argmax
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(4) * 0.3, 500)
+    df = pd.DataFrame({f"prob_{k}": p[:, k] for k in range(4)}).assign(label=rng.integers(0, 4, 500), pred=p.argmax(1))
+    s = M.temperature_scaled(df, 3.0)
+    assert np.allclose(M.prob_matrix(s).sum(1), 1, atol=1e-5) and (M.prob_matrix(s).argmax(1) == p.argmax(1)).all()
+
+
+def test_calibration_gap_is_the_spread_of_eligible_groups_ece():
+    a, b = _overconfident(1000, 1.0, 4), _overconfident(1000, 4.0, 5)
+    df = pd.concat([a, b], ignore_index=True)
+    g = pd.Series(["a"] * 1000 + ["b"] * 1000)
+    gap = M.calibration_gap(df, g, ["a", "b"])
+    assert gap == pytest.approx(abs(M.ece(b) - M.ece(a)), abs=1e-9) and gap > 0.05
+    assert np.isnan(M.calibration_gap(df, g, ["a"]))

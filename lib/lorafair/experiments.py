@@ -243,11 +243,13 @@ def control_effect(reference: list[RunRecord], control: list[RunRecord], attribu
             "detected": seed_level["detected"]}
 
 
-def control_intervention(C: dict, kind: str = "downsample") -> str:
-    """The words for a control's intervention (``C``: the profile's ``control``)."""
+def control_intervention(C: dict, kind: str = "downsample", fraction: float | None = None) -> str:
+    """The words for a control's intervention (``C``: the profile's ``control``; ``fraction``: the
+    relabelled share of one of several ``relabel.fractions``)."""
     if kind == "relabel":
         r = C["relabel"]
-        return (f"Relabelling {float(r['fraction']):.0%} of the `{C['group']}` group's training examples of other classes "
+        f = fraction if fraction is not None else r.get("fraction", (r.get("fractions") or [None])[0])
+        return (f"Relabelling {float(f):.0%} of the `{C['group']}` group's training examples of other classes "
                 f"as class {int(r['to_label'])} (a planted label bias)")
     return f"Training with only {float(C['keep']):.0%} of the `{C['group']}` group's training examples"
 
@@ -289,11 +291,16 @@ def control_report(control: list[RunRecord], reference: list[RunRecord], C: dict
     if not C or not (control or relabel):
         return control_reading(None, "", 0)
     out = []
-    for kind, runs, pre in (("downsample", control, prefix), ("relabel", relabel or [], f"{prefix}_relabel")):
+    parts = [("downsample", control, prefix, None)]
+    fractions = sorted({r.config["split_design"]["fraction"] for r in relabel or []}, reverse=True)
+    for i, f in enumerate(fractions):  # the first (largest) share keeps the plain glue prefix
+        parts.append(("relabel", [r for r in relabel if r.config["split_design"]["fraction"] == f],
+                      f"{prefix}_relabel" + ("" if i == 0 else f"_{round(100 * f)}"), f))
+    for kind, runs, pre, f in parts:
         if runs:
             effect = control_effect(reference, runs, C["attribute"], C["group"], n_boot)
             out.append(f"- **{C['model']}, {C['method']}**: "
-                       + control_reading(effect, C["attribute"], control_intervention(C, kind), glue, pre))
+                       + control_reading(effect, C["attribute"], control_intervention(C, kind, f), glue, pre))
     return "\n".join(out)
 
 
@@ -557,7 +564,12 @@ def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str
     and ECE, and over the groups that can carry a claim in every seed (``metrics.claim_groups``) the
     worst-group accuracy and the accuracy gap (best minus worst group), with each method's worst group
     and the smaller of their test counts. The methods of a seed share its split, so each row is a
-    paired difference. Empty if no seed has both methods."""
+    paired difference. Empty if no seed has both methods.
+
+    Calibration (amendment 6 of book/design.md): ``ece`` raw; ``ece_ts`` after temperature scaling,
+    each run with its own temperature fitted on its own validation rows (``metrics.fit_temperature``;
+    T = 1 where ``preds`` holds no validation rows); ``calibration_gap`` (temperature-scaled) and
+    ``calibration_gap_raw``: the largest minus the smallest eligible group's ECE."""
     t = preds[(preds["split"] == "test") & (preds["model"] == model)]
     col = f"group_{attribute}"
     A, B = (t[t["method"] == m].set_index(["seed", "example_id"]) for m in (a, b))
@@ -565,14 +577,24 @@ def per_seed_differences(preds: pd.DataFrame, model: str, attribute: str, a: str
     if not len(common):
         return pd.DataFrame()
     A, B = A.loc[common], B.loc[common]
+    val = preds[(preds["split"] == "val") & (preds["model"] == model)]
     eligible, _ = metrics_mod.claim_groups(A[col].astype(str).to_numpy(), A.index.get_level_values("seed"))
     rows = []
     for seed in sorted(set(common.get_level_values("seed"))):
         ca = (A.loc[seed, "label"] == A.loc[seed, "pred"])
         cb = (B.loc[seed, "label"] == B.loc[seed, "pred"])
         g = A.loc[seed, col].astype(str)
+        scaled = {m: metrics_mod.temperature_scaled(
+            X.loc[seed], metrics_mod.fit_temperature(val[(val["method"] == m) & (val["seed"] == seed)]))
+            for m, X in ((a, A), (b, B))}
         row = {"seed": int(seed), "n": int(len(ca)), "accuracy": float(ca.mean() - cb.mean()),
-               "ece": metrics_mod.ece(A.loc[seed]) - metrics_mod.ece(B.loc[seed])}
+               "ece": metrics_mod.ece(A.loc[seed]) - metrics_mod.ece(B.loc[seed]),
+               "ece_ts": metrics_mod.ece(scaled[a]) - metrics_mod.ece(scaled[b])}
+        if len(eligible) >= 2:
+            row.update(calibration_gap=metrics_mod.calibration_gap(scaled[a], g, eligible)
+                       - metrics_mod.calibration_gap(scaled[b], g, eligible),
+                       calibration_gap_raw=metrics_mod.calibration_gap(A.loc[seed], g, eligible)
+                       - metrics_mod.calibration_gap(B.loc[seed], g, eligible))
         if eligible:
             acc_a = ca.groupby(g).mean().reindex(eligible)
             acc_b = cb.groupby(g).mean().reindex(eligible)
@@ -601,6 +623,12 @@ def group_ece_table(records: list[RunRecord], attribute: str, groups: list[str],
     return cell[[g for g in groups if g in cell]].rename(columns=lambda g: f"{g} (n≈{n[g]})")
 
 
+#: the paired metrics' names in the chapters' tables
+METRIC_NAMES = {"accuracy": "accuracy", "worst_group_accuracy": "worst-group accuracy", "accuracy_gap": "accuracy gap",
+                "ece": "ECE (raw)", "ece_ts": "ECE (temperature-scaled)",
+                "calibration_gap": "calibration gap (temperature-scaled)", "calibration_gap_raw": "calibration gap (raw)"}
+
+
 def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
                  against: tuple = ("full", "head")) -> tuple[pd.DataFrame, dict]:
     """The LoRA-minus-other table shown in the chapters, read with the seed as the unit: per-seed
@@ -615,7 +643,8 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
             if d.empty:
                 continue
             diffs[(mo, other)] = {}
-            for metric in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece"):
+            for metric in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece", "ece_ts", "calibration_gap",
+                           "calibration_gap_raw"):
                 if metric not in d:
                     continue
                 s = inference.seed_summary(d[metric].to_numpy(), inference.margin(metric))
@@ -625,11 +654,27 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
                 if metric in ("worst_group_accuracy", "accuracy_gap"):
                     names = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
                     worst = f"{', '.join(names)} ({int(d['worst_n'].min())})"
-                rows.append({"model": mo, "LoRA minus": other, "metric": metric.replace("_", " ").replace("ece", "ECE"),
+                rows.append({"model": mo, "LoRA minus": other, "metric": METRIC_NAMES.get(metric, metric),
                              "per seed": ", ".join(f"{v:+.3f}" for v in d[metric]),
                              "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}",
                              "seeds": s["seeds"], "p (unadjusted)": s["p"], "worst groups (smallest n)": worst})
     return pd.DataFrame(rows), diffs
+
+
+def neighbour_table(neighbours: pd.DataFrame) -> pd.DataFrame:
+    """The chapters' table of learning-rate neighbours (``findings.lr_neighbour_cases``): per model,
+    moved method and rate, and metric, the per-seed LoRA-minus-full differences, their mean and
+    seed-level 95% interval."""
+    rows = []
+    for _, c in neighbours.iterrows():
+        vals = list(c["per_seed"].values())
+        if not vals:
+            continue
+        s = inference.seed_summary(vals, inference.margin(c["metric_key"]))
+        rows.append({"model": c["model"], "moved": c["lr_neighbour"], "metric": METRIC_NAMES.get(c["metric_key"], c["metric_key"]),
+                     "per seed": ", ".join(f"{v:+.3f}" for v in vals),
+                     "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}", "seeds": s["seeds"]})
+    return pd.DataFrame(rows)
 
 
 def reading(summary: pd.DataFrame, diffs: dict, models: list[str], methods: list[str], prefix: str,
@@ -688,7 +733,7 @@ def fewer_seeds(preds: pd.DataFrame, models: list[str], attribute: str, keep: li
             if f is None:
                 continue
             wide = (f["hi"] - f["lo"]) / (s["hi"] - s["lo"]) if s["hi"] > s["lo"] else float("nan")
-            rows.append({"model": key[0], "metric": metric.replace("_", " ").replace("ece", "ECE"),
+            rows.append({"model": key[0], "metric": METRIC_NAMES.get(metric, metric),
                          f"{s['seeds']} seeds": f"{s['difference']:+.3f} {inference.interval_text(s)}",
                          f"{f['seeds']} seeds": f"{f['difference']:+.3f} {inference.interval_text(f)}",
                          "interval width, fewer / all": wide,

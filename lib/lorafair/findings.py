@@ -46,8 +46,8 @@ def is_main_run(c: dict, profile: str) -> bool:
 
 
 def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.DataFrame:
-    """Accuracy, worst-group accuracy, accuracy gap and ECE, LoRA minus full and minus head-only, per
-    seed; the worst groups of each method and the smallest worst-group test count over seeds go with
+    """Accuracy, worst-group accuracy, accuracy gap, ECE (raw and temperature-scaled) and the
+    calibration gap (temperature-scaled and raw), LoRA minus full and minus head-only, per seed; the worst groups of each method and the smallest worst-group test count over seeds go with
     the worst-group and gap cases."""
     groups: dict = {}
     for r in store.records(experiment):
@@ -82,9 +82,92 @@ def classification_cases(store: RunStore, experiment: str, profile: str) -> pd.D
                     rows.append(_case(experiment, dataset, kw, model, attr, comp, key,
                                       dict(zip(d["seed"], d[key])) if key in d else {},
                                       worst_groups=", ".join(worst), worst_n=int(shown["worst_n"].min()), **common))
-            rows.append(_case(experiment, dataset, kw, model, attr, comp, "ece", dict(zip(d["seed"], d["ece"])),
-                              **common))
+            for key in ("ece", "ece_ts"):
+                rows.append(_case(experiment, dataset, kw, model, attr, comp, key, dict(zip(d["seed"], d[key])),
+                                  **common))
+            if "calibration_gap" in d_all:
+                for key in ("calibration_gap", "calibration_gap_raw"):
+                    rows.append(_case(experiment, dataset, kw, model, attr, comp, key,
+                                      dict(zip(d["seed"], d[key])) if key in d else {}, **common))
     return pd.DataFrame(rows)
+
+
+#: the learning-rate pilot folder of each classification experiment
+LR_PILOTS = {"vision_classification": "pilot_lr_vision", "llm_classification": "pilot_lr_llm"}
+
+
+def lr_neighbour_cases(store: RunStore, experiment: str, profile: str) -> pd.DataFrame:
+    """LoRA minus full fine-tuning with one of the two at a neighbouring learning rate (a run of the
+    experiment's learning-rate pilot, ``LR_PILOTS``) and the other at its chosen rate (the main run of
+    the same seed), on the same test examples: one case per (model, moved method, rate, metric), named
+    in ``lr_neighbour`` ("LoRA at lr 0.003"). Both runs must pass the gate. These cases are never
+    counted; ``lr_robustness`` reads them for whether a verdict depends on the learning rate
+    (amendment 6 of book/design.md). Pilot runs whose split design or data differ from the main
+    runs' are left out (they do not share test examples)."""
+    main: dict = {}
+    for r in store.records(experiment):
+        c = r.config
+        if is_main_run(c, profile) and c["method"] in ("lora", "full"):
+            main[(c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"], c["seed"])] = r
+    if not main or experiment not in LR_PILOTS:
+        return pd.DataFrame()
+    moved: dict = {}
+    for r in store.records(LR_PILOTS[experiment]):
+        c = r.config
+        key = (c["dataset"], json.dumps(c["dataset_kwargs"], sort_keys=True), c["model"], c["method"], c["seed"])
+        ref = main.get(key)
+        if c.get("profile") != profile or c["method"] not in ("lora", "full") or ref is None \
+                or c.get("split_design") != ref.config.get("split_design") or c["lr"] == ref.config["lr"]:
+            continue
+        moved.setdefault(key[:4] + (c["lr"],), []).append(r)
+    rows = []
+    for (dataset, kw, model, method, lr), recs in sorted(moved.items()):
+        other = "full" if method == "lora" else "lora"
+        refs = [main[(dataset, kw, model, other, r.config["seed"])] for r in recs
+                if (dataset, kw, model, other, r.config["seed"]) in main]
+        attr = next(iter(recs[0].metrics["attributes"]))
+        preds, failed = gated_predictions(recs + refs)
+        d = ex.per_seed_differences(preds, model, attr, "lora", "full") if len(preds) else pd.DataFrame()
+        if d.empty:
+            d = pd.DataFrame({"seed": []})
+        name = f"{'LoRA' if method == 'lora' else 'full'} at lr {lr:g}"
+        common = dict(method_a="lora", method_b="full", lr_neighbour=name, gate_dropped=dropped_note(failed, ("lora", "full")),
+                      test_n=int(d["n"].min()) if len(d) else None)
+        for key in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece", "ece_ts", "calibration_gap",
+                    "calibration_gap_raw"):
+            if key in d or key in ("accuracy", "ece", "ece_ts"):
+                rows.append(_case(experiment, dataset, kw, model, attr, "LoRA - full",
+                                  key, dict(zip(d["seed"], d[key])) if key in d else {}, **common))
+    return pd.DataFrame(rows)
+
+
+def lr_robustness(cases: pd.DataFrame) -> pd.Series:
+    """For every LoRA-vs-full case with a verdict, whether it holds at the neighbouring learning rates
+    (``lr_neighbour_cases`` of the same experiment, data, model and metric): it *depends on the
+    learning rate* if at a neighbour the mean difference has the opposite sign to a better / worse
+    verdict, or lies outside the margin of an equivalent one (amendment 6 of book/design.md)."""
+    nb = cases[cases["lr_neighbour"].fillna("") != ""] if "lr_neighbour" in cases else cases.iloc[:0]
+    out = pd.Series("", index=cases.index, dtype=object)
+    for i, c in cases.iterrows():
+        if (isinstance(c.get("lr_neighbour"), str) and c["lr_neighbour"]) or c["comparison"] != "LoRA - full" \
+                or c["verdict"] not in ("LoRA better", "LoRA worse", "equivalent") or c["experiment"] not in LR_PILOTS:
+            continue
+        if nb.empty:
+            out[i] = "no neighbouring-rate runs"
+            continue
+        same = nb[(nb["experiment"] == c["experiment"]) & (nb["dataset"] == c["dataset"]) & (nb["settings"] == c["settings"])
+                  & (nb["model"] == c["model"]) & (nb["metric_key"] == c["metric_key"]) & (nb["seeds"] > 0)]
+        if same.empty:
+            out[i] = "no neighbouring-rate runs"
+            continue
+        if c["verdict"] == "equivalent":
+            off = same[same["difference"].abs() > c["margin"]]
+        else:
+            off = same[np.sign(same["difference"]) != np.sign(c["difference"])]
+        out[i] = ("holds at every neighbouring rate" if off.empty else "depends on the learning rate: " + "; ".join(
+            f"{r['lr_neighbour']} gives {r['difference']:+.3f} ({r['seeds']} seeds)" for _, r in off.iterrows())) \
+            + f" ({len(same)} neighbours)"
+    return out
 
 
 #: the study's own methods; every other method of the registry is compared with full fine-tuning and LoRA
@@ -511,12 +594,14 @@ def all_cases(store: RunStore, profile: str) -> pd.DataFrame:
     """Every case with its per-seed differences and their seed-level summary
     (``inference.seed_summary``: difference, lo, hi, sd, p, p_tost, mde, seeds)."""
     frames = [classification_cases(store, e, profile) for e in ("vision_classification", "llm_classification")]
+    frames += [lr_neighbour_cases(store, e, profile) for e in ("vision_classification", "llm_classification")]
     frames.append(mia_cases(store, profile))
     frames.append(generation_cases(store, profile))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
+    out["lr_neighbour"] = out["lr_neighbour"].fillna("") if "lr_neighbour" in out else ""
     summary = pd.DataFrame([inference.seed_summary(list(d.values()), inference.margin(k))
                             for d, k in zip(out["per_seed"], out["metric_key"])], index=out.index)
     out = pd.concat([out, summary], axis=1)
@@ -538,18 +623,22 @@ def decide(cases: pd.DataFrame) -> pd.DataFrame:
     counted = cases["counted"] if "counted" in cases else pd.Series(True, index=cases.index)
     decided = inference.decide(cases[counted], hib)
     out = cases.copy()
-    for col in ("p_holm", "p_bh", "p_tost_holm"):
+    for col in ("p_holm", "p_bh", "p_tost_holm", "p_signflip_holm"):
         out[col] = decided[col].reindex(out.index)
     out["family"] = out.apply(inference.family, axis=1)
     out["verdict"] = decided["verdict"].reindex(out.index).fillna("no verdict")
+    out["signflip_flag"] = decided["signflip_flag"].reindex(out.index).fillna("")
     beyond = is_beyond(out)  # another method's verdict names no LoRA: "method better" / "method worse"
     out.loc[beyond, "verdict"] = out.loc[beyond, "verdict"].str.replace("LoRA ", "method ", regex=False)
+    out["lr_robustness"] = lr_robustness(out)
     return out
 
 
 def verdict_lines(sub: pd.DataFrame, title: str, fmt, who: str = "LoRA", beyond: bool = False) -> list[str]:
     """The reading of a set of counted cases as Markdown bullets: the five-way counts, then every
-    case with a decided verdict, with its difference and interval (``fmt``), seeds and Holm p.
+    case with a decided verdict, with its difference and interval (``fmt``), seeds and the p that
+    decided it (Holm p of the difference test; for "equivalent", Holm p of TOST), with the sign-flip
+    flag and whether the verdict depends on the learning rate where the findings say so.
     ``beyond``: the verdicts are the other methods' ("method better"), each named by its comparison."""
     worse, better = ("method worse", "method better") if beyond else ("LoRA worse", "LoRA better")
     n = sub["verdict"].value_counts()
@@ -558,7 +647,15 @@ def verdict_lines(sub: pd.DataFrame, title: str, fmt, who: str = "LoRA", beyond:
     for label in (worse, better, "equivalent"):
         for _, r in sub[sub["verdict"] == label].iterrows():
             named = label.replace("method", r["comparison"].split(" - ")[0]) if beyond else label
-            lines.append(f"  - {named}: {r['case']} ({fmt(r)}, {r['seeds']} seeds, Holm p {r['p_holm']:.3f}).")
+            if label == "equivalent":
+                named = f"equivalent to {r['comparison'].split(' - ')[1]}" if beyond else "equivalent"
+                p = f"TOST Holm p {r['p_tost_holm']:.3f}, margin ±{r['margin']:.2f}"
+            else:
+                p = f"Holm p {r['p_holm']:.3f}"
+            notes = [str(r[k]) for k in ("signflip_flag", "lr_robustness") if isinstance(r.get(k), str) and r.get(k)
+                     and not str(r[k]).startswith("no neighbouring")]
+            lines.append(f"  - {named}: {r['case']} ({fmt(r)}, {r['seeds']} seeds, {p})"
+                         + (f"; {'; '.join(notes)}" if notes else "") + ".")
     return lines
 
 
@@ -617,17 +714,30 @@ def power_scopes(ctrl: pd.DataFrame) -> tuple[set, set]:
     return {scope for (scope, _), hit in ok.items() if hit}, set(tried_rows["scope"])
 
 
+#: the seeds a counted case needs, after the gate (amendment 6 of book/design.md): with 8, an exact
+#: two-sided sign-flip test over seeds can reach p < 0.01 (2 / 2^8)
+COUNT_SEEDS = 8
+#: metrics reported beside a counted one and never counted themselves
+SHOWN_BESIDE = {"calibration_gap_raw": "the raw calibration gap is shown beside the temperature-scaled one, "
+                                      "which is the registered fairness metric"}
+
+
 def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
     """``counted`` and ``not counted because`` for every case. A case enters the count only if it
-    rests on at least 3 seeds and a positive control of its scope was detected. Its seeds are already
-    only those on which both compared runs passed the per-run gate (``gated_predictions``; the seeds
-    left out are in ``gate_dropped``)."""
+    rests on at least ``COUNT_SEEDS`` seeds and a positive control of its scope was detected (and its
+    metric is not one shown beside another, ``SHOWN_BESIDE``; learning-rate neighbours are never
+    counted). Its seeds are already only those on which both compared runs passed the per-run gate
+    (``gated_predictions``; the seeds left out are in ``gate_dropped``)."""
     detected, tried = power_scopes(ctrl)
     why = []
     for _, c in cases.iterrows():
         reasons = []
-        if c["seeds"] < 3:
-            reasons.append(f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''} (fewer than 3)")
+        if c["metric_key"] in SHOWN_BESIDE:
+            reasons.append(SHOWN_BESIDE[c["metric_key"]])
+        if isinstance(c.get("lr_neighbour"), str) and c["lr_neighbour"]:
+            reasons.append("a learning-rate neighbour (read only for whether a verdict depends on the rate)")
+        if c["seeds"] < COUNT_SEEDS:
+            reasons.append(f"{c['seeds']} seed{'s' if c['seeds'] != 1 else ''} (fewer than {COUNT_SEEDS})")
         scope = case_scope(c)
         if scope not in detected:
             reasons.append("no positive control of about the margin's size was detected" if scope in tried
@@ -639,6 +749,8 @@ def apply_count_rules(cases: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
 def counts(cases: pd.DataFrame) -> pd.DataFrame:
     """Five-way verdicts per comparison, utility and fairness apart (every case: the ones without a
     verdict are counted as such)."""
+    if "lr_neighbour" in cases:  # the learning-rate neighbours are a reading of other cases, not cases of their own
+        cases = cases[cases["lr_neighbour"].fillna("") == ""]
     kind = np.where(cases["metric_key"].isin(inference.UTILITY), "utility", "fairness")
     t = pd.crosstab([cases["comparison"].str.split(" [(]").str[0].rename("comparison"), pd.Series(kind, index=cases.index,
                      name="kind")], cases["verdict"])
@@ -648,7 +760,8 @@ def counts(cases: pd.DataFrame) -> pd.DataFrame:
 CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "comparison", "method_a", "method_b",
                "trainable_a", "trainable_b", "metric", "metric_key", "seeds",
                "per_seed", "gate_dropped", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
-               "p_tost", "p_tost_holm", "margin", "mde", "family", "verdict", "not counted because"]
+               "p_tost", "p_tost_holm", "p_signflip", "p_signflip_holm", "signflip_flag", "margin", "mde", "family",
+               "verdict", "lr_neighbour", "lr_robustness", "not counted because"]
 
 
 CONTROL_COLUMNS = ["experiment", "scope", "kind", "control", "model", "method", "planted", "per seed", "seeds", "n",
@@ -692,12 +805,14 @@ def write_csv(cases: pd.DataFrame, results_dir) -> None:
     tmp.replace(path)
 
 
-#: the largest minimum detectable effect the design aims at on a main accuracy case (LoRA minus full or head)
-TARGET_MDE = 0.03
+#: the one-sided confidence of the conservative seed SD a design is sized from (inference.sd_upper)
+SD_CONFIDENCE = 0.90
+#: the cases the power analysis sizes: the primary comparisons on accuracy and worst-group accuracy
+DESIGN_METRICS = ("accuracy", "worst_group_accuracy")
 
 
 def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, experiment: str | None = None,
-                models=None) -> pd.DataFrame:
+                models=None, datasets=None) -> pd.DataFrame:
     """The classification cases of a pilot: the records in ``directory`` of the run store (e.g. a
     committed earlier design), optionally only the given ``seeds`` and ``models``, with their seed
     SD, named as cases of ``experiment`` (default: the directory's name)."""
@@ -706,6 +821,8 @@ def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, exper
         return cases
     if models is not None:
         cases = cases[cases["model"].isin(models)].reset_index(drop=True)
+    if datasets is not None:
+        cases = cases[cases["dataset"].isin(datasets)].reset_index(drop=True)
     cases["experiment"] = experiment or directory
     if seeds is not None:
         keep = {str(s) for s in seeds}
@@ -715,22 +832,31 @@ def pilot_cases(store: RunStore, directory: str, profile: str, seeds=None, exper
     return pd.concat([cases, summary[["seeds", "sd"]]], axis=1)
 
 
-def design_table(pilot: pd.DataFrame, cases: pd.DataFrame, target: float = TARGET_MDE) -> pd.DataFrame:
-    """The power analysis behind the design, one row per main classification case: the pilot's
-    seeds and seed-to-seed SD of the paired difference, the seeds an unadjusted two-sided t-test
-    would need for an MDE of ``target`` (80% power) at that SD, the seeds the design runs, and the
-    MDE the present records reach (their own SD). Cases are matched on experiment, model,
-    comparison and metric (the pilot may have another dataset size)."""
+def design_table(pilot: pd.DataFrame, cases: pd.DataFrame, target: float | None = None,
+                 confidence: float = SD_CONFIDENCE) -> pd.DataFrame:
+    """The power analysis behind the design, one row per primary classification case (LoRA minus
+    full or head-only, ``DESIGN_METRICS``): the pilot's seeds and seed-to-seed SD of the paired
+    difference, its conservative SD (the one-sided ``confidence`` upper limit, ``inference.sd_upper``),
+    the MDE target (``target``, or the case's equivalence margin), the seeds an unadjusted two-sided
+    t-test would need for an MDE of the target (80% power) at either SD, the seeds the design runs,
+    and the MDE the present records reach (their own SD). Cases are matched on experiment, dataset,
+    task, model, comparison and metric (the pilot may have another dataset size)."""
     key = ["experiment", "dataset", "task", "model", "comparison", "metric"]
     if pilot.empty:
         return pd.DataFrame()
 
     def keyed(frame):
+        frame = frame[frame["metric_key"].isin(DESIGN_METRICS)
+                      & frame["comparison"].isin(["LoRA - full", "LoRA - head"])]
         return frame.assign(task=frame["settings"].map(lambda kw: json.loads(kw).get("task", "")))
-    p = keyed(pilot[pilot["seeds"] >= 2])[key + ["seeds", "sd"]].rename(columns={"seeds": "pilot seeds", "sd": "pilot SD"})
-    p["seeds for the target MDE"] = [inference.seeds_for(target, sd) for sd in p["pilot SD"]]
+    p = keyed(pilot[pilot["seeds"] >= 2])[key + ["metric_key", "seeds", "sd"]].rename(
+        columns={"seeds": "pilot seeds", "sd": "pilot SD"})
+    p["conservative SD"] = [inference.sd_upper(sd, k, confidence) for sd, k in zip(p["pilot SD"], p["pilot seeds"])]
+    p["MDE target"] = [target if target is not None else inference.margin(k) for k in p["metric_key"]]
+    p["seeds at the pilot SD"] = [inference.seeds_for(t, sd) for t, sd in zip(p["MDE target"], p["pilot SD"])]
+    p["seeds at the conservative SD"] = [inference.seeds_for(t, sd) for t, sd in zip(p["MDE target"], p["conservative SD"])]
     now = keyed(cases)[key + ["seeds", "sd", "mde"]].rename(columns={"seeds": "seeds now", "sd": "SD now",
                                                                      "mde": "MDE now"})
-    out = p.merge(now, on=key, how="left")
-    out["target met"] = out["MDE now"] <= target
+    out = p.drop(columns=["metric_key"]).merge(now, on=key, how="left")
+    out["target met"] = out["MDE now"] <= out["MDE target"]
     return out.reset_index(drop=True)

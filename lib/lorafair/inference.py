@@ -5,8 +5,10 @@ the same seed's split and test examples). Each ``d_s`` already contains the seed
 noise, so the spread of the ``d_s`` carries both sources of randomness: training (initialisation,
 order, the split itself) and test sampling. The interval is the one-sample t-interval on the ``d_s``
 (a random-effects mean with one random effect per seed, equal weights), the p-value its two-sided
-t-test, and equivalence the two one-sided t-tests (TOST) against a margin fixed in advance
-(``MARGINS``). ``tests/test_inference.py`` checks the coverage on simulated data with a known
+t-test, and equivalence the two one-sided t-tests (TOST) against the margin of the registered
+design (``MARGINS``; book/design.md says when each was fixed and lists the later deviations). Beside
+the t-test, the exact sign-flip test over seeds (``sign_flip_p``) makes no normality assumption; a
+better / worse verdict it does not support is flagged. ``tests/test_inference.py`` checks the coverage on simulated data with a known
 difference and a known seed variance.
 
 Multiplicity: within each family of comparisons (``family``: one experiment's comparison on
@@ -39,11 +41,14 @@ POWER = 0.80
 #: they were fixed): the largest difference the study would call practically negligible.
 MARGINS = {
     "accuracy": 0.02, "lira_auc": 0.02, "loss_auc": 0.02, "flip_rate": 0.02,
-    "worst_group_accuracy": 0.05, "accuracy_gap": 0.05, "ece": 0.02,
+    "worst_group_accuracy": 0.05, "accuracy_gap": 0.05, "ece": 0.02, "ece_ts": 0.02,
+    "calibration_gap": 0.05, "calibration_gap_raw": 0.05,
     "stereotype_excess": 0.05, "pro_preference": 0.05,
 }
-#: Which metrics measure utility; all others are fairness (groups, calibration, leakage, bias).
-UTILITY = ("accuracy",)
+#: Which metrics measure utility; all others are fairness (groups, group calibration, leakage, bias).
+#: Overall calibration (ECE, raw and temperature-scaled) is utility-side (amendment 6 of book/design.md):
+#: it is computed over all examples, so it says nothing about groups.
+UTILITY = ("accuracy", "ece", "ece_ts")
 VERDICTS = ("LoRA better", "LoRA worse", "equivalent", "inconclusive", "no verdict")
 
 
@@ -60,9 +65,10 @@ def seed_summary(diffs, margin_: float) -> dict:
     k = len(d)
     nan = float("nan")
     out = {"seeds": k, "difference": float(d.mean()) if k else nan, "lo": nan, "hi": nan, "sd": nan,
-           "p": nan, "p_tost": nan, "mde": nan}
+           "p": nan, "p_tost": nan, "mde": nan, "p_signflip": nan}
     if k < 2:
         return out
+    out["p_signflip"] = sign_flip_p(d)
     sd = float(d.std(ddof=1))
     se = sd / np.sqrt(k)
     t = stats.t.ppf(1 - ALPHA / 2, k - 1)
@@ -76,6 +82,29 @@ def seed_summary(diffs, margin_: float) -> dict:
     out["p_tost"] = float(max(lower, upper))
     out["mde"] = mde(sd, k)
     return out
+
+
+#: the sign-flip test enumerates all 2^k sign patterns up to this many seeds (65,536 at 16)
+SIGNFLIP_EXACT_UP_TO = 16
+
+
+def sign_flip_p(diffs) -> float:
+    """The exact two-sided sign-flip (one-sample permutation) p-value of per-seed differences: under
+    the null each seed's difference is as likely negative as positive, so all 2^k sign patterns are
+    equally likely (``scipy.stats.permutation_test``, exact up to ``SIGNFLIP_EXACT_UP_TO`` seeds; with
+    more, 9,999 random sign patterns from a fixed seed, whose p is within about 0.002 of the exact
+    one near 0.05). With k seeds it cannot go below 2 / 2^k (0.0625 at 5 seeds, 0.0078 at 8). NaN
+    with fewer than 2 seeds."""
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return float("nan")
+    if np.all(d == 0):
+        return 1.0
+    exact = len(d) <= SIGNFLIP_EXACT_UP_TO
+    res = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf if exact else 9_999,
+                                 alternative="two-sided", random_state=None if exact else 0)
+    return float(min(1.0, res.pvalue))
 
 
 def planted_effect(per_seed: dict, higher: bool) -> dict:
@@ -107,6 +136,15 @@ def mde(sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> fl
 def _detectable_effect(seeds: int, alpha: float, power: float) -> float:
     """The standardised effect (mean / SD) a one-sample t-test detects at ``power``."""
     return float(TTestPower().solve_power(nobs=seeds, alpha=alpha, power=power, alternative="two-sided"))
+
+
+def sd_upper(sd: float, seeds: int, confidence: float = 0.90) -> float:
+    """The one-sided upper confidence limit of a seed-to-seed SD estimated from ``seeds`` runs
+    (chi-square with ``seeds`` - 1 degrees of freedom): the conservative SD a design is sized from,
+    since the SD of a few pilot seeds is often far too small. NaN with fewer than 2 seeds."""
+    if seeds < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float(sd * np.sqrt((seeds - 1) / stats.chi2.ppf(1 - confidence, seeds - 1)))
 
 
 def seeds_for(target: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int:
@@ -166,14 +204,17 @@ def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:
     out = cases.copy()
     if out.empty:
         return out.assign(family=pd.Series(dtype=object), p_holm=np.nan, p_bh=np.nan, p_tost_holm=np.nan,
-                          verdict=pd.Series(dtype=object))
+                          p_signflip_holm=np.nan, verdict=pd.Series(dtype=object), signflip_flag=pd.Series(dtype=object))
     out["family"] = out.apply(family, axis=1)
-    for col in ("p_holm", "p_bh", "p_tost_holm"):
+    for col in ("p_holm", "p_bh", "p_tost_holm", "p_signflip_holm"):
         out[col] = np.nan
     ok = (out["seeds"] >= MIN_SEEDS) & out["p"].notna()
     for _, idx in out[ok].groupby("family").groups.items():
         p = out.loc[idx, "p"].to_numpy(dtype=float)
         out.loc[idx, "p_holm"] = multipletests(p, alpha=ALPHA, method="holm")[1]
+        if "p_signflip" in out:
+            out.loc[idx, "p_signflip_holm"] = multipletests(out.loc[idx, "p_signflip"].to_numpy(dtype=float),
+                                                            alpha=ALPHA, method="holm")[1]
         out.loc[idx, "p_bh"] = multipletests(p, alpha=ALPHA, method="fdr_bh")[1]
         out.loc[idx, "p_tost_holm"] = multipletests(out.loc[idx, "p_tost"].to_numpy(dtype=float), alpha=ALPHA,
                                                     method="holm")[1]
@@ -188,4 +229,8 @@ def decide(cases: pd.DataFrame, higher_is_better: dict) -> pd.DataFrame:
             return "equivalent"
         return "inconclusive"
     out["verdict"] = out.apply(verdict, axis=1)
+    # a better / worse verdict the Holm-adjusted exact sign-flip p does not support is flagged
+    out["signflip_flag"] = np.where(out["verdict"].isin(["LoRA better", "LoRA worse"])
+                                    & ~(out["p_signflip_holm"] < ALPHA),
+                                    "not supported by the sign-flip test", "")
     return out

@@ -80,6 +80,12 @@ for _m in (
     Metric("worst_group_accuracy", "worst group accuracy", True, "worst group", "correct (0/1), by group", _correct),
     Metric("accuracy_gap", "accuracy gap", False, "gap (best - worst group)", "correct (0/1), by group", _correct),
     Metric("ece", "ECE", False, "calibration (10 bins)", "confidence and correctness"),
+    Metric("ece_ts", "ECE after temperature scaling", False, "calibration (10 bins), one temperature per run "
+           "fitted on its validation split", "confidence and correctness"),
+    Metric("calibration_gap", "calibration gap (temperature-scaled)", False,
+           "largest minus smallest group ECE, after temperature scaling", "confidence and correctness, by group"),
+    Metric("calibration_gap_raw", "calibration gap (raw)", False, "largest minus smallest group ECE",
+           "confidence and correctness, by group"),
     Metric("lira_auc", "LiRA attack AUC", False, "AUC", "LiRA z-score of member vs non-member"),
     Metric("loss_auc", "loss attack AUC", False, "AUC", "negative loss of member vs non-member"),
     Metric("flip_rate", "token-bias flip rate", False, "mean", "a text's flips, averaged over prompt variants"),
@@ -141,6 +147,48 @@ def ece(df: pd.DataFrame) -> float:
     probs = torch.from_numpy(np.array(prob_matrix(df)))
     return float(multiclass_calibration_error(probs, target, num_classes=probs.shape[1],
                                               n_bins=N_BINS, norm="l1"))
+
+
+def fit_temperature(val: pd.DataFrame) -> float:
+    """The temperature T that minimises the log loss of a run's validation predictions with every
+    log-probability divided by T (temperature scaling, Guo et al. 2017): one number per run, fitted
+    on validation only. T > 1 softens an over-confident model; predictions (the argmax) never change.
+    A validation split without both classes' examples or with one example gives T = 1."""
+    if len(val) < 2 or val["label"].nunique() < 2:
+        return 1.0
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(prob_matrix(val), 1e-12, 1.0))
+    y = val["label"].to_numpy(dtype=np.int64)
+
+    def nll(log_t):
+        z = logp / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def temperature_scaled(df: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """``df`` with its class probabilities (``prob_k`` and, for two classes, ``prob``) softened or
+    sharpened by ``temperature``; labels and predictions unchanged."""
+    logp = np.log(np.clip(prob_matrix(df), 1e-12, 1.0)) / temperature
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    out = df.copy()
+    for k in range(p.shape[1]):
+        out[f"prob_{k}"] = p[:, k].astype(np.float32)
+    if "prob" in out and p.shape[1] == 2:
+        out["prob"] = p[:, 1].astype(np.float32)
+    return out
+
+
+def calibration_gap(df: pd.DataFrame, groups: pd.Series, eligible: list[str]) -> float:
+    """The largest minus the smallest ECE among the ``eligible`` groups (``groups``: each row's group)."""
+    if len(eligible) < 2:
+        return float("nan")
+    e = [ece(df[groups.to_numpy() == g]) for g in eligible]
+    return float(max(e) - min(e))
 
 
 def ece_if_calibrated(df: pd.DataFrame, n_sim: int = 100, seed: int = 0) -> float:

@@ -94,7 +94,7 @@ VISION = {
         "lrs": {"head": 1e-2, "lora": 1e-3, "full": 1e-3},
         "batch_size": 32,
         "rank_sweep_model": "mobilenet_v2",
-        "ranks": [1, 2, 4, 8, 32, 0.5],
+        "ranks": [1, 2, 4, 8, 16, 0.5],
         "placements": ["front", "back"],
         "second_task": "activity",
         "second_task_n": 5000,
@@ -479,12 +479,13 @@ GENERATION = {
 #: The findings chapter reads the records the other chapters made; it trains nothing.
 FINDINGS = {p: {"n_boot": 1000 if p != "smoke" else 100, "pilots": None} for p in ("smoke", "offline", "paper")}
 #: ``pilots``: the records the design's power analysis started from (findings.design_table): the vision
-#: chapter's earlier 3-seed design (committed in ``results/pilot_design_vision``) and MiniLM's first three
-#: seeds in the LLM chapter (then its only ones; SmolLM2 had one seed, so no SD).
+#: chapter's design before amendment 6 of book/design.md (5 seeds, committed in ``results/pilot_design6_vision``)
+#: and MiniLM's first three seeds of the identity task in the LLM chapter (then its only ones; SmolLM2 had one
+#: seed, so no SD). The vision chapter's first, 3-seed design stays in ``results/pilot_design_vision``.
 FINDINGS["offline"]["pilots"] = [
-    {"directory": "pilot_design_vision", "experiment": "vision_classification", "seeds": None},
+    {"directory": "pilot_design6_vision", "experiment": "vision_classification", "seeds": None},
     {"directory": "llm_classification", "experiment": "llm_classification", "seeds": [13, 1337, 42],
-     "models": ["minilm"]},
+     "models": ["minilm"], "datasets": ["identity_attack"]},
 ]
 
 # The performance chapter: estimated GPU training steps (lorafair.estimate). The paper-scale table
@@ -741,7 +742,8 @@ STRUCTURED = {
 STRUCTURED_BY_CHAPTER = {
     ("findings", "pilots"): ("opt", ("list", ("map", {"directory": (_STR, True), "experiment": (_STR, True),
                                                      "seeds": (("opt", _SEEDS), True),
-                                                     "models": (("opt", _NAMES), False)}))),
+                                                     "models": (("opt", _NAMES), False),
+                                                     "datasets": (("opt", _NAMES), False)}))),
 }
 
 
