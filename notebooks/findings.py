@@ -49,7 +49,9 @@
 # Every LoRA-vs-full verdict of a classification chapter is also read at the neighbouring learning
 # rates of its pilot grid (one method moved, the other at its chosen rate, same seeds and test
 # examples): the column *learning rate* says whether it holds at every neighbouring rate or depends
-# on the rate.
+# on the rate. LoRA is credited only with what full fine-tuning does not also do: every LoRA-minus-base
+# case sits beside full fine-tuning minus the same base model (the comparison *full - base*, and the
+# column *full fine-tuning against base*).
 
 # %% tags=["parameters"]
 profile = "offline"        # the profile whose run records are read
@@ -147,10 +149,10 @@ show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
                                                       if isinstance(r.get("worst_groups"), str) else "", axis=1)})
 display(plots.table(show[["case", "comparison", "seeds", "worst group (n)",
               "difference [95% seed CI]", "p_holm", "p_bh", "p_signflip_holm", "p_tost_holm", "margin", "within margin",
-              "mde", "verdict", "signflip_flag", "lr_robustness", "not counted because"]]
+              "mde", "verdict", "signflip_flag", "lr_robustness", "full_vs_base", "not counted because"]]
         .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_signflip_holm": "sign-flip p (Holm)",
                          "p_tost_holm": "TOST p (Holm)", "mde": "MDE", "signflip_flag": "sign-flip check",
-                         "lr_robustness": "learning rate"})
+                         "lr_robustness": "learning rate", "full_vs_base": "full fine-tuning against base"})
         , caption="Every case: its seed-level interval, adjusted p-values and verdict, or why it is not counted"))
 
 # %% [markdown]
@@ -400,7 +402,8 @@ display(Markdown(f"{len(at_margin)} of {len(tried)} controls planted an effect a
 # %% tags=["hide-input"]
 lines = [f"- {int(cases['counted'].sum())} of {len(cases)} cases can carry a verdict; the counts below are theirs."]
 for comp, sub in cases[cases["counted"]].groupby(cases["comparison"].str.split(" [(]").str[0], sort=False):
-    lines += findings.verdict_lines(sub, comp, _fmt)
+    lines += (findings.verdict_lines(sub, comp, _fmt, who="full fine-tuning", prefix="full") if comp.startswith("full")
+              else findings.verdict_lines(sub, comp, _fmt))
     und = sub[sub["verdict"] == "inconclusive"]
     if len(und):
         lines.append(f"  - inconclusive: minimum detectable effects from {und['mde'].min():.3f} to "

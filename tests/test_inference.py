@@ -236,3 +236,28 @@ def test_lr_robustness_reads_the_neighbouring_rates_per_verdict():
     assert out[0].startswith("depends on the learning rate: full at lr 0.0003 gives +0.010 (3 seeds)")
     assert out[3] == "holds at every neighbouring rate (1 neighbours)"
     assert out[5] == "" and out[1] == "" and out[6] == "no neighbouring-rate runs"
+
+
+def test_a_lora_minus_base_shift_is_read_beside_full_minus_base():
+    """LoRA is credited only with what full fine-tuning does not also do: each LoRA-minus-base case
+    names full minus the same base, and says whether full makes the same shift."""
+    base = {"experiment": "generation_fairness", "dataset": "pronoun test", "model": "m",
+            "metric_key": "pro_preference", "seeds": 3}
+    cases = pd.DataFrame([
+        {**base, "settings": "a", "comparison": "LoRA - base", "difference": -0.10, "lo": -0.15, "hi": -0.05},
+        {**base, "settings": "a", "comparison": "full - base", "difference": -0.11, "lo": -0.14, "hi": -0.08},
+        {**base, "settings": "b", "comparison": "LoRA - base", "difference": -0.10, "lo": -0.15, "hi": -0.05},
+        {**base, "settings": "b", "comparison": "full - base", "difference": -0.01, "lo": -0.05, "hi": 0.03},
+        {**base, "settings": "c", "comparison": "LoRA - base", "difference": -0.10, "lo": -0.15, "hi": -0.05},
+        {**base, "settings": "d", "comparison": "LoRA - base", "difference": 0.02, "lo": -0.03, "hi": 0.07},
+        {**base, "settings": "d", "comparison": "full - base", "difference": 0.09, "lo": 0.04, "hi": 0.13},
+        {**base, "settings": "e", "comparison": "LoRA - base", "difference": -0.05, "lo": np.nan, "hi": np.nan, "seeds": 1},
+        {**base, "settings": "e", "comparison": "full - base", "difference": -0.04, "lo": np.nan, "hi": np.nan, "seeds": 1},
+    ])
+    out = findings.full_vs_base(cases)
+    assert out[0].startswith("full - base -0.110 [-0.140, -0.080], 3 seeds") and "not LoRA's" in out[0]
+    assert out[2].endswith("does not show the same shift")
+    assert out[1] == out[3] == out[4] == ""  # full's own rows, and a case without a full run
+    assert out[5].endswith("full fine-tuning shifts it, LoRA's interval includes zero")
+    assert out[7] == "full - base -0.040, 1 seed: too few seeds to say whether full fine-tuning makes the same shift"
+    assert findings.is_beyond(pd.DataFrame({"method_a": ["lora", "full", "dora"]})).tolist() == [False, False, True]

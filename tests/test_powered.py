@@ -107,6 +107,12 @@ def test_the_learned_gate_by_hand():
     # 72 right: 0.72 is not more than 0.70 + 0.02
     g = metrics.learned_gate(_preds(labels, [0] * 70 + [1] * 2 + [0] * 28))
     assert g["passed"] is False and "does not beat the majority rate 0.700 by 0.02" in g["reason"]
+    # a tie with the margin on 400 examples (217 right, 209 of the majority class: 0.5425 = 0.5225 + 0.02)
+    # fails whatever the float rounding, and one more right answer passes
+    tie = [0] * 209 + [1] * 191
+    g = metrics.learned_gate(_preds(tie, [0] * 209 + [1] * 8 + [0] * 183))
+    assert g["passed"] is False and g["val_accuracy"] == pytest.approx(0.5425)
+    assert metrics.learned_gate(_preds(tie, [0] * 209 + [1] * 9 + [0] * 182))["passed"]
     # test rows never enter the gate
     both = pd.concat([_preds(labels, [0] * 70 + [1] * 30), _preds(labels, [1] * 100, "test")])
     assert metrics.learned_gate(both)["passed"] and metrics.learned_gate(both)["val_accuracy"] == 1.0

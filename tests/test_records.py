@@ -148,3 +148,11 @@ def test_the_main_vision_model_reaches_the_margin_it_was_sized_for(metric):
     assert int(r["seeds"]) == len(kept) >= findings.COUNT_SEEDS
     assert sorted(map(int, json.loads(r["per_seed"]))) == sorted(kept)
     assert float(r["mde"]) == pytest.approx(inference.mde(float(r["sd"]), len(kept)), rel=1e-6)
+
+
+def test_every_lora_minus_base_shift_is_read_beside_full_fine_tuning():
+    f = _findings()
+    lb = f[(f["comparison"] == "LoRA - base") & (f["seeds"].astype(int) > 0)]
+    assert len(lb) and len(f[f["comparison"] == "full - base"])
+    pref = lb[lb["metric_key"] == "pro_preference"]
+    assert len(pref) and (pref["full_vs_base"].str.startswith("full - base ")).all()

@@ -190,10 +190,40 @@ def comparison_label(a: str, b: str) -> str:
 
 
 def is_beyond(cases: pd.DataFrame) -> pd.Series:
-    """The cases of the other methods (the "beyond LoRA" view), as opposed to LoRA's own."""
+    """The cases of the other methods (the "beyond LoRA" view), as opposed to LoRA's own (and full
+    fine-tuning against the base model, the reference a LoRA-minus-base shift is read against)."""
     if "method_a" not in cases:
         return pd.Series(False, index=cases.index)
-    return cases["method_a"].fillna("lora").ne("lora")
+    return ~cases["method_a"].fillna("lora").isin(["lora", "full"])
+
+
+def full_vs_base(cases: pd.DataFrame) -> pd.Series:
+    """For every LoRA-minus-base case, what full fine-tuning does against the same base model on the
+    same measure ("full - base" of the same experiment, data, settings and model): LoRA is credited
+    only with a shift that full fine-tuning does not also make. "" where there is no such case."""
+    out = pd.Series("", index=cases.index, dtype=object)
+    ref = cases[cases["comparison"] == "full - base"]
+    for i, c in cases[cases["comparison"] == "LoRA - base"].iterrows():
+        same = ref[(ref["experiment"] == c["experiment"]) & (ref["dataset"] == c["dataset"])
+                   & (ref["settings"] == c["settings"]) & (ref["model"] == c["model"]) & (ref["metric_key"] == c["metric_key"])]
+        if same.empty or not same.iloc[0]["seeds"]:
+            continue
+        f = same.iloc[0]
+        k = int(f["seeds"])
+        head = f"full - base {f['difference']:+.3f}" + ("" if pd.isna(f["lo"]) else f" [{f['lo']:+.3f}, {f['hi']:+.3f}]") \
+            + f", {k} seed{'s' if k != 1 else ''}: "
+        if pd.isna(f["lo"]):
+            out[i] = head + "too few seeds to say whether full fine-tuning makes the same shift"
+            continue
+        full_moves = f["lo"] > 0 or f["hi"] < 0
+        lora_moves = not pd.isna(c.get("lo")) and (c["lo"] > 0 or c["hi"] < 0)
+        if full_moves and lora_moves and np.sign(f["difference"]) == np.sign(c["difference"]):
+            out[i] = head + "full fine-tuning makes the same shift, so it is not LoRA's"
+        elif full_moves and not lora_moves:
+            out[i] = head + "full fine-tuning shifts it, LoRA's interval includes zero"
+        else:
+            out[i] = head + "full fine-tuning does not show the same shift"
+    return out
 
 
 def mia_cases(store: RunStore, profile: str) -> pd.DataFrame:
@@ -402,6 +432,17 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
                                           comparison_label(a, other), metric_key, d["per_seed"],
                                           label=f"{get_metric(metric_key).label} ({ts} refs)", method_a=a,
                                           method_b=other, trainable_a=params.get(a), trainable_b=params.get(other)))
+            # full fine-tuning against the base model too: a shift LoRA shares with full is not LoRA's to claim
+            if "loglik_pro" in sub and {"full", "base"} <= set(sub["method"]):
+                for ts in sorted(set(sub.loc[sub["method"] == "full", "train_set"]) - {"-"}):
+                    d = gen.paired_rate_difference(sub, {"method": "full", "train_set": ts}, {"method": "base"},
+                                                   "pro_preference", n_boot=0)
+                    if d is not None:
+                        settings = json.dumps({**json.loads(kw), "train_set": ts}, sort_keys=True)
+                        rows.append(_case("generation_fairness", f"{task} {test_set}", settings, model, "predisposition",
+                                          "full - base", "pro_preference", d["per_seed"],
+                                          label=f"{get_metric('pro_preference').label} ({ts} refs)", method_a="full",
+                                          method_b="base", trainable_a=params.get("full"), trainable_b=params.get("base")))
     probes: dict = {}
     for r in recs:
         if r.config["part"] == "token_bias" and not r.config.get("plant"):  # planted runs are the control
@@ -412,12 +453,12 @@ def generation_cases(store: RunStore, profile: str) -> pd.DataFrame:
             continue
         rows_of = {m: pd.concat([r.predictions().assign(seed=r.config["seed"]) for r in rs])
                    for m, rs in by_method.items()}
-        for other in ("full", "base"):
-            d = gen.flip_rate_difference(rows_of["lora"], rows_of[other], n_boot=0) if other in rows_of else None
+        for a, other in (("lora", "full"), ("lora", "base"), ("full", "base")):
+            d = gen.flip_rate_difference(rows_of[a], rows_of[other], n_boot=0) if {a, other} <= set(rows_of) else None
             if d is None:
                 continue
-            rows.append(_case("generation_fairness", corpus, kw, model, "(prompt variants)", f"LoRA - {other}",
-                              "flip_rate", d["per_seed"]))
+            rows.append(_case("generation_fairness", corpus, kw, model, "(prompt variants)", comparison_label(a, other),
+                              "flip_rate", d["per_seed"], method_a=a, method_b=other))
     return pd.DataFrame(rows)
 
 
@@ -630,17 +671,22 @@ def decide(cases: pd.DataFrame) -> pd.DataFrame:
     out["signflip_flag"] = decided["signflip_flag"].reindex(out.index).fillna("")
     beyond = is_beyond(out)  # another method's verdict names no LoRA: "method better" / "method worse"
     out.loc[beyond, "verdict"] = out.loc[beyond, "verdict"].str.replace("LoRA ", "method ", regex=False)
+    full = out["method_a"].eq("full") if "method_a" in out else pd.Series(False, index=out.index)
+    out.loc[full, "verdict"] = out.loc[full, "verdict"].str.replace("LoRA ", "full ", regex=False)
     out["lr_robustness"] = lr_robustness(out)
+    out["full_vs_base"] = full_vs_base(out)
     return out
 
 
-def verdict_lines(sub: pd.DataFrame, title: str, fmt, who: str = "LoRA", beyond: bool = False) -> list[str]:
+def verdict_lines(sub: pd.DataFrame, title: str, fmt, who: str = "LoRA", beyond: bool = False,
+                  prefix: str = "LoRA") -> list[str]:
     """The reading of a set of counted cases as Markdown bullets: the five-way counts, then every
     case with a decided verdict, with its difference and interval (``fmt``), seeds and the p that
     decided it (Holm p of the difference test; for "equivalent", Holm p of TOST), with the sign-flip
     flag and whether the verdict depends on the learning rate where the findings say so.
-    ``beyond``: the verdicts are the other methods' ("method better"), each named by its comparison."""
-    worse, better = ("method worse", "method better") if beyond else ("LoRA worse", "LoRA better")
+    ``beyond``: the verdicts are the other methods' ("method better"), each named by its comparison;
+    ``prefix``: the method the verdicts name otherwise ("LoRA", or "full" for full minus base)."""
+    worse, better = ("method worse", "method better") if beyond else (f"{prefix} worse", f"{prefix} better")
     n = sub["verdict"].value_counts()
     lines = [f"- **{title}**: {len(sub)} cases; {who} worse in {n.get(worse, 0)}, better in {n.get(better, 0)}, "
              f"equivalent in {n.get('equivalent', 0)}, inconclusive in {n.get('inconclusive', 0)}."]
@@ -761,7 +807,7 @@ CSV_COLUMNS = ["experiment", "dataset", "settings", "model", "attribute", "compa
                "trainable_a", "trainable_b", "metric", "metric_key", "seeds",
                "per_seed", "gate_dropped", "worst_groups", "worst_n", "test_n", "difference", "lo", "hi", "sd", "p", "p_holm", "p_bh",
                "p_tost", "p_tost_holm", "p_signflip", "p_signflip_holm", "signflip_flag", "margin", "mde", "family",
-               "verdict", "lr_neighbour", "lr_robustness", "not counted because"]
+               "verdict", "lr_neighbour", "lr_robustness", "full_vs_base", "not counted because"]
 
 
 CONTROL_COLUMNS = ["experiment", "scope", "kind", "control", "model", "method", "planted", "per seed", "seeds", "n",

@@ -18,7 +18,10 @@ the verdicts, and Benjamini-Hochberg adjusted p-values are reported beside them
 
 Five verdicts: *LoRA better* / *LoRA worse* (Holm-adjusted p < 0.05, direction from the metric),
 *equivalent* (Holm-adjusted TOST p < 0.05), *inconclusive* (neither), *no verdict* (fewer than
-``MIN_SEEDS`` seeds). The minimum detectable effect (``mde``) is the true difference a two-sided
+``MIN_SEEDS`` seeds, the floor below which no interval is read at all). Which cases are *counted*
+is decided before this, by the findings' count rule (``findings.COUNT_SEEDS``: 8 seeds after the
+per-run gate, so that the exact sign-flip test can reach p < 0.01, and a detected positive control);
+the others carry no verdict. The minimum detectable effect (``mde``) is the true difference a two-sided
 t-test at 0.05 would detect with 80% power at the observed seed-to-seed SD and the case's seeds.
 """
 

@@ -285,7 +285,9 @@ def learned_gate(preds: pd.DataFrame, margin: float = GATE_MARGIN) -> dict:
     """The per-run gate, read on the run's validation split only (never test, never pooled over
     seeds): ``passed`` if validation accuracy > majority rate + ``margin`` and more than one class is
     predicted on validation; with the numbers and the reason it failed. A run without a validation
-    split (a shadow model) has ``passed`` None."""
+    split (a shadow model) has ``passed`` None. The comparison is made on counts (correct minus
+    majority-class examples against ``margin`` times the split's size, to 1e-9), so a run exactly at
+    the majority rate plus ``margin`` fails ("more than") whatever the floating-point rounding."""
     v = preds[preds["split"] == "val"]
     if not len(v):
         return {"passed": None, "val_n": 0, "val_accuracy": float("nan"), "majority": float("nan"),
@@ -296,7 +298,8 @@ def learned_gate(preds: pd.DataFrame, margin: float = GATE_MARGIN) -> dict:
     reasons = []
     if classes < 2:
         reasons.append("predicts one class on validation")
-    if not acc > majority + margin:
+    n_major = int(v["label"].value_counts().max())
+    if not int((v["label"] == v["pred"]).sum()) - n_major > margin * len(v) + 1e-9:
         reasons.append(f"validation accuracy {acc:.3f} does not beat the majority rate {majority:.3f} by {margin}")
     return {"passed": not reasons, "val_n": int(len(v)), "val_accuracy": acc, "majority": majority,
             "classes_predicted": classes, "reason": "; ".join(reasons)}
