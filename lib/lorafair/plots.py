@@ -220,15 +220,19 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
             ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
                         fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3, ms=6)
         counts = sub.drop_duplicates("group").set_index("group").reindex(groups)["n"]
-        long = max(len(str(g)) for g in groups) * len(groups) > 40  # names that would overlap side by side
-        ax.set_xticks(np.arange(len(groups)), [f"{g}\n(n={int(n)})" for g, n in zip(groups, counts)],
-                      fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
+        # a hyphenated name breaks at its hyphen ("medium-\nlight") so the labels sit side by side;
+        # only names that still would not fit are rotated
+        names = [str(g).replace("-", "-\n") if len(str(g)) > 8 else str(g) for g in groups]
+        widest = max(max(len(line) for line in nm.split("\n")) for nm in names)
+        long = widest * len(groups) > 9 * 4.6 * 1.4  # characters at fontsize 7 in the panel's width
+        ax.set_xticks(np.arange(len(groups)), [f"{nm}\nn={int(n)}" for nm, n in zip(names, counts)],
+                      fontsize=7, rotation=30 if long else 0, ha="right" if long else "center")
         ax.set_title(relabel(f))
         ax.set_xlabel(_two_lines(attribute.replace("_", " ") + " (n: test examples pooled over seeds)", 28),
                       fontsize=8)
     how = set(table["interval"]) if "interval" in table else {"test examples"}
-    axes[0][0].set_ylabel("test accuracy (95% interval over seeds)" if how == {"seeds"} else
-                          "test accuracy (95% Wilson interval)" if how == {"test examples"} else
+    axes[0][0].set_ylabel("test accuracy\n(95% interval over seeds)" if how == {"seeds"} else
+                          "test accuracy\n(95% Wilson interval)" if how == {"test examples"} else
                           "test accuracy (95% interval)")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(LEGEND_COLUMNS, len(labels)), fontsize=8)
@@ -269,13 +273,14 @@ def reliability(preds: pd.DataFrame, attribute: str, profile: str, n_bins: int =
                 ax.plot(per["mean"], per["frac"], color=palette[g], ls=styles[g], label=g, lw=1.2)
                 ax.scatter(per["mean"], per["frac"], s=4 + 60 * np.sqrt(per["n"] / per["n"].max()),
                            color=palette[g], zorder=3)
-            ax.set_title(f"{mo} / {METHOD_LABEL[me]}", fontsize=9)
+            ax.set_title(f"{relabel(mo)}\n{METHOD_LABEL[me]}", fontsize=8)  # two lines: titles never run together
             if i == len(models) - 1:
-                ax.set_xlabel("predicted P(positive)")
+                ax.set_xlabel("predicted P(positive)", fontsize=8)
             if j == 0:
-                ax.set_ylabel("observed positive rate")
+                ax.set_ylabel("observed positive rate", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(LEGEND_COLUMNS, len(groups)), fontsize=8, bbox_to_anchor=(0.5, -0.04))
+    fig.legend(handles, labels, loc="upper center", ncol=min(LEGEND_COLUMNS, len(groups)), fontsize=8,
+               bbox_to_anchor=(0.5, 0.0), frameon=False)  # below the x labels, not over them
     lo, hi = int(per_model.min()), int(per_model.max())
     pooled = ("one seed" if hi == 1 else f"pooled over {hi} seeds" if lo == hi
               else f"pooled over each model's seeds, {lo} to {hi}")
@@ -685,3 +690,43 @@ def step_memory(mem_gib: pd.DataFrame, labels: list[str], gpu: str, gpu_gib: flo
     ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
     fig.tight_layout()
     return fig
+
+
+def overlapping_texts(fig, tolerance: float = 1.0) -> list[tuple[str, str]]:
+    """Every pair of visible texts of ``fig`` (titles, axis and tick labels, legend entries, the
+    suptitle) whose drawn boxes overlap by more than ``tolerance`` pixels in both directions: the
+    collisions a reader would see. Empty for a figure whose text never collides."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    def drawn_ticks(axis, lims):
+        lo, hi = sorted(lims)
+        pad = (hi - lo) * 1e-6
+        return [lab for tick in axis.get_major_ticks() if lo - pad <= tick.get_loc() <= hi + pad
+                for lab in (tick.label1, tick.label2) if lab.get_visible()]
+    texts = list(fig.texts) + [t for lg in fig.legends for t in lg.get_texts()]
+    if getattr(fig, "_suptitle", None) is not None:
+        texts.append(fig._suptitle)
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            texts += [ax.title]
+            continue
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += drawn_ticks(ax.xaxis, ax.get_xlim()) + drawn_ticks(ax.yaxis, ax.get_ylim())
+        if ax.get_legend() is not None:
+            texts += list(ax.get_legend().get_texts())
+    boxes = []
+    for t in dict.fromkeys(texts):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.width > 0 and bb.height > 0:
+            boxes.append((t.get_text(), bb))
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+            h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+            if w > tolerance and h > tolerance:
+                out.append((a, b))
+    return out
