@@ -392,7 +392,8 @@ at_margin = tried[tried["size"].str.startswith(("at the margin", "below the marg
 glue("findings_controls_at_margin", len(at_margin), display=False)
 display(Markdown(f"{len(at_margin)} of {len(tried)} controls planted an effect at or below the size of its margin"
                  + (" (" + "; ".join(f"{r.scope}, {r.planted}: {r.detected}" for r in at_margin.itertuples()) + ")"
-                    if len(at_margin) else "") + "; the others detect only gross effects."))
+                    if len(at_margin) else "") + f"; the other {len(tried) - len(at_margin)} plant an effect of more than "
+                 "twice their margin (gross), so even where they are detected they show only that gross effects are seen."))
 
 # %% [markdown]
 # ## Reading
