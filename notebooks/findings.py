@@ -94,12 +94,17 @@ display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons of LoR
                  f"Both are also written as `{P['results_dir']}/findings.csv` for readers who want the data."))
 
 # %% [markdown]
-# ## Every case
+# ## The counted cases
+#
+# {numref}`fig-findings-forest` draws the cases that can carry a verdict (every case where none
+# can, as on the smoke profile); every other case is in the table of the next section and in
+# `findings.csv`, with the reason it is not counted.
 #
 # See {numref}`fig-findings-forest` below.
 
 # %% tags=["hide-input"]
-fig = plots.forest(cases, P["profile"])
+drawn = cases[cases["counted"]] if cases["counted"].any() else cases
+fig = plots.forest(drawn, P["profile"], "the counted cases" if cases["counted"].any() else "every case")
 glue("findings_forest_fig", fig, display=False)
 plots.plt.close(fig)
 
@@ -108,7 +113,7 @@ plots.plt.close(fig)
 # ```{glue:figure} findings_forest_fig
 # :name: fig-findings-forest
 #
-# Every case, one panel per comparison: the mean of the per-seed paired differences with its 95% seed-level t-interval, coloured by the five-way verdict (orange down-triangles: LoRA worse; blue up-triangles: LoRA better; green diamonds: equivalent; grey circles: inconclusive; hollow squares: no verdict), each seed's difference (black dots), and the equivalence band of the case's margin (green). Each row says under its metric in which direction LoRA is better (an arrow), since some metrics are better high (accuracy) and others low (gaps, ECE, attack AUC).
+# The counted cases (every case where none is counted), one panel per comparison: the mean of the per-seed paired differences with its 95% seed-level t-interval, coloured by the five-way verdict (orange down-triangles: LoRA worse; blue up-triangles: LoRA better; green diamonds: equivalent; grey circles: inconclusive; hollow squares: no verdict), each seed's difference (black dots), and the equivalence band of the case's margin (green). Each row says under its metric in which direction LoRA is better (an arrow), since some metrics are better high (accuracy) and others low (gaps, ECE, attack AUC).
 # ```
 
 # %% [markdown]

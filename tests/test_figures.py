@@ -48,3 +48,20 @@ def test_the_per_group_figures_have_no_colliding_text():
     fig = plots.reliability(preds, "skin_tone", "offline")
     assert plots.overlapping_texts(fig) == []
     plots.plt.close(fig)
+
+
+def test_the_findings_forest_has_no_colliding_text():
+    plots.setup()
+    rng = np.random.default_rng(1)
+    rows = []
+    for comp in ("LoRA - full", "LoRA - head"):
+        for metric, margin, higher in (("accuracy", 0.02, True), ("worst group accuracy", 0.05, True),
+                                       ("calibration gap (temperature-scaled)", 0.05, False)):
+            d = rng.normal(0.0, 0.04, 15)
+            rows.append({"comparison": comp, "case": f"Vision: OpenMoji people (gender), MobileNetV2: {metric}",
+                         "seeds": 15, "higher_is_better": higher, "margin": margin,
+                         "per_seed": dict(enumerate(d)), "difference": d.mean(), "lo": d.mean() - 0.02,
+                         "hi": d.mean() + 0.02, "verdict": "inconclusive"})
+    fig = plots.forest(pd.DataFrame(rows), "offline", "the counted cases")
+    assert plots.overlapping_texts(fig) == []
+    plots.plt.close(fig)

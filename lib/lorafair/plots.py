@@ -425,10 +425,13 @@ VERDICT_STYLE = {"LoRA worse": ("#D55E00", "v"), "LoRA better": ("#0072B2", "^")
                  "inconclusive": ("#7f7f7f", "o"), "no verdict": ("#bdbdbd", "s")}
 
 
-def forest(cases: pd.DataFrame, profile: str):
+def forest(cases: pd.DataFrame, profile: str, which: str = "every case"):
     """Every case's seed-level 95% interval (coloured by its five-way verdict), its per-seed paired
     differences (black dots) and its equivalence band (green), one panel per comparison; each row's
-    label says in which direction LoRA is better for that metric."""
+    label says in which direction LoRA is better for that metric. ``which`` names the cases drawn in
+    the title ("every case", "the counted cases")."""
+    from matplotlib.ticker import MaxNLocator
+
     comps = list(dict.fromkeys(cases["comparison"]))
     sizes = cases.groupby("comparison", sort=False).size()
     fig, axes = subplots(len(comps), 1, figsize=(COLUMN_IN, 0.62 * sizes.sum() + 1.3 * len(comps) + 0.9), squeeze=False,
@@ -448,6 +451,7 @@ def forest(cases: pd.DataFrame, profile: str):
                 ax.errorbar(sub["difference"][m], y[m], xerr=[lo, hi], fmt=marker, color=color, capsize=2,
                             mfc=color if verdict != "no verdict" else "white")
         ax.axvline(0, color="black", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # few enough x labels that they never run together
         ax.set_yticks(y, [_case_label(c, k, h) for c, k, h in zip(sub["case"], sub["seeds"], sub["higher_is_better"])],
                       fontsize=7)
         ax.set_xlabel(f"{comp}: mean per-seed difference, 95% seed interval", fontsize=8)
@@ -459,7 +463,7 @@ def forest(cases: pd.DataFrame, profile: str):
     handles += [Line2D([], [], ls="", marker="o", ms=3, color="black", label="one seed"),
                 plt.Rectangle((0, 0), 1, 1, color="#009E73", alpha=0.12, label="equivalence margin")]
     h = fig.get_figheight()
-    _suptitle(fig, f"LoRA against full fine-tuning, head-only and the base model,\nevery case [profile: {profile}]",
+    _suptitle(fig, f"LoRA against full fine-tuning, head-only and the base model,\n{which} [profile: {profile}]",
                  y=1 - 0.05 / h, va="top", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 1.0 / h))
     fig.legend(handles=handles, loc="upper center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8, frameon=False,
