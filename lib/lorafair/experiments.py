@@ -623,10 +623,9 @@ def group_ece_table(records: list[RunRecord], attribute: str, groups: list[str],
     return cell[[g for g in groups if g in cell]].rename(columns=lambda g: f"{g} (n≈{n[g]})")
 
 
-#: the paired metrics' names in the chapters' tables
-METRIC_NAMES = {"accuracy": "accuracy", "worst_group_accuracy": "worst-group accuracy", "accuracy_gap": "accuracy gap",
-                "ece": "ECE (raw)", "ece_ts": "ECE (temperature-scaled)",
-                "calibration_gap": "calibration gap (temperature-scaled)", "calibration_gap_raw": "calibration gap (raw)"}
+#: the metrics ``per_seed_differences`` pairs, in the order the chapters and the findings show them
+PAIRED_METRICS = ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece", "ece_ts", "calibration_gap",
+                  "calibration_gap_raw")
 
 
 def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
@@ -643,8 +642,7 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
             if d.empty:
                 continue
             diffs[(mo, other)] = {}
-            for metric in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece", "ece_ts", "calibration_gap",
-                           "calibration_gap_raw"):
+            for metric in PAIRED_METRICS:
                 if metric not in d:
                     continue
                 s = inference.seed_summary(d[metric].to_numpy(), inference.margin(metric))
@@ -654,7 +652,7 @@ def paired_table(preds: pd.DataFrame, models: list[str], attribute: str,
                 if metric in ("worst_group_accuracy", "accuracy_gap"):
                     names = sorted(set(d["worst_group_a"]) | set(d["worst_group_b"]))
                     worst = f"{', '.join(names)} ({int(d['worst_n'].min())})"
-                rows.append({"model": mo, "LoRA minus": other, "metric": METRIC_NAMES.get(metric, metric),
+                rows.append({"model": mo, "LoRA minus": other, "metric": metrics_mod.get_metric(metric).label,
                              "per seed": ", ".join(f"{v:+.3f}" for v in d[metric]),
                              "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}",
                              "seeds": s["seeds"], "p (unadjusted)": s["p"], "worst groups (smallest n)": worst})
@@ -671,7 +669,7 @@ def neighbour_table(neighbours: pd.DataFrame) -> pd.DataFrame:
         if not vals:
             continue
         s = inference.seed_summary(vals, inference.margin(c["metric_key"]))
-        rows.append({"model": c["model"], "moved": c["lr_neighbour"], "metric": METRIC_NAMES.get(c["metric_key"], c["metric_key"]),
+        rows.append({"model": c["model"], "moved": c["lr_neighbour"], "metric": metrics_mod.get_metric(c["metric_key"]).label,
                      "per seed": ", ".join(f"{v:+.3f}" for v in vals),
                      "mean [95% seed CI]": f"{s['difference']:+.3f} {inference.interval_text(s)}", "seeds": s["seeds"]})
     return pd.DataFrame(rows)
@@ -733,7 +731,7 @@ def fewer_seeds(preds: pd.DataFrame, models: list[str], attribute: str, keep: li
             if f is None:
                 continue
             wide = (f["hi"] - f["lo"]) / (s["hi"] - s["lo"]) if s["hi"] > s["lo"] else float("nan")
-            rows.append({"model": key[0], "metric": METRIC_NAMES.get(metric, metric),
+            rows.append({"model": key[0], "metric": metrics_mod.get_metric(metric).label,
                          f"{s['seeds']} seeds": f"{s['difference']:+.3f} {inference.interval_text(s)}",
                          f"{f['seeds']} seeds": f"{f['difference']:+.3f} {inference.interval_text(f)}",
                          "interval width, fewer / all": wide,

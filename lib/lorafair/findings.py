@@ -133,8 +133,7 @@ def lr_neighbour_cases(store: RunStore, experiment: str, profile: str) -> pd.Dat
         name = f"{'LoRA' if method == 'lora' else 'full'} at lr {lr:g}"
         common = dict(method_a="lora", method_b="full", lr_neighbour=name, gate_dropped=dropped_note(failed, ("lora", "full")),
                       test_n=int(d["n"].min()) if len(d) else None)
-        for key in ("accuracy", "worst_group_accuracy", "accuracy_gap", "ece", "ece_ts", "calibration_gap",
-                    "calibration_gap_raw"):
+        for key in ex.PAIRED_METRICS:
             if key in d or key in ("accuracy", "ece", "ece_ts"):
                 rows.append(_case(experiment, dataset, kw, model, attr, "LoRA - full",
                                   key, dict(zip(d["seed"], d[key])) if key in d else {}, **common))

@@ -157,14 +157,13 @@ def fit_temperature(val: pd.DataFrame) -> float:
     if len(val) < 2 or val["label"].nunique() < 2:
         return 1.0
     from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
 
     logp = np.log(np.clip(prob_matrix(val), 1e-12, 1.0))
     y = val["label"].to_numpy(dtype=np.int64)
 
     def nll(log_t):
-        z = logp / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+        return float(-log_softmax(logp / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean())
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
 
@@ -172,9 +171,9 @@ def fit_temperature(val: pd.DataFrame) -> float:
 def temperature_scaled(df: pd.DataFrame, temperature: float) -> pd.DataFrame:
     """``df`` with its class probabilities (``prob_k`` and, for two classes, ``prob``) softened or
     sharpened by ``temperature``; labels and predictions unchanged."""
-    logp = np.log(np.clip(prob_matrix(df), 1e-12, 1.0)) / temperature
-    p = np.exp(logp - logp.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    from scipy.special import softmax
+
+    p = softmax(np.log(np.clip(prob_matrix(df), 1e-12, 1.0)) / temperature, axis=1)
     out = df.copy()
     for k in range(p.shape[1]):
         out[f"prob_{k}"] = p[:, k].astype(np.float32)
