@@ -215,15 +215,23 @@ def powered_configs(P: dict, experiment: str) -> dict[str, list[dict]]:
     ``fractions``."""
     T = P.get("powered")
     if not T:
-        return {"powered": [], "powered_control": []}
+        return {"powered": [], "powered_control": [], "powered_lr_pilot": []}
     design = powered_design(T)
 
-    def config(method, seed, split_design):
+    def config(method, seed, split_design, lr=None):
         return classification_config(experiment, P["profile"], T["dataset"], T["dataset_kwargs"], T["model"], method,
-                                     seed, T["epochs"], per_model(T["lrs"], T["model"], method), P["batch_size"],
-                                     n_boot=P["n_boot"], max_length=T["max_length"], split_design=split_design,
-                                     where=f"{experiment} (parameter powered)")
+                                     seed, T["epochs"], lr if lr is not None else per_model(T["lrs"], T["model"], method),
+                                     P["batch_size"], n_boot=P["n_boot"], max_length=T["max_length"],
+                                     split_design=split_design, where=f"{experiment} (parameter powered)")
     main = [config(me, s, design) for me in T["methods"] for s in T["seeds"]]
+    lp = T.get("lr_pilot") or {}
+    pilot = []
+    for me, rates in (lp.get("lrs") or {}).items():
+        choose("powered lr_pilot method", me, T["methods"])
+        for s in lp["seeds"]:
+            choose("powered lr_pilot seed", s, T["seeds"])
+        pilot += [config(me, s, design, lr=float(lr)).replace(experiment=f"pilot_lr_{experiment.split('_')[0]}")
+                  for lr in rates for s in lp["seeds"]]
     c = T.get("control")
     control = []
     if c:
@@ -232,7 +240,7 @@ def powered_configs(P: dict, experiment: str) -> dict[str, list[dict]]:
             planted = {"kind": "relabel", "attribute": c["attribute"], "group": str(c["group"]),
                        "fraction": float(fraction), "to_label": int(c["to_label"]), "base": design}
             control += [config(c["method"], s, planted) for s in T["seeds"]]
-    return {"powered": main, "powered_control": control}
+    return {"powered": main, "powered_control": control, "powered_lr_pilot": pilot}
 
 
 def llm_classification(P: dict) -> dict[str, list[dict]]:

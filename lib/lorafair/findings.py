@@ -303,6 +303,29 @@ def gated_predictions(recs) -> tuple[pd.DataFrame, dict]:
     return preds[keep].reset_index(drop=True), failed
 
 
+def lr_pilot_choice(recs, method: str) -> tuple[pd.DataFrame, float | None]:
+    """The registered learning-rate rule of the powered task (amendment 7 of book/design.md): per
+    learning rate of ``method``'s pilot runs, the seeds tried, how many pass the per-run gate on their
+    validation split, and their mean validation accuracy at the selected epoch; the rate chosen is
+    the one whose runs pass the gate on the most seeds, ties broken by the higher mean validation
+    accuracy. Test predictions play no part. Returns the table and the chosen rate (None: no runs)."""
+    rows = []
+    by_lr: dict = {}
+    for r in recs:
+        if r.config["method"] == method:
+            by_lr.setdefault(float(r.config["lr"]), []).append(r)
+    for lr, rs in sorted(by_lr.items()):
+        passed = [learned_gate(r.predictions())["passed"] is not False for r in rs]
+        val = [float(r.meta["history"]["selected_val_accuracy"]) for r in rs]
+        rows.append({"method": method, "lr": lr, "seeds": ", ".join(str(r.config["seed"]) for r in rs),
+                     "passed the gate": int(sum(passed)), "runs": len(rs), "mean val accuracy": float(np.mean(val))})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t, None
+    best = t.sort_values(["passed the gate", "mean val accuracy"], ascending=False).iloc[0]
+    return t.assign(chosen=t["lr"] == best["lr"]), float(best["lr"])
+
+
 def learned_runs(recs) -> list:
     """The runs that pass the per-run gate (or have no validation split to read it on). A planted
     control's run (a ``split_design`` naming its ``attribute`` and ``group``) is gated on its

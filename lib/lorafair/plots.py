@@ -52,7 +52,7 @@ LABELS = {
     "measuring_hate_speech": "Measuring Hate Speech", "performance": "Performance",
     "pilot_lr_vision": "learning-rate pilot (vision)", "pilot_lr_llm": "learning-rate pilot (text)",
     "pilot_beyond_vision": "other methods' pilot (vision)", "pilot_beyond_llm": "other methods' pilot (text)",
-    "pilot_design_vision": "design pilot (vision)", "pilot_vision": "pilot (vision)", "pilot_llm": "pilot (text)",
+    "pilot_design_vision": "design pilot (vision)", "pilot_design_adult": "earlier design (census task)", "pilot_vision": "pilot (vision)", "pilot_llm": "pilot (text)",
     "pilot_generation": "pilot (generation)", "lora_overfit": "LoRA, over-fitted (control)",
     "full_matched": "full, utility-matched", "vit_base": "ViT-Base", "swinv2_large": "Swin-v2-Large",
     "llama_7b": "Llama-2 7B", "mistral_7b": "Mistral 7B",
