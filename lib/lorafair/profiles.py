@@ -225,10 +225,11 @@ LLM = {
         # the powered text task (book/design.md, amendment 7): UCI Adult census rows as text, race groups with
         # at least 200 test examples a seed; 14 seeds (sized for LoRA - full accuracy at the conservative SD);
         # head and full at the identity task's rates; LoRA's rate chosen by the registered rule on the
-        # learning-rate pilot below (seeds 13, 1337, 42; its full runs give full's neighbouring rates)
+        # learning-rate pilot below (seeds 13, 1337, 42; its full runs give full's neighbouring rates): 1e-3, the
+        # only rate of the three with the best mean validation accuracy among those passing the gate on every seed
         "powered": {"dataset": "adult", "dataset_kwargs": {}, "model": "minilm", "methods": ["head", "lora", "full"],
                     "seeds": [13, 1337, 42, 666, 888, 7, 21, 100, 3, 5, 11, 17, 23, 31], "epochs": 3,
-                    "lrs": {"head": 5e-2, "lora": 5e-3, "full": 2e-4}, "max_length": 56,
+                    "lrs": {"head": 5e-2, "lora": 1e-3, "full": 2e-4}, "max_length": 56,
                     "sizes": {"train": 3000, "val": 1000, "test": 1500}, "min_test_group": 200,
                     "pools": [0.4, 0.1, 0.5],
                     "lr_pilot": {"seeds": [13, 1337, 42], "lrs": {"lora": [5e-4, 1e-3, 2e-3], "full": [6e-5, 6e-4]}},
