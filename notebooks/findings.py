@@ -105,7 +105,7 @@ display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons of LoR
 # %% tags=["hide-input"]
 drawn = cases[cases["counted"]] if cases["counted"].any() else cases
 fig = plots.forest(drawn, P["profile"], "the counted cases" if cases["counted"].any() else "every case")
-glue("findings_forest_fig", fig, display=False)
+glue("findings_forest_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 
@@ -211,11 +211,15 @@ if P.get("pilots"):
     display(plots.table(design.drop(columns=["dataset"]), precision=3, caption="The design's power analysis from the "
                         "pilot records: the seeds each primary case needs for an MDE at its margin, at the pilot SD and "
                         "at the conservative SD, and the MDE now"))
+
+    def span(s):  # "0.025" when every case has the same MDE, "from 0.019 to 0.025" otherwise
+        lo, hi = f"{s.min():.3f}", f"{s.max():.3f}"
+        return lo if lo == hi else f"from {lo} to {hi}"
     display(Markdown(
         f"The present records reach an MDE at the margin on {int(main_acc['target met'].sum())} of {len(main_acc)} "
-        f"primary accuracy cases (MDE from {main_acc['MDE now'].min():.3f} to {main_acc['MDE now'].max():.3f}, margin "
+        f"primary accuracy cases (MDE {span(main_acc['MDE now'])}, margin "
         f"{inference.margin('accuracy'):.2f}) and on {int(worst['target met'].sum())} of {len(worst)} worst-group "
-        f"cases (MDE from {worst['MDE now'].min():.3f} to {worst['MDE now'].max():.3f}, margin "
+        f"cases (MDE {span(worst['MDE now'])}, margin "
         f"{inference.margin('worst_group_accuracy'):.2f})."))
 else:
     display(Markdown(f"Profile `{P['profile']}` names no pilot records (`pilots`), so no design table is shown."))
@@ -280,7 +284,7 @@ if len(beyond):
                              "verdict; trainable parameters of the method, head included):"))
             display(t.style.hide(axis="index"))
     fig = plots.beyond_scatter(pd.concat([cases, beyond]), P["profile"], "full")
-    glue("findings_beyond_fig", fig, display=False)
+    glue("findings_beyond_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
 else:
     for k in ("better", "worse", "equivalent", "inconclusive"):

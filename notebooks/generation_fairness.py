@@ -159,7 +159,7 @@ display(plots.table(summary, caption="Pronoun categories of the generations per 
 for i, test_set in enumerate(preds["test_set"].unique()):  # the paper profile has two test sets
     fig = plots.pronoun_bars(preds[preds["model"] == P["models"][0]], P["profile"], test_set)
     if i == 0:
-        glue("gen_pronoun_fig", fig, display=False)
+        glue("gen_pronoun_fig", plots.checked(fig), display=False)
         plots.plt.close(fig)
 
 # %% [markdown]
@@ -251,11 +251,11 @@ for model in P["models"]:
                                            gen.STEREOTYPE_EXCESS, P["n_boot"])
             if d is None:
                 continue
-            verdict = {"higher": "above zero", "lower": "below zero"}.get(d["verdict"], "includes zero")
+            verdict = {"higher": "lies above zero", "lower": "lies below zero"}.get(d["verdict"], "includes zero")
             glue(f"gen_{model}_{test_set}_{ts}_lora_minus_full", round(d["difference"], 3), display=False)
             lines.append(f"- **{model}, {ts} references**: stereotype excess, LoRA minus full "
                          f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n = {d['n']}): the "
-                         f"interval over test sources is {verdict}. It describes test sampling only; the seed-level "
+                         f"interval over test sources {verdict}. It describes test sampling only; the seed-level "
                          "verdict is the findings chapter's.")
             if "loglik_pro" in sub:
                 for other, sel in (("full", {"method": "full", "train_set": ts}), ("base", {"method": "base"})):
@@ -263,7 +263,7 @@ for model in P["models"]:
                                                    P["n_boot"])
                     if d is None:
                         continue
-                    verdict = {"higher": "above zero", "lower": "below zero"}.get(d["verdict"], "includes zero")
+                    verdict = {"higher": "lies above zero", "lower": "lies below zero"}.get(d["verdict"], "includes zero")
                     lines.append(f"  - forced-choice preference, LoRA minus {other}: {d['difference']:+.3f} "
                                  f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: interval over test sources {verdict}.")
 per_seed = pd.DataFrame(per_seed)
@@ -322,7 +322,7 @@ if len(shift):
         "label": "method", "preference": "forced-choice preference", "shift": "shift from base", "lo": "95% low",
         "hi": "95% high", "trainable": "trainable params"})))
     fig = plots.shift_from_base(shift, P["profile"], "shift", "forced-choice preference, method minus base")
-    glue("gen_shift_fig", fig, display=False)
+    glue("gen_shift_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
     order = shift.groupby("method")["trainable"].first().sort_values()
     mags = shift.groupby("method")["shift"].apply(lambda x: x.abs().mean()).reindex(order.index)
@@ -384,10 +384,10 @@ display(plots.table(pd.DataFrame(fit), caption="Probe runs: training, validation
 first = (probe_rows["model"] == P["models"][0]) & (probe_rows["seed"] == P["seeds"][0])
 mc_ids = [p for p in probe_cfgs[0]["prompt_ids"] if gen.PROBE_BY_ID[p].kind in ("mc", "cloze")]
 fig = plots.choice_bars(probe_rows[first], mc_ids, P["profile"])
-glue("gen_choice_fig", fig, display=False)
+glue("gen_choice_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 fig = plots.bias_index_plot(bi[(bi["model"] == P["models"][0]) & (bi["seed"] == P["seeds"][0])], P["profile"])
-glue("gen_bias_index_fig", fig, display=False)
+glue("gen_bias_index_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 # %% [markdown]

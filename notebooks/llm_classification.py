@@ -76,9 +76,9 @@ from myst_nb import glue
 from lorafair import chapters, findings, inference, sweep
 from lorafair import experiments as ex
 from lorafair import plots
-from lorafair.metrics import learned_gate
+from lorafair.metrics import MIN_GROUP_N, learned_gate
 from lorafair.notebook import setup_chapter
-from lorafair.profiles import seeds_for
+from lorafair.profiles import per_model, seeds_for
 
 P, store = setup_chapter("llm_classification", globals())
 EXP = "llm_classification"
@@ -178,7 +178,7 @@ display(Markdown(ex.lr_stability_note(stability, glue, "llm")))
 # %% tags=["hide-input"]
 preds = ex.predictions(records)
 fig = plots.group_accuracy(plots.pooled_group_accuracy(preds, ATTR, ["model", "method"]), ATTR, P["profile"])
-glue("llm_group_accuracy_fig", fig, display=False)
+glue("llm_group_accuracy_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 rate_rows = []
 for r in records:
@@ -219,7 +219,7 @@ display(plots.table(paired_tab, caption="LoRA minus full fine-tuning and minus h
 
 # %% tags=["hide-input"]
 fig = plots.reliability(preds, ATTR, P["profile"])
-glue("llm_reliability_fig", fig, display=False)
+glue("llm_reliability_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 display(Markdown("Per-group ECE, mean over seeds, beside the ECE a perfectly calibrated model with the same predicted "
                  "probabilities would show at that group's test size (ECE is biased upwards on small groups, so only "
@@ -248,10 +248,13 @@ display(ex.group_ece_table(records, ATTR, list(rates["group"].unique())))
 #
 # A control that is not detected says that this chapter cannot see an effect of that kind and size.
 # The per-group results below count as evidence only at the sizes a detected control reaches; the
-# worst-group numbers use only groups with at least 30 test examples in every seed (smaller groups are
-# listed apart).
+# worst-group numbers use only groups with at least {glue:text}`llm_min_group_n` test examples in
+# every seed, and only when at least two groups have them (smaller groups are listed apart with their
+# counts). On the identity task no two groups reach that size, so it makes no worst-group or gap claim;
+# the census task below is sized for them.
 
 # %% tags=["hide-input"]
+glue("llm_min_group_n", MIN_GROUP_N, display=False)
 control_records = run("control", "positive control")
 relabel_records = run("control_relabel", "planted label bias")
 references = run("control_reference", "control references") if control_records or relabel_records else []
@@ -279,7 +282,7 @@ rank_table = ex.summary_table(sweep_records, ATTR)
 rank_table["x"], rank_table["x_order"] = [l for l, _ in labels], [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
 fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
-glue("llm_rank_sweep_fig", fig, display=False)
+glue("llm_rank_sweep_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
                     .rename(columns={"x": "LoRA rank (layers)"}), caption="The rank sweep: one model, one seed, LoRA at each rank or layer share"))
@@ -343,7 +346,7 @@ display(Markdown(f"`{ds2.name}`: {ds2.description}."))
 display(plots.table(t2[["model", "method", "accuracy", "worst_group_accuracy", "worst_group", "accuracy_gap", "ece"]]))
 fig = plots.group_accuracy(plots.pooled_group_accuracy(ex.predictions(recs2), attr2, ["model", "method"]), attr2,
                            P["profile"])
-glue("llm_second_dataset_fig", fig, display=False)
+glue("llm_second_dataset_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 
@@ -366,16 +369,19 @@ plots.plt.close(fig)
 # imbalance: each seed trains on a random {glue:text}`llm_powered_train_n` people. The test split
 # is sized for the groups instead: {glue:text}`llm_powered_test_n` random people of the test pool,
 # topped up so that every race and sex has at least {glue:text}`llm_powered_min_group` test people a
-# seed. The sizes, seeds, learning rates and the planted control below are fixed in the registered
-# design ({doc}`design`), written before these records.
+# seed. The sizes, the seeds, the learning rates (LoRA's chosen by a registered pilot on three seeds'
+# validation splits, {glue:text}`llm_powered_lora_lr`) and the planted control below are fixed in the
+# registered design ({doc}`design`, amendment 7), written before these records.
 #
 # See {numref}`fig-llm-powered` below.
 
 # %% tags=["hide-input"]
 T = P.get("powered")
+glue("llm_powered_lora_lr", "no pilot on this profile", display=False)  # replaced below where there is one
 if T:
     pw = run("powered", "powered task")
     pw_control = run("powered_control", "powered task: planted control")
+    pw_pilot = run("powered_lr_pilot", "powered task: learning-rate pilot")
     A3 = "race"
     glue("llm_powered_train_n", int(T["sizes"]["train"]), display=False)
     glue("llm_powered_test_n", int(T["sizes"]["test"]), display=False)
@@ -398,6 +404,18 @@ if T:
         "validation split (accuracy above the majority rate by more than the registered margin, more than one class "
         "predicted)" + (": failed " + "; ".join(f"{r.method} seed {r.seed} ({r.reason})" for r in fails.itertuples())
                         + ". Those seeds are left out of the paired comparisons." if len(fails) else ".")))
+    if T.get("lr_pilot") and pw_pilot:
+        lp_tab, lp_lr = findings.lr_pilot_choice(pw_pilot, "lora")
+        chapter_lr = float(per_model(T["lrs"], T["model"], "lora"))
+        display(plots.table(lp_tab.rename(columns={"lr": "learning rate"}), precision=3,
+                            caption="Powered task: LoRA's learning-rate pilot (validation split only)"))
+        glue("llm_powered_lora_lr", f"{chapter_lr:g}", display=False)
+        display(Markdown(
+            "**LoRA's learning rate** (the registered rule: most pilot seeds passing the gate, then the higher mean "
+            f"validation accuracy): the pilot picks {lp_lr:g}; the chapter's LoRA runs use {chapter_lr:g}"
+            + (", the same." if lp_lr == chapter_lr else ", **not the pilot's choice**.")
+            + " Full fine-tuning's pilot runs (0.3 and 3 times its rate) and LoRA's other rates are the learning-rate "
+            "neighbours the findings chapter checks every LoRA-vs-full verdict against."))
     learned3 = [r for r in pw if r.config["seed"] not in failed3.get(r.config["method"], [])]
     diffs3 = {}
     if learned3:
@@ -413,7 +431,7 @@ if T:
         fig, ax = plots.subplots(figsize=(4, 1))
         ax.axis("off")
         ax.text(0.5, 0.5, "no run passed the gate", ha="center", va="center")
-    glue("llm_powered_fig", fig, display=False)
+    glue("llm_powered_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
     for other in ("full", "head"):
         for metric in ("accuracy", "worst_group_accuracy"):
@@ -456,7 +474,7 @@ else:
     fig, ax = plots.subplots(figsize=(4, 1))
     ax.axis("off")
     ax.text(0.5, 0.5, "no powered task on this profile", ha="center", va="center")
-    glue("llm_powered_fig", fig, display=False)
+    glue("llm_powered_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
     display(Markdown(f"Profile `{P['profile']}` has no powered task (parameter `powered`)."))
 

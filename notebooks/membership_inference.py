@@ -141,7 +141,7 @@ s0 = P["seeds"][0]
 fig = plots.roc_loglog({f"{t['name']}: {t['model']}, seed {s0}": {(m, a): all_curves[(t["name"], s0, m, a)]
                                                                   for m in P["methods"] for a in ("loss", "lira")}
                         for t in P["tasks"]}, P["profile"])
-glue("mia_roc_fig", fig, display=False)
+glue("mia_roc_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 # %% [markdown]
@@ -169,7 +169,7 @@ for task in P["tasks"]:
         tables[(task["name"], seed)] = mia.attack_table(res, task["attribute"]).assign(task=task["name"], seed=seed)
 fig = plots.group_auc({t["name"]: tables[(t["name"], P["seeds"][0])] for t in P["tasks"]},
                       {t["name"]: t["attribute"] for t in P["tasks"]}, P["profile"])
-glue("mia_group_auc_fig", fig, display=False)
+glue("mia_group_auc_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 # %% [markdown]
@@ -341,11 +341,11 @@ for task in P["tasks"]:
                           mia.lira_scores(vt, [r.predictions() for r in vrecs[1:]], P["global_variance"]))
                     d = mia.paired_auc_difference(all_scores[(task["name"], seed, other, attack)], vs,
                                                   resolve("findings", P["profile"])["n_boot"], seed)
-                    verdict = {"lower": "below zero", "higher": "above zero"}.get(d["verdict"], "includes zero")
+                    verdict = {"lower": "lies below zero", "higher": "lies above zero"}.get(d["verdict"], "includes zero")
                     matched_lines.append(f"- **{task['name']}**, seed {seed}, {attack} attack: {other} target minus "
                                          f"the {vcfg['epochs']}-epoch {vcfg['method']} target {d['difference']:+.3f} "
                                          f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: the interval over attacked "
-                                         f"examples is {verdict} (test sampling only, no verdict).")
+                                         f"examples {verdict} (test sampling only, no verdict).")
     for (epochs, name), diffs in sorted(ctrl_diffs.items()):
         e = inference.planted_effect(dict(enumerate(d["difference"] for d in diffs)), higher=True)  # gated seeds
         size = findings.control_size(e["difference"], inference.margin("loss_auc"))
@@ -432,7 +432,7 @@ for task in P["tasks"]:
         + (f" Left out, failing the gate: {len(failed)} target(s) ("
            + ", ".join(f"{x.target} {x.method}, seed {x.seed}" for x in failed.itertuples()) + ")." if len(failed) else ""))
 fig = plots.leakage_vs_gap(fit_table[fit_table["learned"]], P["profile"])
-glue("mia_equal_fit_fig", fig, display=False)
+glue("mia_equal_fit_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 display(Markdown("\n".join(equal_fit_lines) or "No task attacks both a LoRA and a fully fine-tuned target."))
 

@@ -104,11 +104,11 @@ display(table.style.format({"est. step (ms)": "{:.1f}", "samples/s": "{:,.0f}", 
 shares = pd.DataFrame({c: rows.get(f"share_{c.replace(' ', '_').replace('-', '_')}", 0.0)
                        for c in plots.TIME_STYLE}).fillna(0.0)
 fig = plots.step_time_shares(shares, list(rows["label"]), spec.name, P["profile"])
-glue("perf_time_fig", fig, display=False)
+glue("perf_time_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 mem = pd.DataFrame({c: rows.get(f"mem_{c}_gib", 0.0) for c in plots.MEMORY_STYLE}).fillna(0.0)
 fig = plots.step_memory(mem, list(rows["label"]), spec.name, spec.memory / 2 ** 30, P["profile"])
-glue("perf_memory_fig", fig, display=False)
+glue("perf_memory_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 # %% [markdown]

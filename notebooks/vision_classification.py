@@ -169,7 +169,7 @@ if P["split_unit"]:
 if ds.kind == "image":
     fig = plots.example_grid(ds.table.sample(16, random_state=0), n=16, cols=8, label_names=ds.label_names,
                              profile=P["profile"])
-    glue("vision_examples_fig", fig, display=False)
+    glue("vision_examples_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
 
 
@@ -240,7 +240,7 @@ if len(neighbours):
 preds = ex.predictions(records)
 pooled = plots.pooled_group_accuracy(preds, ATTR, ["model", "method"])
 fig = plots.group_accuracy(pooled, ATTR, P["profile"])
-glue("vision_group_accuracy_fig", fig, display=False)
+glue("vision_group_accuracy_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 
@@ -288,7 +288,7 @@ display(plots.table(paired_tab, caption="LoRA minus full fine-tuning and minus h
 # %% tags=["hide-input"]
 if M.is_binary(preds):
     fig = plots.reliability(preds, ATTR, P["profile"])
-    glue("vision_reliability_fig", fig, display=False)
+    glue("vision_reliability_fig", plots.checked(fig), display=False)
     plots.plt.close(fig)
     ece_rows = []
     for r in records:
@@ -365,7 +365,7 @@ rank_table["x"] = [l for l, _ in labels]
 rank_table["x_order"] = [o for _, o in labels]
 full_ref = summary[(summary["model"] == mo) & (summary["method"] == "full") & (summary["seed"] == s0)]
 fig = plots.rank_sweep(rank_table, P["profile"], full_ref)
-glue("vision_rank_sweep_fig", fig, display=False)
+glue("vision_rank_sweep_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 display(plots.table(rank_table[["x", "trainable_params", "accuracy", "worst_group_accuracy", "accuracy_gap", "ece"]]
                     .rename(columns={"x": "LoRA rank (layers)"}), caption="The rank sweep: one model, one seed, LoRA at each rank or layer share"))
@@ -441,7 +441,7 @@ if "split_unit" in t2:
 p2 = plots.pooled_group_accuracy(ex.predictions(task2_records), ATTR, ["model", "method"])
 fig = plots.group_accuracy(p2, ATTR, P["profile"])
 fig.axes[0].set_title(f"{P['models'][0]}: {P['second_task']} ({ds2.num_labels} classes)")
-glue("vision_second_task_fig", fig, display=False)
+glue("vision_second_task_fig", plots.checked(fig), display=False)
 plots.plt.close(fig)
 
 

@@ -112,6 +112,11 @@ def test_the_reader_fails_each_problem_a_reader_hits(tmp_path, monkeypatch):
         "frame": ("", "<table><thead><tr><th></th><th>worst_group_accuracy</th><th>n</th></tr></thead><tbody>"
                       "<tr><th>0</th><td>nan</td><td>57.0</td></tr><tr><th>1</th><td>0.5</td><td>12.0</td></tr>"
                       "<tr><th>2</th><td>0.4</td><td>30.0</td></tr></tbody></table>"),
+        "long": ("", "<table><caption>every seed</caption><thead><tr><th>seed</th></tr></thead><tbody>"
+                     + "".join(f"<tr><td>{i}</td></tr>" for i in range(40)) + "</tbody></table>"
+                     "<details><summary>folded</summary><table><caption>folded seeds</caption><thead><tr><th>seed</th>"
+                     "</tr></thead><tbody>" + "".join(f"<tr><td>{i}</td></tr>" for i in range(40))
+                     + "</tbody></table></details>"),
     })
     _png(d / "small.png", 1300, 100)  # 13 inches of 10-pt text in a 624 px column
     _png(d / "blurry.png", 600, 100)  # one pixel per CSS pixel
@@ -131,6 +136,7 @@ def test_the_reader_fails_each_problem_a_reader_hits(tmp_path, monkeypatch):
     assert "book/quote.html: a block quote" in text
     assert "identifiers as column names (worst_group_accuracy)" in text
     assert "row numbers" in text and "1 cells reading nan/None" in text and "whole numbers written as floats" in text
+    assert "table 'every seed' shows 40 rows unfolded" in text and "folded seeds" not in text
 
 
 @needs_chromium

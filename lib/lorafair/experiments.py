@@ -360,7 +360,7 @@ def beyond_choice(pilots: list[RunRecord], attribute: str) -> pd.DataFrame:
     """The pilot of the other methods (``chapters.beyond_configs``): per (model, method) every value
     tried on the pilot seed (a learning rate; for the FairLoRA-style method its penalty), the
     selected validation accuracy and the validation worst-group accuracy (over the groups with at
-    least ``metrics.MIN_GROUP_N`` validation examples; every group if none has), and the value chosen: the best validation
+    least 30 validation examples, the small-group rule when these pilots chose; every group if fewer than two have), and the value chosen: the best validation
     accuracy for a learning rate, the best validation worst-group accuracy for a penalty (ties: the
     smaller value)."""
     rows = []
@@ -369,7 +369,7 @@ def beyond_choice(pilots: list[RunRecord], attribute: str) -> pd.DataFrame:
         p = r.predictions()
         v = p[p["split"] == "val"]
         g = v[f"group_{attribute}"].astype(str)
-        ok, _ = metrics_mod.claim_groups(g.to_numpy())
+        ok, _ = metrics_mod.claim_groups(g.to_numpy(), min_n=30)  # the rule when these pilots chose (amendment 8)
         acc = (v["label"] == v["pred"]).groupby(g).mean()
         rows.append({"model": c["model"], "method": c["method"],
                      "value": float(c["penalty"]) if c["method"] == "fairlora" else float(c["lr"]),
@@ -749,10 +749,11 @@ def fewer_seeds_reading(fs: pd.DataFrame, n_all: int, n_few: int) -> str:
         return "This profile has no LoRA-minus-full differences to compare."
     w = fs["interval width, fewer / all"]
     excl = fs["excludes 0 (all / fewer)"]
+    n_excl = int(excl.str.startswith('yes').sum())
     return (f"Over {n_few} seeds instead of {n_all}, the seed-level intervals are on average {w.mean():.1f} times as "
             f"wide (range {w.min():.1f} to {w.max():.1f}): the t critical value grows "
             f"({stats.t.ppf(0.975, max(n_few - 1, 1)):.2f} at {n_few} seeds against "
             f"{stats.t.ppf(0.975, max(n_all - 1, 1)):.2f} at {n_all}) and the seed SD is estimated from fewer "
-            f"differences. Of the {int(excl.str.startswith('yes').sum())} difference(s) whose interval excluded zero "
+            f"differences. Of the {n_excl} {'difference' if n_excl == 1 else 'differences'} whose interval excluded zero "
             f"with all seeds, {int((excl == 'yes / no').sum())} no longer do with fewer; the minimum detectable effect "
             "grows the same way.")

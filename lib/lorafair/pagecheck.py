@@ -57,7 +57,8 @@ def toc_pages(root: Path = REPO_ROOT) -> list[str]:
     import yaml
 
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    pages = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    chapters = list(toc.get("chapters", [])) + [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    pages = [toc["root"]] + [c["file"] for c in chapters]
     return [p.removesuffix(".md").removesuffix(".ipynb") for p in pages]
 
 
@@ -130,6 +131,7 @@ MIN_TEXT_PX = 9.0       # the smallest figure text a reader can read at the rend
 MIN_PIXEL_RATIO = 1.5   # figure pixels per CSS pixel at desktop width (high-density screens)
 MIN_CONTRAST = 4.5      # WCAG AA for body-size text
 DEFAULT_FONT_PT = 10.0  # matplotlib's default, for a PNG that does not say its smallest font
+MAX_VISIBLE_ROWS = 30   # a table longer than this is folded (a dropdown) or offered as a CSV
 
 
 def browser_path() -> str:
@@ -183,8 +185,11 @@ async () => {
       const col = rows.map(r => r[j]).filter(v => v !== undefined && v !== '' && v !== '-');
       if (col.length > 1 && col.every(v => /^-?\d+\.0+$/.test(v))) floats.push(j);
     }
-    if (ids.length || counted || missing.length || floats.length)
-      out.tables.push({name: name.slice(0, 50), ids: ids.slice(0, 4), counted, missing: missing.length, floats: floats.length});
+    // rows a reader has to scroll past: those drawn on the page (a folded table draws none)
+    const shown = [...t.querySelectorAll('tbody tr')].filter(r => r.getClientRects().length).length;
+    const long = shown > MAX_ROWS ? shown : 0;
+    if (ids.length || counted || missing.length || floats.length || long)
+      out.tables.push({name: name.slice(0, 50), ids: ids.slice(0, 4), counted, missing: missing.length, floats: floats.length, long});
   }
   const seen = new Set();
   for (const el of col.querySelectorAll('table, img, pre, svg, mjx-container[display="true"], figure, iframe, .cell_output > div')) {
@@ -278,7 +283,7 @@ def read_pages(pages: list[Path], html_dir: Path, screenshots: Path | None = Non
                     page.route("**/*", _router(net))
                     page.on("pageerror", lambda e, errors=errors: errors.append(str(e).splitlines()[0]))
                     page.goto(f.as_uri(), wait_until="load")
-                    res = page.evaluate(READ_PAGE_JS)
+                    res = page.evaluate(READ_PAGE_JS.replace("MAX_ROWS", str(MAX_VISIBLE_ROWS)))
                     if width_name == "desktop":  # what does not depend on the width, read once
                         problems += _desktop_problems(res, f, rel, w, net, errors)
                         for ch in res["chars"]:
@@ -319,7 +324,9 @@ def _desktop_problems(res: dict, page: Path, rel, width: int, net: list, errors:
         what = ([f"identifiers as column names ({', '.join(t['ids'])})"] if t["ids"] else []) \
             + (["row numbers"] if t["counted"] else []) \
             + ([f"{t['missing']} cells reading nan/None (use '-')"] if t["missing"] else []) \
-            + ([f"{t['floats']} column(s) of whole numbers written as floats"] if t["floats"] else [])
+            + ([f"{t['floats']} column(s) of whole numbers written as floats"] if t["floats"] else []) \
+            + ([f"{t['long']} rows unfolded (at most {MAX_VISIBLE_ROWS}: fold it or offer it as a CSV)"]
+               if t.get("long") else [])
         out.append(f"{rel}: table {t['name']!r} shows " + "; ".join(what))
     return out
 

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import inference
+from .errors import LorafairError
 from . import methods as methods_mod
 from .metrics import wilson_interval
 
@@ -220,9 +221,10 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
             ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
                         fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3, ms=6)
         counts = sub.drop_duplicates("group").set_index("group").reindex(groups)["n"]
-        # a hyphenated name breaks at its hyphen ("medium-\nlight") so the labels sit side by side;
+        # a hyphenated name breaks at its hyphen ("medium-\nlight") so the labels sit side by side
+        # (tick_name);
         # only names that still would not fit are rotated
-        names = [str(g).replace("-", "-\n") if len(str(g)) > 8 else str(g) for g in groups]
+        names = [tick_name(g) for g in groups]
         widest = max(max(len(line) for line in nm.split("\n")) for nm in names)
         long = widest * len(groups) > 9 * 4.6 * 1.4  # characters at fontsize 7 in the panel's width
         ax.set_xticks(np.arange(len(groups)), [f"{nm}\nn={int(n)}" for nm, n in zip(names, counts)],
@@ -311,7 +313,8 @@ def rank_sweep(table: pd.DataFrame, profile: str, full: pd.DataFrame | None = No
             ax.axhline(full[col].mean(), color=METHOD_COLOR["full"], ls=METHOD_DASH["full"],
                        label="full fine-tuning")
         ax.set_ylabel(label, fontsize=8)
-    axes[-1].set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+    # upright labels, one per tick, never reaching into their neighbours (slanted ones did)
+    axes[-1].set_xticks(range(len(order)), order, rotation=90, ha="center", fontsize=8)
     axes[-1].set_xlabel("LoRA rank (0 = head-only; a fraction = rank 1 on that share of the layers)", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(LEGEND_COLUMNS, len(labels)), fontsize=8, frameon=False,
@@ -365,6 +368,21 @@ def roc_loglog(curves_by_task: dict, profile: str):
     return fig
 
 
+def tick_name(group) -> str:
+    """A group's name as a tick label: a long hyphenated name ("medium-light") breaks at its hyphen,
+    and a long name of several words at its middle space, so neighbouring labels sit side by side."""
+    g = str(group)
+    if len(g) <= 8:
+        return g
+    if "-" in g:
+        return g.replace("-", "-\n")
+    words = g.split(" ")
+    if len(words) > 1:
+        cut = min(range(1, len(words)), key=lambda i: abs(len(" ".join(words[:i])) - len(" ".join(words[i:]))))
+        return " ".join(words[:cut]) + "\n" + " ".join(words[cut:])
+    return g
+
+
 def group_auc(tables: dict, attributes: dict, profile: str):
     """Per-group attack AUC with bootstrap intervals: one row per task, one column per attack;
     methods as colour and marker. ``tables[title]`` is a ``mia.attack_table``."""
@@ -383,7 +401,7 @@ def group_auc(tables: dict, attributes: dict, profile: str):
                 ax.errorbar(x, s_["auc"], yerr=[s_["auc"] - s_["auc_lo"], s_["auc_hi"] - s_["auc"]],
                             fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3)
             n = sub.drop_duplicates("group").set_index("group").reindex(groups)
-            ax.set_xticks(range(len(groups)), [f"{g}\n({int(a)}/{int(b)})" for g, a, b in
+            ax.set_xticks(range(len(groups)), [f"{tick_name(g)}\n{int(a)}/{int(b)}" for g, a, b in
                                                zip(groups, n["members"], n["non_members"])], fontsize=7)
             ax.axhline(0.5, color="black", lw=0.8, alpha=0.5)
             ax.set_title(f"{title}: {attack} attack", fontsize=10)
@@ -550,7 +568,9 @@ def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", lab
                         label=methods_mod.label(r["method"]))
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(label or value)
+        # a long label on two lines, so it stays within the panel's height instead of running into the title
+        import textwrap
+        ax.set_ylabel("\n".join(textwrap.wrap(label or value, 28)))
         ax.set_title(panel, fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     _suptitle(fig, f"Shift from the base model against trainable parameters [profile: {profile}]", fontsize=10)
@@ -594,7 +614,7 @@ def pronoun_bars(table: pd.DataFrame, profile: str, test_set: str):
                            .value_counts(normalize=True) for m, ts in rows]).fillna(0).reset_index(drop=True)
         _stack(ax, labels, fr, ["pro", "anti", "neutral", "unknown"])
         n = int(len(sub) / max(1, len(rows)))
-        ax.set_title(f"{p}-predisposed entity (n = {n} sources per row)")
+        ax.set_title(f"{p}-predisposed entity\n(n = {n} sources per row)")
         ax.set_xlabel("fraction of generations")
     _suptitle(fig, f"Pronoun categories of the generations, test set '{test_set}' [profile: {profile}]", y=1.02)
     fig.tight_layout()
@@ -615,7 +635,7 @@ def choice_bars(rows: pd.DataFrame, prompt_ids: list[str], profile: str):
         fr = pd.DataFrame([sub[sub["prompt_id"] == p]["content"].value_counts(normalize=True) for p in prompt_ids])
         _stack(ax, prompt_ids, fr.fillna(0).reset_index(drop=True), cats)
         ax.set_title(METHOD_LABEL[m])
-        ax.set_xlabel("fraction of texts choosing")
+    axes[0][len(methods) // 2].set_xlabel("fraction of texts choosing")  # once: the panels share it
     _suptitle(fig, f"What the answer depends on: choices per prompt variant [profile: {profile}]", y=1.02)
     fig.tight_layout()
     handles, labels = axes[0][-1].get_legend_handles_labels()
@@ -693,6 +713,17 @@ def step_memory(mem_gib: pd.DataFrame, labels: list[str], gpu: str, gpu_gib: flo
     ax.set_title(f"Estimated peak memory of one training step [profile: {profile}]")
     ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
     fig.tight_layout()
+    return fig
+
+
+def checked(fig):
+    """``fig`` itself once ``overlapping_texts`` finds no text in it that collides; otherwise a
+    LorafairError naming the colliding pairs. The chapters pass every figure they show through it, so
+    a book is not built with a figure whose labels a reader cannot read."""
+    bad = overlapping_texts(fig)
+    if bad:
+        raise LorafairError("figure text collides: " + "; ".join(f"{a!r} over {b!r}" for a, b in bad[:6])
+                            + (f" and {len(bad) - 6} more" if len(bad) > 6 else ""))
     return fig
 
 
