@@ -61,6 +61,8 @@ results_dir = None
 force = False              # unused here: this chapter trains nothing
 
 # %% tags=["hide-input"]
+from pathlib import Path
+
 import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -92,6 +94,26 @@ display(Markdown(f"**Profile `{P['profile']}`**: {len(cases)} comparisons of LoR
                  f"`{P['results_dir']}/`, {int(cases['counted'].sum())} of which can carry a verdict (below), and "
                  f"{len(beyond)} comparisons of other methods (section *Beyond LoRA*). "
                  f"Both are also written as `{P['results_dir']}/findings.csv` for readers who want the data."))
+
+# %% [markdown]
+# ## The answer
+#
+# The key findings (at most four bounded statements: a task's LoRA-minus-full intervals with their
+# verdicts, read from the counted cases below) and the original study's claims set against this
+# study's verdicts. The introduction shows both; the rule behind each status is given there.
+
+# %% tags=["hide-input"]
+from IPython.display import HTML
+from markdown_it import MarkdownIt
+
+key_md = "\n".join(f"- {p}" for p in findings.key_findings(cases))
+display(Markdown(key_md))
+glue("findings_key_words", len(key_md.replace("**", "").split()), display=False)
+glue("findings_key_points", HTML(MarkdownIt().render(key_md)), display=False)
+replication = findings.replication_table(cases)
+replication_shown = plots.table(replication, caption="The original study's claims and this study's verdicts")
+display(replication_shown)
+glue("findings_replication", plots.table(replication), display=False)  # no page-numbered caption in the introduction
 
 # %% [markdown]
 # ## The counted cases
@@ -141,7 +163,8 @@ for k, v in vs_full.items():  # zero where nothing is counted, so the introducti
 glue("findings_full_total", int(vs_full.sum()), display=False)
 glue("findings_full_with_verdict", int(vs_full.sum() - vs_full["no verdict"]), display=False)
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "hide-output"]
+# every case: long, so folded (the counted ones are drawn above; findings.csv has them all)
 def _fmt(r):
     if pd.isna(r["lo"]):
         return f"{r['difference']:+.3f}"
@@ -149,12 +172,13 @@ def _fmt(r):
 
 
 show = cases.assign(**{"difference [95% seed CI]": cases.apply(_fmt, axis=1),
-                       "within margin": (cases["lo"] > -cases["margin"]) & (cases["hi"] < cases["margin"]),
+                       "within margin": ((cases["lo"] > -cases["margin"]) & (cases["hi"] < cases["margin"]))
+                       .map({True: "yes", False: "no"}),
                        "worst group (n)": cases.apply(lambda r: f"{r['worst_groups']} ({int(r['worst_n'])})"
                                                       if isinstance(r.get("worst_groups"), str) else "", axis=1)})
-display(plots.table(show[["case", "comparison", "seeds", "worst group (n)",
-              "difference [95% seed CI]", "p_holm", "p_bh", "p_signflip_holm", "p_tost_holm", "margin", "within margin",
-              "mde", "verdict", "signflip_flag", "lr_robustness", "full_vs_base", "not counted because"]]
+display(plots.table(show[["case", "comparison", "verdict", "difference [95% seed CI]", "seeds", "mde", "margin",
+              "within margin", "worst group (n)", "p_holm", "p_bh", "p_signflip_holm", "p_tost_holm",
+              "signflip_flag", "lr_robustness", "full_vs_base", "not counted because"]]
         .rename(columns={"p_holm": "p (Holm)", "p_bh": "p (BH)", "p_signflip_holm": "sign-flip p (Holm)",
                          "p_tost_holm": "TOST p (Holm)", "mde": "MDE", "signflip_flag": "sign-flip check",
                          "lr_robustness": "learning rate", "full_vs_base": "full fine-tuning against base"})
@@ -244,6 +268,9 @@ cost = pd.DataFrame(cost_rows)
 total = float(cost["run time (min)"].sum())
 glue("cost_total_minutes", round(total, 1), display=False)
 glue("cost_total_two_workers", round(total / 2), display=False)
+# what the published records weigh on disk (every experiment folder of the store, the pilots included)
+store_mb = sum(p.stat().st_size for p in Path(P["results_dir"]).rglob("*") if p.is_file()) / 2 ** 20
+glue("results_size_mb", f"{store_mb:.0f}", display=False)
 display(plots.table(pd.concat([cost, pd.DataFrame([{"experiment": "all", "runs": int(cost["runs"].sum()),
                                         "run time (min)": round(total, 1)}])])
         , precision=1, caption="What the records cost: runs and CPU minutes per experiment"))

@@ -62,6 +62,15 @@
 # - the text is shortened *before* it is put into the prompt, so truncation never cuts the answer
 #   (the original truncated whole strings at 256 tokens; the candidates then became identical and the
 #   tie went to the first option).
+#
+# ```{admonition} Learning objectives and prerequisites
+# :class: note
+# After this chapter you can (1) score the pronouns a fine-tuned model writes against occupational
+# stereotypes; (2) separate what LoRA does from what any fine-tuning does (full minus base beside
+# LoRA minus base); (3) measure token bias by changing only the order or the symbols of answer
+# options, and check a probe with a planted control. *Prerequisites*: causal language models and
+# likelihood scoring; the statistics of the vision chapter.
+# ```
 
 # %% tags=["parameters"]
 profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
@@ -533,6 +542,17 @@ if control_recs:
                 lines.append(f"  - flip rate over the order-only variants, planted minus {name}: "
                              f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] over {f['n']} (seed, text) pairs.")
 display(Markdown("\n".join(lines) or "No positive control on this profile (`probe_plant`)."))
+
+# %% [markdown]
+# ```{admonition} Takeaways
+# :class: tip
+# - Fine-tuning of any kind moves a model's pronoun choices; LoRA is credited only with what full
+#   fine-tuning does not also do (each LoRA-minus-base case sits beside full minus base).
+# - The answers of a prompt-based probe change when only the order or the symbols of the options
+#   change (token bias), so such fairness measures are fragile; a planted control must move the
+#   probe in the planted direction before the probe is trusted.
+# - At this scale both parts are exploratory (three seeds): the intervals are reported, not counted.
+# ```
 
 # %% [markdown]
 # ## Exercises

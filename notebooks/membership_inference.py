@@ -42,6 +42,14 @@
 # bootstrap. With a few hundred non-members,
 # 0.1% FPR means "no false positive at all", so read that column as the share of members found
 # before the first false alarm.
+#
+# ```{admonition} Learning objectives and prerequisites
+# :class: note
+# After this chapter you can (1) run a loss attack and LiRA with shadow models and read their ROC at
+# low false-positive rates; (2) explain why leakage must be compared at equal fit; (3) read
+# per-group attack AUCs with their counts. *Prerequisites*: the vision chapter; what training and
+# test loss are; ROC curves.
+# ```
 
 # %% tags=["parameters"]
 profile = "offline"        # smoke | offline | paper; every None below takes the profile's value
@@ -443,6 +451,17 @@ display(Markdown("\n".join(equal_fit_lines) or "No task attacks both a LoRA and 
 # Loss-attack AUC against the generalisation gap (train minus test accuracy) of each target that
 # learned the task, one panel per task: main targets filled, over-fitted controls and utility-matched targets hollow; colour and
 # marker give the method. Points at the same gap compare methods at equal fit.
+# ```
+
+# %% [markdown]
+# ```{admonition} Takeaways
+# :class: tip
+# - Membership-inference leakage follows the generalisation gap: a model that fits its training
+#   set more closely leaks more, whatever its method, so methods are compared at equal fit.
+# - A target that learned nothing leaks little; that is the privacy-utility trade-off, not a
+#   property of LoRA. Compare targets that learned.
+# - At this scale the comparison is exploratory (too few seeds for a verdict); the intervals are
+#   reported, not counted.
 # ```
 
 # %% [markdown]

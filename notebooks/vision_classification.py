@@ -29,6 +29,17 @@
 # in seconds for the tests. Every number below is read from the run records and formatted by code;
 # none is typed.
 #
+# ```{admonition} Learning objectives and prerequisites
+# :class: note
+# After this chapter you can (1) say what LoRA trains and what it leaves frozen ({numref}`fig-lora`);
+# (2) read a paired LoRA-minus-full difference over seeds, its interval, and its verdict against a
+# margin; (3) tell a worst-group claim that the test set can carry from one it cannot; (4) separate
+# overall calibration (utility) from the calibration gap between groups (fairness).
+# *Prerequisites*: fine-tuning a pretrained classifier; accuracy and a confidence interval; the
+# {doc}`glossary` for the rest. *Time*: about 30 minutes to read; the first exercise trains in a few
+# minutes on two cores.
+# ```
+#
 # Re-run this chapter with other parameters, for example:
 #
 # ```
@@ -90,6 +101,28 @@ display(Markdown(
     + "".join(f" ({plots.relabel(mo)}: {len(s)} seeds)" for mo, s in (P.get("seeds_by_model") or {}).items())
     + f"; sensitive attribute `{ATTR}`; run records in "
     f"`{P['results_dir']}/{EXP}/`."))
+
+# %% [markdown]
+# ## What LoRA trains
+#
+# Full fine-tuning updates every weight of the network. LoRA freezes each adapted weight matrix
+# $W$ and learns a low-rank update beside it: two small matrices $B$ ($d \times r$, started at zero,
+# so training starts from the pretrained model) and $A$ ($r \times d$), whose product has rank at
+# most $r$. The question of this book is whether that restriction makes a model treat small
+# groups differently.
+
+# %% tags=["hide-input"]
+fig = plots.lora_diagram()
+glue("vision_lora_fig", plots.checked(fig), display=False)
+plots.plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} vision_lora_fig
+# :name: fig-lora
+#
+# One weight matrix under LoRA, drawn to scale for a 12 x 12 matrix and rank 2: the frozen $W$
+# (grey) and the trained $B$ and $A$ (blue). The layer computes $h = Wx + (\alpha/r)BAx$.
+# ```
 
 # %% [markdown]
 # ## The data
@@ -466,6 +499,21 @@ lines.append(f"- Scale: {len(ds.table)} examples, {len(P['seeds'])} seed{'s' if 
              "evidence that the methods differ.")
 display(Markdown("\n".join(lines)))
 
+
+# %% [markdown]
+# ```{admonition} Takeaways
+# :class: tip
+# - The unit of evidence is a seed: each verdict reads the per-seed paired differences of LoRA and
+#   full fine-tuning on the same test renderings, never the pooled test images.
+# - "Inconclusive" is not "equal": only an equivalence test against the registered margin says
+#   that the methods are within it, and the minimum detectable effect says what the seeds could see.
+# - A worst-group claim needs a test set sized for its smallest group (here every tone has at least
+#   200 test renderings a seed) and a planted control of about the margin's size that is detected.
+# - Overall calibration error is utility; the fairness question is the gap between groups, read
+#   after each run's own temperature scaling. A verdict that flips at a neighbouring learning rate
+#   depends on tuning: the findings chapter marks it.
+# - This chapter's verdicts are in {doc}`findings` and in the key findings of the {doc}`intro`.
+# ```
 
 # %% [markdown]
 # ## Exercises

@@ -257,7 +257,16 @@ DATASET_CASES = {
     "crows_pairs": lambda d: {"n_pairs": 8, "data_seed": 0},
     "measuring_hate_speech": _mhs,
     "adult": lambda d: {"n": 60, "data_seed": 0},
+    "file": lambda d: _user_file(d),
 }
+
+
+def _user_file(d):
+    """A user's CSV (lorafair.userdata): text, label and group columns."""
+    rows = [{"text": f"comment {i} about {g}", "label": ["no", "yes"][i % 2], "group": g}
+            for i in range(24) for g in ["a", "b"][i % 2:i % 2 + 1]]
+    pd.DataFrame(rows).to_csv(d / "mine.csv", index=False)
+    return {"path": str(d / "mine.csv")}
 
 
 def test_every_registered_dataset_has_a_contract_case():

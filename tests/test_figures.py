@@ -65,3 +65,32 @@ def test_the_findings_forest_has_no_colliding_text():
     fig = plots.forest(pd.DataFrame(rows), "offline", "the counted cases")
     assert plots.overlapping_texts(fig) == []
     plots.plt.close(fig)
+    # every case of a small profile: five-line labels (long settings and metrics, one seed each) in many
+    # rows; rows of a fixed height let neighbouring labels overlap (48 pairs at 0.62 in a row)
+    long = []
+    for comp, n in (("LoRA - full", 30), ("LoRA - head", 20), ("LoRA - base", 3), ("full - base", 3)):
+        for i in range(n):
+            d = rng.normal(0.0, 0.04, 1)
+            long.append({"comparison": comp, "case": "Generation: pronoun task, llama tiny random: pro-stereotypical "
+                         f"preference (forced choice) (balanced refs) {i}", "seeds": 1, "higher_is_better": False,
+                         "margin": 0.05, "per_seed": dict(enumerate(d)), "difference": d.mean(), "lo": np.nan,
+                         "hi": np.nan, "verdict": "no verdict"})
+    fig = plots.forest(pd.DataFrame(long), "smoke", "every case")
+    assert plots.overlapping_texts(fig) == []
+    plots.plt.close(fig)
+
+
+def test_the_performance_figures_have_no_colliding_text_with_few_or_many_rows():
+    """Two rows (the smoke profile) once put the legend over the x labels and the GPU's memory line
+    label over the title; thirteen rows (the offline profile) must pass as well."""
+    plots.setup()
+    for labels in (["vit_base:lora, autocast, b4", "llama_7b:full, bf16, ckpt, b2"],
+                   [f"configuration {i}, bf16, b{i}" for i in range(13)]):
+        shares = pd.DataFrame({c: np.full(len(labels), 1 / len(plots.TIME_STYLE)) for c in plots.TIME_STYLE})
+        fig = plots.step_time_shares(shares, labels, "H200", "smoke")
+        assert plots.overlapping_texts(fig) == []
+        plots.plt.close(fig)
+        mem = pd.DataFrame({c: np.full(len(labels), 5.0) for c in plots.MEMORY_STYLE})
+        fig = plots.step_memory(mem, labels, "H200", 141.0, "smoke")
+        assert plots.overlapping_texts(fig) == []
+        plots.plt.close(fig)

@@ -75,16 +75,16 @@ def _record(seed, correct, groups, tag):
 
 def test_control_effect_detects_a_planted_drop_and_not_a_null():
     rng = np.random.default_rng(0)
-    groups = np.array(["a"] * 60 + ["b"] * 140)
+    groups = np.array(["a"] * 120 + ["b"] * 280)  # both groups big enough to carry a claim (metrics.MIN_GROUP_N)
     refs, drops, nulls = [], [], []
     for seed in (1, 2, 3):
-        base = rng.random(200) < 0.85
-        dropped = base & ~((groups == "a") & (rng.random(200) < 0.4))    # group a loses ~40% of its hits
+        base = rng.random(400) < 0.85
+        dropped = base & ~((groups == "a") & (rng.random(400) < 0.4))    # group a loses ~40% of its hits
         refs.append(_record(seed, base, groups, "ref"))
         drops.append(_record(seed, dropped, groups, "ctl"))
         nulls.append(_record(seed, base, groups, "null"))
     eff = ex.control_effect(refs, drops, "t", "a", n_boot=300)
-    assert eff["detected"] and eff["group_accuracy"]["difference"] < -0.2 and eff["group_test_examples"] == 180
+    assert eff["detected"] and eff["group_accuracy"]["difference"] < -0.2 and eff["group_test_examples"] == 360
     assert eff["worst_group_accuracy"]["difference"] < 0
     null = ex.control_effect(refs, nulls, "t", "a", n_boot=300)
     assert not null["detected"] and null["group_accuracy"]["difference"] == 0

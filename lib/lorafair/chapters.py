@@ -19,7 +19,7 @@ from .profiles import SHADOW_SEEDS, per_model, seeds_for
 from .runs import run_id
 
 CHAPTERS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
-            "performance", "findings")
+            "performance", "findings", "records")
 
 
 def _classification(P: dict, experiment: str, max_length=None):
@@ -251,7 +251,7 @@ def llm_classification(P: dict) -> dict[str, list[dict]]:
             "rank_sweep": rank_sweep_configs(config, mo, seeds_for(P, mo)[0], P["ranks"], P["placements"],
                                              "head" in P["methods"]),
             "second_dataset": [config(m0, me, seeds_for(P, m0)[0], P["second_dataset_kwargs"], P["second_dataset"])
-                               for me in P["methods"]],
+                               for me in P["methods"]] if P.get("second_dataset") else [],
             "control": control_configs(config, P, seeds_for(P, P["control"]["model"]) if P.get("control") else []),
             "control_relabel": relabel_control_configs(config, P, seeds_for(P, P["control"]["model"])
                                                        if P.get("control") else []),
@@ -376,6 +376,11 @@ def performance(P: dict) -> dict[str, list[dict]]:
 
 
 def findings(P: dict) -> dict[str, list[dict]]:
+    return {}
+
+
+def records(P: dict) -> dict[str, list[dict]]:
+    """The records-only page trains nothing: it reads findings.csv and controls.csv."""
     return {}
 
 

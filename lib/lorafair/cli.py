@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -189,12 +190,25 @@ def cmd_run(a) -> None:
     from .methods import get as get_method
 
     check_run_flags(a, get_method(method))
-    kw = dict(P["dataset_kwargs"])
+    kw, dataset = dict(P["dataset_kwargs"]), P["dataset"]
     if a.task:
         kw["task"] = a.task
+    if a.data:
+        from . import metrics, userdata
+
+        if a.experiment != "llm":
+            raise LorafairError(f"--data is for text classification (lorafair run llm), not {a.experiment}")
+        dataset = "file"
+        kw = {"path": a.data, "sha256": userdata.file_sha256(a.data) if Path(a.data).is_file() else None,
+              "text_col": a.text_col, "label_col": a.label_col, "group_cols": a.group_col or ["group"]}
+        ds = userdata.load_file(**kw)  # every check of the file, before anything trains or is written
+        test_share = chapters.split_fractions(P)[2]
+        for g, small in userdata.small_groups(ds, test_share, metrics.MIN_GROUP_N).items():
+            print(f"[lorafair] {a.data}: groups of {g!r} too small to carry a claim (fewer than {metrics.MIN_GROUP_N} "
+                  f"expected test rows): " + ", ".join(f"{k} ({n} rows)" for k, n in small.items()))
     options = {"compile": a.compile, "num_workers": a.num_workers, "gradient_checkpointing": a.gradient_checkpointing}
     cfg = ex.classification_config(
-        name, a.profile, P["dataset"], kw, model, method, a.seed,
+        name, a.profile, dataset, kw, model, method, a.seed,
         a.epochs if a.epochs is not None else per_model(P["epochs"], model, method),
         a.lr if a.lr is not None else per_model(P["lrs"], model, method),
         P["batch_size"], rank=a.rank, alpha=a.alpha, layer_fraction=a.layer_fraction, placement=a.placement,
@@ -582,6 +596,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="offline")
     r.add_argument("--model")
     r.add_argument("--task")
+    r.add_argument("--data", help="llm: your own CSV, parquet or JSON-lines file instead of the profile's dataset")
+    r.add_argument("--text-col", default="text", help="--data: the column of input texts (default text)")
+    r.add_argument("--label-col", default="label", help="--data: the column of labels (default label)")
+    r.add_argument("--group-col", action="append", help="--data: a column of group names (repeatable; default group)")
     r.add_argument("--method", default="lora", help="a method of lorafair.methods (default lora)")
     r.add_argument("--seed", type=int, default=13)
     r.add_argument("--rank", type=float)
@@ -651,6 +669,10 @@ def check_paths(a) -> None:
         v = getattr(a, flag, None)
         if v is not None and not v.strip():
             raise LorafairError(f"--{flag.replace('_', '-')} is empty: give a path")
+    if a.command == "run" and getattr(a, "data", None):  # a user's file is checked before the store is touched
+        from .userdata import load_file
+
+        load_file(a.data, text_col=a.text_col, label_col=a.label_col, group_cols=a.group_col or ["group"])
     d = getattr(a, "results_dir", None)
     if not d:
         return

@@ -19,23 +19,12 @@ import pandas as pd
 
 from . import assets
 from .errors import LorafairError, choose
+from .table import Dataset  # noqa: F401 (the table contract, re-exported)
+from .userdata import load_file
 
 SPLITS = ("train", "val", "test")  # the standard split names (lorafair.splits)
 
 
-@dataclass
-class Dataset:
-    name: str
-    table: pd.DataFrame
-    label_names: list[str]
-    kind: str                                   # "image" or "text"
-    attributes: list[str]
-    skipped: dict = field(default_factory=dict)
-    description: str = ""
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
 
 
 # ---------------------------------------------------------------- UTKFace (paper)
@@ -536,6 +525,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "crows_pairs": load_crows_pairs,
     "measuring_hate_speech": load_measuring_hate_speech,
     "adult": load_adult,
+    "file": load_file,  # a user's own file (lorafair.userdata; `lorafair run llm --data FILE`)
 }
 
 
@@ -547,7 +537,7 @@ DATASET_KINDS = {"openmoji_people": "image", "utkface": "image", "identity_attac
 #: the columns of each dataset whose values a split may keep together (``split_unit``)
 SPLIT_UNITS = {"openmoji_people": ("drawing", "sequence", "role"), "utkface": (), "identity_attack": (),
                "stereoset": ("pair_id",), "crows_pairs": ("pair_id",), "measuring_hate_speech": (),
-               "adult": ()}
+               "adult": (), "file": ()}
 
 
 def load(name: str, **kwargs) -> Dataset:

@@ -928,3 +928,116 @@ def design_table(pilot: pd.DataFrame, cases: pd.DataFrame, target: float | None 
     out = p.drop(columns=["metric_key"]).merge(now, on=key, how="left")
     out["target met"] = out["MDE now"] <= out["MDE target"]
     return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- the answer: key findings and claims
+#: The original study's claims (Ding et al. 2024), in this study's words, each with the experiments and
+#: metrics whose LoRA-minus-full cases test it. Utility is counted apart from fairness.
+CLAIMS = (
+    ("subgroup accuracy", "No consistent pattern of LoRA lowering subgroup accuracy against full fine-tuning; "
+     "in many cases it is as fair or fairer", ("vision_classification", "llm_classification"),
+     ("worst_group_accuracy", "accuracy_gap")),
+    ("calibration across groups", "LoRA calibrated across subgroups as well as full fine-tuning, or better",
+     ("vision_classification", "llm_classification"), ("calibration_gap",)),
+    ("utility", "LoRA about as accurate and as well calibrated overall as full fine-tuning",
+     ("vision_classification", "llm_classification"), ("accuracy", "ece_ts")),
+    ("membership inference", "LoRA as resistant to membership inference as full fine-tuning, or more",
+     ("membership_inference",), ("loss_auc", "lira_auc")),
+    ("gender bias in generation", "LoRA no more stereotyped in its pronoun choices than full fine-tuning",
+     ("generation_fairness",), ("stereotype_excess", "pro_preference")),
+    ("token bias", "Option order and answer tokens move prompt-based fairness measures, so such evaluations "
+     "are fragile", ("generation_fairness",), ("flip_rate",)),
+)
+
+
+def _main_lora_full(cases: pd.DataFrame) -> pd.DataFrame:
+    c = cases[(cases["comparison"] == "LoRA - full")]
+    if "lr_neighbour" in c:
+        c = c[c["lr_neighbour"].fillna("") == ""]
+    return c
+
+
+def claim_status(sub: pd.DataFrame) -> str:
+    """Whether this study replicates a claim, from the verdicts of its counted LoRA-minus-full cases:
+    *not testable here* (none counted), *contradicted* / *partly contradicted* (LoRA worse in all /
+    some), *undecided* (every counted case inconclusive), *replicated* (every one equivalent or LoRA
+    better) or *replicated where decided* (the rest inconclusive)."""
+    v = sub.loc[sub["counted"].astype(bool), "verdict"] if len(sub) else pd.Series(dtype=object)
+    if v.empty:
+        return "not testable here"
+    if (v == "LoRA worse").any():
+        return "contradicted" if (v == "LoRA worse").all() else "partly contradicted"
+    if (v == "inconclusive").all():
+        return "undecided"
+    return "replicated" if v.isin(["equivalent", "LoRA better"]).all() else "replicated where decided"
+
+
+def replication_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim of the original study (``CLAIMS``): what it reported, what this study found
+    (the verdicts of its counted LoRA-minus-full cases, with the tasks they rest on, or why none is
+    counted) and the status (``claim_status``)."""
+    c = _main_lora_full(cases)
+    rows = []
+    for name, claim, experiments, keys in CLAIMS:
+        sub = c[c["experiment"].isin(experiments) & c["metric_key"].isin(keys)]
+        counted = sub[sub["counted"].astype(bool)]
+        if len(counted):
+            verdicts = counted["verdict"].value_counts()
+            tasks = sorted({f"{label(r.model)} on {label(r.dataset)}" for r in counted.itertuples()})
+            dep = int(counted["lr_robustness"].fillna("").str.startswith("depends").sum())
+            found = (f"{len(counted)} of {len(sub)} cases counted: "
+                     + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + f" ({'; '.join(tasks)})"
+                     + (f"; {dep} of them {'depends' if dep == 1 else 'depend'} on the learning rate" if dep else ""))
+        elif len(sub):
+            why = sub["not counted because"].dropna().astype(str)
+            found = (f"none of {len(sub)} cases counted"
+                     + (f": {why.iloc[0].split(';')[0]}" if len(why) else ""))
+        else:
+            found = "no case in the records"
+        status = claim_status(sub)
+        if status.startswith("replicated") and len(counted) and \
+                counted["lr_robustness"].fillna("").str.startswith("depends").any():
+            status += ", at the chosen learning rates only"
+        rows.append({"claim": name, "status": status, "Ding et al. reported": claim,
+                     "this study (offline scale)": found})
+    return pd.DataFrame(rows)
+
+
+def _interval(r) -> str:
+    return f"{r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
+
+
+def key_findings(cases: pd.DataFrame, limit: int = 4) -> list[str]:
+    """At most ``limit`` bounded statements from the records, for the top of the book: per task with
+    counted LoRA-minus-full accuracy or worst-group cases (the two with the most, at most), the
+    interval of LoRA minus full fine-tuning and its verdict (accuracy, worst-group accuracy, accuracy
+    gap); the temperature-scaled calibration gap;
+    and what this scale cannot decide."""
+    c = _main_lora_full(cases)
+    c = c[c["counted"].astype(bool)]
+    out = []
+    tasks = c[c["metric_key"].isin(["accuracy", "worst_group_accuracy", "accuracy_gap"])]
+    order = tasks.groupby(["experiment", "dataset", "model"]).size().sort_values(ascending=False)
+    for (exp, ds, mo) in list(order.index)[:2]:
+        t = tasks[(tasks["experiment"] == exp) & (tasks["dataset"] == ds) & (tasks["model"] == mo)]
+        parts = []
+        for r in t.sort_values("metric_key", key=lambda k: k.map({"accuracy": 0, "worst_group_accuracy": 1,
+                                                                   "accuracy_gap": 2})).itertuples():
+            dep = " (depends on the learning rate)" if str(r.lr_robustness).startswith("depends") else ""
+            parts.append(f"{r.metric} {_interval(r)}, {r.verdict}{dep}")
+        out.append(f"**{label(mo)} on {label(ds)}** ({int(t['seeds'].max())} seeds), LoRA minus full fine-tuning: "
+                   + "; ".join(parts) + ".")
+    cal = c[c["metric_key"] == "calibration_gap"]
+    if len(cal):
+        out.append("**Calibration across groups** (after per-run temperature scaling), LoRA minus full: "
+                   + "; ".join(f"{label(r.model)} {_interval(r)}, {r.verdict}" for r in cal.itertuples())
+                   + ". Overall calibration error is utility, not fairness.")
+    rest = _main_lora_full(cases)
+    names = {"membership_inference": "membership inference", "generation_fairness": "gender bias and token bias in generation",
+             "vision_classification": "vision classification", "llm_classification": "text classification"}
+    undecided = sorted({names.get(e, e) for e in rest["experiment"].unique()} - {names.get(e, e) for e in c["experiment"].unique()})
+    if undecided:
+        out.append("**Not decided at this scale:** " + ", ".join(undecided)
+                   + " (too few seeds, or no control of the margin's size detected): intervals are reported, "
+                   "not counted.")
+    return out[:limit]

