@@ -54,4 +54,7 @@ def test_the_key_findings_are_at_most_four_bounded_statements():
     assert points[0].startswith("**MobileNetV2 on OpenMoji people** (15 seeds)")
     assert "worst group accuracy -0.012 [-0.032, +0.008], equivalent" in points[0]
     assert "(14 seeds)" in points[1] and "Calibration across groups" in points[2]
+    # a better / worse verdict whose whole interval lies inside the margin says so
+    small = pd.DataFrame([_case("worst_group_accuracy", "LoRA worse", diff=-0.021)]).assign(margin=0.05)
+    assert "LoRA worse by less than the ±0.05 margin" in findings.key_findings(small)[0]
     assert points[3].startswith("**Not decided at this scale:** membership inference")

@@ -1024,7 +1024,10 @@ def key_findings(cases: pd.DataFrame, limit: int = 4) -> list[str]:
         for r in t.sort_values("metric_key", key=lambda k: k.map({"accuracy": 0, "worst_group_accuracy": 1,
                                                                    "accuracy_gap": 2})).itertuples():
             dep = " (depends on the learning rate)" if str(r.lr_robustness).startswith("depends") else ""
-            parts.append(f"{r.metric} {_interval(r)}, {r.verdict}{dep}")
+            m = getattr(r, "margin", None)
+            small = (f" by less than the ±{m:g} margin" if r.verdict in ("LoRA worse", "LoRA better") and m is not None
+                     and pd.notna(m) and -m < r.lo and r.hi < m else "")  # a real but small difference
+            parts.append(f"{r.metric} {_interval(r)}, {r.verdict}{small}{dep}")
         out.append(f"**{label(mo)} on {label(ds)}** ({int(t['seeds'].max())} seeds), LoRA minus full fine-tuning: "
                    + "; ".join(parts) + ".")
     cal = c[c["metric_key"] == "calibration_gap"]
