@@ -91,13 +91,19 @@ def _find(base: Path, relpath: str) -> Path | None:
     return p if p.exists() else None
 
 
-def verify_sha256_prefix(path: Path, prefix: str) -> None:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if not h.hexdigest().startswith(prefix):
-        raise LorafairError(f"{path} is corrupt: sha256 {h.hexdigest()[:16]}... does not start with {prefix}")
+    return h.hexdigest()
+
+
+def verify_sha256_prefix(path: Path, prefix: str) -> None:
+    digest = file_sha256(path)
+    if not digest.startswith(prefix):
+        raise LorafairError(f"{path} is corrupt: sha256 {digest[:16]}... does not start with {prefix}")
 
 
 #: Hugging Face Hub revisions (commit hashes) the paper profile downloads. A repository left at None

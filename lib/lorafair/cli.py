@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -198,10 +197,9 @@ def cmd_run(a) -> None:
 
         if a.experiment != "llm":
             raise LorafairError(f"--data is for text classification (lorafair run llm), not {a.experiment}")
-        dataset = "file"
-        kw = {"path": a.data, "sha256": userdata.file_sha256(a.data) if Path(a.data).is_file() else None,
-              "text_col": a.text_col, "label_col": a.label_col, "group_cols": a.group_col or ["group"]}
-        ds = userdata.load_file(**kw)  # every check of the file, before anything trains or is written
+        dataset, ds = "file", a.user_data  # read and checked by check_paths, before the store was touched
+        kw = {"path": a.data, "sha256": userdata.file_sha256(a.data), "text_col": a.text_col,
+              "label_col": a.label_col, "group_cols": a.group_col or ["group"]}
         test_share = chapters.split_fractions(P)[2]
         for g, small in userdata.small_groups(ds, test_share, metrics.MIN_GROUP_N).items():
             print(f"[lorafair] {a.data}: groups of {g!r} too small to carry a claim (fewer than {metrics.MIN_GROUP_N} "
@@ -672,7 +670,7 @@ def check_paths(a) -> None:
     if a.command == "run" and getattr(a, "data", None):  # a user's file is checked before the store is touched
         from .userdata import load_file
 
-        load_file(a.data, text_col=a.text_col, label_col=a.label_col, group_cols=a.group_col or ["group"])
+        a.user_data = load_file(a.data, text_col=a.text_col, label_col=a.label_col, group_cols=a.group_col or ["group"])
     d = getattr(a, "results_dir", None)
     if not d:
         return

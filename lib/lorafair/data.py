@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,6 @@ from .table import Dataset  # noqa: F401 (the table contract, re-exported)
 from .userdata import load_file
 
 SPLITS = ("train", "val", "test")  # the standard split names (lorafair.splits)
-
-
 
 
 # ---------------------------------------------------------------- UTKFace (paper)

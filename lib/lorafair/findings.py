@@ -1011,8 +1011,7 @@ def key_findings(cases: pd.DataFrame, limit: int = 4) -> list[str]:
     """At most ``limit`` bounded statements from the records, for the top of the book: per task with
     counted LoRA-minus-full accuracy or worst-group cases (the two with the most, at most), the
     interval of LoRA minus full fine-tuning and its verdict (accuracy, worst-group accuracy, accuracy
-    gap); the temperature-scaled calibration gap;
-    and what this scale cannot decide."""
+    gap); the temperature-scaled calibration gap; and what this scale cannot decide."""
     c = _main_lora_full(cases)
     c = c[c["counted"].astype(bool)]
     out = []

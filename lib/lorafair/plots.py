@@ -221,9 +221,8 @@ def group_accuracy(table: pd.DataFrame, attribute: str, profile: str, facet: str
             ax.errorbar(x, s["accuracy"], yerr=[s["accuracy"] - s["lo"], s["hi"] - s["accuracy"]],
                         fmt=METHOD_MARKER[m], color=METHOD_COLOR[m], label=METHOD_LABEL[m], capsize=3, ms=6)
         counts = sub.drop_duplicates("group").set_index("group").reindex(groups)["n"]
-        # a hyphenated name breaks at its hyphen ("medium-\nlight") so the labels sit side by side
-        # (tick_name);
-        # only names that still would not fit are rotated
+        # a long name breaks at its hyphen ("medium-\nlight", tick_name) so the labels sit side by
+        # side; only names that still would not fit are rotated
         names = [tick_name(g) for g in groups]
         widest = max(max(len(line) for line in nm.split("\n")) for nm in names)
         long = widest * len(groups) > 9 * 4.6 * 1.4  # characters at fontsize 7 in the panel's width
@@ -562,6 +561,8 @@ def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", lab
     parameters, log scale; one panel per test set."""
     panels = list(dict.fromkeys(table["panel"]))
     fig, axes = subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    import textwrap
+
     for ax, panel in zip(axes[0], panels):
         sub = table[table["panel"] == panel]
         ax.axhline(0, color="black", lw=0.8)
@@ -573,7 +574,6 @@ def shift_from_base(table: pd.DataFrame, profile: str, value: str = "shift", lab
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
         # a long label on two lines, so it stays within the panel's height instead of running into the title
-        import textwrap
         ax.set_ylabel("\n".join(textwrap.wrap(label or value, 28)))
         ax.set_title(panel, fontsize=9)
         ax.legend(fontsize=7, frameon=False)

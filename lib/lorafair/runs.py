@@ -500,17 +500,9 @@ def scrub_paths(obj):
     return obj
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def manifest(directory: Path) -> dict:
     """{file: [size, sha256]} of a record's files, written into DONE (its second line)."""
-    return {n: [(directory / n).stat().st_size, _sha256(directory / n)] for n in RECORD_FILES}
+    return {n: [(directory / n).stat().st_size, assets.file_sha256(directory / n)] for n in RECORD_FILES}
 
 
 #: sha256 of record files already checked in this process: {path: ((inode, mtime_ns, size), sha256)}
@@ -524,7 +516,7 @@ def _sha256_cached(f: Path) -> str:
     hit = _CHECKED.get(key)
     if hit and hit[0] == stamp:
         return hit[1]
-    h = _sha256(f)
+    h = assets.file_sha256(f)
     _CHECKED[key] = (stamp, h)
     return h
 
@@ -567,7 +559,7 @@ def record_problem(path: Path, full: bool = False) -> str | None:
             size = f.stat().st_size
             if size != want[n][0]:
                 return f"{n} has {size} bytes, {want[n][0]} were written"
-            if (_sha256(f) if full else _sha256_cached(f)) != want[n][1]:
+            if (assets.file_sha256(f) if full else _sha256_cached(f)) != want[n][1]:
                 return f"{n} has another sha256 than was written (it was changed after the run)"
         except OSError as e:
             return f"{n} cannot be read ({e.strerror or e})"

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .assets import file_sha256
 from .errors import LorafairError
 from .table import Dataset
 
 FORMATS = {".csv": "CSV", ".parquet": "parquet", ".jsonl": "JSON lines", ".json": "JSON lines"}
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -66,9 +59,10 @@ def load_file(path: str, sha256: str | None = None, text_col: str = "text", labe
     empty texts, image paths that do not exist or leave the file's folder, and rows that repeat
     another row's input (they could fall on both sides of a split)."""
     group_cols = list(group_cols or ["group"])
-    if sha256 is not None and Path(path).is_file() and file_sha256(path) != sha256:
+    found = file_sha256(path) if sha256 is not None and Path(path).is_file() else sha256
+    if found != sha256:
         raise LorafairError(f"--data {path}: the file changed since this run was configured (sha256 {sha256[:12]}... "
-                            f"expected, {file_sha256(path)[:12]}... found); a changed file is a new dataset: "
+                            f"expected, {found[:12]}... found); a changed file is a new dataset: "
                             "configure the run again with --data")
     t = read_table(path)
     x_col, x_flag = (image_col, "--image-col") if image_col else (text_col, "--text-col")
